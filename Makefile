@@ -1,0 +1,31 @@
+# Two commands for a new user:  `make tour` (set up, open the tour)  and  `make test` (set up, run every test).
+# A second run reuses the virtual environment and starts in seconds.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.promptkit-installed
+JUPYTER_ARGS ?= --ip=127.0.0.1 --no-browser
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup tour test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "promptkit: installing into $(VENV) (the first time compiles llama-cpp-python: 6-8 minutes on 2 cores)"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+tour: setup
+	@echo "promptkit: opening the Prompt Intelligence tour; open the URL printed below in a browser"
+	cd notebooks && ../$(VENV)/bin/jupyter lab $(JUPYTER_ARGS) 00_welcome.ipynb
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV)

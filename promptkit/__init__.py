@@ -1,0 +1,43 @@
+"""promptkit: learn prompting and compare models, measured on data.
+
+`import promptkit as pk` is all a notebook needs. Heavy modules (pandas,
+llama-cpp, vendor SDKs) load only when first used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .complete import acomplete, build_request, complete
+from .errors import (
+    DatasetError, ExperimentError, GraderError, MissingKeyError, MissingPackageError, ModelInstallError,
+    ModelSpecError, PromptkitError, SettingsError, TemplateError,
+)
+from .providers import DEFAULT_MODEL, get_provider, parse_spec, register
+from .types import Completion, Grade, Message, Request, Settings, TokenLogprob
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute", imported on first use
+_LAZY: dict[str, str] = {
+    "model_table": "promptkit.models_status:model_table",
+    "catalog": "promptkit.catalog:catalog",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'promptkit' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr) if attr else importlib.import_module(module)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "DEFAULT_MODEL", "Completion", "DatasetError", "ExperimentError", "Grade", "GraderError", "Message",
+    "MissingKeyError", "MissingPackageError", "ModelInstallError", "ModelSpecError", "PromptkitError", "Request",
+    "Settings", "SettingsError", "TemplateError", "TokenLogprob", "acomplete", "build_request", "complete",
+    "get_provider", "parse_spec", "register", *_LAZY,
+]

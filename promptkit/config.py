@@ -1,0 +1,61 @@
+"""Where settings come from: the environment, a `.env` file, and default folders.
+
+Keys are read, never printed: errors name the variable to set, not its value.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import MissingKeyError
+
+_ENV_LOADED = False
+
+
+def load_env() -> None:
+    """Read a `.env` file from the working directory or its parents, once; the environment wins."""
+    global _ENV_LOADED
+    if _ENV_LOADED:
+        return
+    _ENV_LOADED = True
+    try:
+        from dotenv import find_dotenv, load_dotenv
+    except ImportError:  # python-dotenv is a core dependency; tolerate its absence anyway
+        return
+    path = find_dotenv(usecwd=True)
+    if path:
+        load_dotenv(path, override=False)
+
+
+def env(name: str) -> str | None:
+    load_env()
+    value = os.environ.get(name)
+    return value or None
+
+
+def require_key(var: str, provider: str) -> str:
+    """The API key in `var`, or a MissingKeyError that says how to set it (never its value)."""
+    value = env(var)
+    if not value:
+        raise MissingKeyError(
+            f"{provider} needs an API key: set the environment variable {var} "
+            f"(export {var}=... in your shell, or add a line {var}=... to a .env file "
+            f"in the folder you start from)"
+        )
+    return value
+
+
+def data_home() -> Path:
+    """Root folder for promptkit's own files (cache, joined models): PROMPTKIT_HOME or ~/.cache/promptkit."""
+    root = env("PROMPTKIT_HOME")
+    return Path(root) if root else Path.home() / ".cache" / "promptkit"
+
+
+def cache_dir() -> Path:
+    d = env("PROMPTKIT_CACHE_DIR")
+    return Path(d) if d else data_home() / "cache"
+
+
+def models_dir() -> Path:
+    d = env("PROMPTKIT_MODELS_DIR")
+    return Path(d) if d else data_home() / "models"

@@ -1,0 +1,194 @@
+"""Plain data passed between layers: messages in, completions out.
+
+Everything here is a small dataclass so that the runner, the cache and the
+exports can turn it into JSON or a DataFrame row without knowing its source.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from .errors import SettingsError
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation, provider-neutral."""
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise SettingsError(f"Message.role must be one of {ROLES}, got {self.role!r}")
+        if not isinstance(self.content, str):
+            raise SettingsError(f"Message.content must be a string, got {type(self.content).__name__}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sampling settings that change the answer (and so belong in the cache key)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    grammar: str | None = None  # GBNF; honoured by the local provider only
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject values no provider accepts, naming the field and the allowed range."""
+        t = self.temperature
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or not 0.0 <= t <= 2.0:
+            raise SettingsError(f"Settings.temperature must be between 0 and 2, got {t!r}")
+        p = self.top_p
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 < p <= 1.0:
+            raise SettingsError(f"Settings.top_p must be in (0, 1], got {p!r}")
+        m = self.max_tokens
+        if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+            raise SettingsError(f"Settings.max_tokens must be a whole number of at least 1, got {m!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise SettingsError(f"Settings.seed must be a whole number or None, got {self.seed!r}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise SettingsError(f"Settings.stop must be non-empty strings, got {self.stop!r}")
+        k = self.top_logprobs
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
+            raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Settings":
+        """Build from a plain dict, naming any key that is not a setting."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {unknown}; known settings are {sorted(known)}")
+        if "stop" in d and d["stop"] is not None:
+            d["stop"] = tuple([d["stop"]] if isinstance(d["stop"], str) else d["stop"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a provider is asked: turns, settings and an optional assistant prefill.
+
+    `prefill` starts the assistant's answer (e.g. "{" for JSON); the provider
+    continues from it and the completion's text includes it.
+    """
+
+    messages: tuple[Message, ...]
+    settings: Settings = field(default_factory=Settings)
+    prefill: str = ""
+
+    def __post_init__(self) -> None:
+        msgs = tuple(self.messages)
+        object.__setattr__(self, "messages", msgs)
+        if not any(m.role == "user" for m in msgs):
+            raise SettingsError("Request.messages needs at least one user message")
+
+    @property
+    def system(self) -> str:
+        """All system turns joined: vendors take the system prompt apart from the turns."""
+        return "\n\n".join(m.content for m in self.messages if m.role == "system")
+
+    @property
+    def turns(self) -> list[Message]:
+        return [m for m in self.messages if m.role != "system"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "settings": self.settings.to_dict(),
+            "prefill": self.prefill,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Request":
+        return cls(
+            messages=tuple(Message(m["role"], m["content"]) for m in d["messages"]),
+            settings=Settings.from_dict(d.get("settings")),
+            prefill=d.get("prefill", ""),
+        )
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token, its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+ErrorKind = Literal[
+    "rate_limit", "overloaded", "server", "timeout", "connection", "auth",
+    "bad_request", "context_length", "malformed", "budget", "config", "unknown",
+]
+
+
+@dataclass
+class Completion:
+    """The outcome of one call: an answer with its measurements, or an error as data."""
+
+    text: str = ""
+    provider: str = ""
+    model: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    finish_reason: str | None = None
+    cost_usd: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    logprobs: list[TokenLogprob] | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Completion":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("logprobs") is not None:
+            d["logprobs"] = [TokenLogprob(**t) for t in d["logprobs"]]
+        return cls(**d)
+
+
+@dataclass
+class Grade:
+    """What every grader returns: a score in [0, 1], pass or fail, and why."""
+
+    score: float
+    passed: bool
+    reason: str = ""
+    label: str | None = None  # the parsed answer, when the grader parses one
+    parsed: bool = True  # False when the answer could not be read at all (kept apart from wrong)
+    details: dict[str, Any] = field(default_factory=dict)
