@@ -14,7 +14,7 @@ from .errors import (
     ModelSpecError, PromptkitError, SettingsError, TemplateError,
 )
 from .providers import DEFAULT_MODEL, get_provider, parse_spec, register
-from .types import Completion, Grade, Message, Request, Settings, TokenLogprob
+from .types import Completion, Grade, Grader, Message, PromptVariant, Request, Row, Settings, TokenLogprob
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MODEL", "Completion", "DatasetError", "ExperimentError", "Grade", "GraderError", "Message",
     "MissingKeyError", "MissingPackageError", "ModelInstallError", "ModelSpecError", "PromptkitError", "Request",
-    "Settings", "SettingsError", "TemplateError", "TokenLogprob", "acomplete", "build_request", "complete",
+    "Settings", "SettingsError", "TemplateError", "TokenLogprob", "Grader", "PromptVariant", "Row", "acomplete", "build_request", "complete",
     "get_provider", "parse_spec", "register", *_LAZY,
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 
 from .errors import SettingsError
 
@@ -192,3 +192,35 @@ class Grade:
     label: str | None = None  # the parsed answer, when the grader parses one
     parsed: bool = True  # False when the answer could not be read at all (kept apart from wrong)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One dataset example: the inputs that fill a template's variables, and the gold target.
+
+    `split` is "train" (few-shot examples), "dev" (calibration, tuning) or "test" (held out).
+    """
+
+    id: str
+    input: dict[str, Any]
+    target: Any = None
+    split: str = "test"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PromptVariant(Protocol):
+    """Anything the runner can turn into a request: a Template, or a template with phrases applied."""
+
+    name: str
+
+    def to_request(self, variables: Mapping[str, Any], settings: Settings) -> Request: ...
+
+
+@runtime_checkable
+class Grader(Protocol):
+    """A callable that grades one completion against a row's target; `name` labels its column."""
+
+    name: str
+
+    def __call__(self, completion: Completion, target: Any) -> Grade: ...
