@@ -224,3 +224,31 @@ class Grader(Protocol):
     name: str
 
     def __call__(self, completion: Completion, target: Any) -> Grade: ...
+
+
+@dataclass
+class Cell:
+    """One unit of work: one call of one model on one rendered prompt.
+
+    `key` is a stable sha256 hex of everything that changes the answer; it is the
+    cache key, the row id in results, and the custom_id of a batch request.
+    """
+
+    key: str
+    variant: str
+    model: str
+    settings: Settings
+    row_id: str
+    repeat: int
+    request: Request
+    target: Any = None
+    settings_label: str = ""
+
+
+@dataclass
+class CellResult:
+    """A finished cell: its completion (answer or error) and the grades given to it."""
+
+    cell: Cell
+    completion: Completion
+    grades: dict[str, Grade] = field(default_factory=dict)
