@@ -9,6 +9,7 @@ appended after the assistant header so the model continues it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import os
 import threading
@@ -74,6 +75,18 @@ class LoadedModel:
 
 _LOADED: dict[tuple[str, bool], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free models before interpreter shutdown (llama-cpp's own finaliser fails once its globals are gone)."""
+    for lm in list(_LOADED.values()):
+        lm.executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            lm.llm.close()
+        except Exception:
+            pass
+    _LOADED.clear()
 
 
 def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False) -> LoadedModel:
