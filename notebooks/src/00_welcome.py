@@ -1,0 +1,75 @@
+# %% [markdown]
+# # Welcome to the Prompt Intelligence tour
+#
+# This tour teaches prompting the way an engineer would want to learn it: **every claim is measured**.
+# Each lesson runs on a real model, on customer-success data with gold labels, and shows the numbers,
+# including when a famous technique does nothing or hurts.
+#
+# | Chapter | What you learn |
+# |---|---|
+# | `01_foundations` | the anatomy of a prompt, live: system vs user, clarity, context and audience, roles, examples, tags, prefill, temperature, tokens and cost; and how to read a score honestly |
+# | `02_power_phrases` | the power-phrase library, and an ablation that measures what each phrase does on our data |
+# | `03_model_differences` | the same prompts across models and settings: accuracy, variance, latency, tokens and cost |
+# | `04_live_builder` | an interactive prompt builder: toggle phrases, pick rows and models, run, compare, save |
+#
+# Each chapter ends with **exercises that check themselves**: you write a prompt, a check runs it on held-out
+# rows, grades it, and gives a hint when it falls short.
+
+# %% tags=[parameters]
+# Papermill parameters: CI runs the tour small; raise them for a fuller picture.
+MODELS = ["local:smollm2"]
+N_ROWS = 6
+
+# %% [markdown]
+# ## The models on this machine
+#
+# The tour's default model is **SmolLM2-135M-Instruct**, embedded in the kit and run on your CPU with
+# llama.cpp. It needs no key and no network. It is small (135 million parameters, hundreds to thousands of
+# times smaller than the models most prompting papers measured), which makes it an honest teacher: you will
+# see which techniques survive at this size and which do not.
+#
+# Any API model whose key is set shows up as ready below.
+
+# %%
+import pandas as pd
+
+import promptkit as pk
+
+pd.DataFrame(pk.model_table())[["spec", "ready", "why"]]
+
+# %% [markdown]
+# ## Your first call
+#
+# `pk.complete` sends one prompt to one model and returns a `Completion`: the text, plus what it cost you in
+# tokens, time and money.
+
+# %%
+c = pk.complete(
+    "A customer's weekly active users fell by half since March. Is that a renewal risk? Answer in one sentence.",
+    MODELS[0],
+    max_tokens=40,
+)
+print(c.text)
+print(f"{c.input_tokens} tokens in, {c.output_tokens} out, {c.latency_s:.2f} s, first token after {c.ttft_s:.2f} s, cost ${c.cost_usd}")
+
+# %% [markdown]
+# ## Adding API models
+#
+# The kit reads keys from the environment or from a `.env` file in the folder you start Jupyter from:
+#
+# ```
+# ANTHROPIC_API_KEY=...
+# OPENAI_API_KEY=...
+# ```
+#
+# Then use specs such as `anthropic:claude-haiku-4-5` or `openai:gpt-4o-mini`. A local server that speaks the
+# OpenAI API (Ollama, vLLM, LM Studio) needs no key: `ollama:llama3.2` or
+# `openai:my-model@http://localhost:8000/v1`. Keys are never printed, cached or exported.
+#
+# ## How to read this tour
+#
+# * Cells are short: the logic lives in the `promptkit` package, where it is tested.
+# * Numbers come from the run you are looking at, not from the text. If your numbers differ from a
+#   sentence in the prose, trust the numbers, and tell us.
+# * Published results are cited from the kit's evidence file, with the models they were measured on.
+#   When our measurement disagrees with a paper, the lesson says so.

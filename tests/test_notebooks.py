@@ -1,0 +1,37 @@
+"""Every tour notebook executes end to end, offline, on the local model (small parameters).
+
+The executed copies land in test-artifacts/notebooks/, where `make test` then runs
+nbval (lax mode) over them as a second check.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
+
+# Small parameters so CI stays inside its time limit; learners run the defaults.
+CI_PARAMETERS: dict[str, dict] = {
+    "00_welcome": {"N_ROWS": 4},
+}
+
+pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path):
+    import papermill as pm
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS / path.name
+    env_home = os.environ.get("PROMPTKIT_HOME")
+    assert env_home, "tests run with an isolated PROMPTKIT_HOME"
+    pm.execute_notebook(
+        str(path), str(out), parameters=CI_PARAMETERS.get(path.stem, {}), cwd=str(path.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=900,
+    )
+    assert out.exists()
