@@ -22,6 +22,11 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "model_table": "promptkit.models_status:model_table",
     "catalog": "promptkit.catalog:catalog",
+    "metrics": "promptkit.metrics:",
+    "classification_summary": "promptkit.metrics:classification_summary",
+    "mcnemar_test": "promptkit.metrics:mcnemar_test",
+    "paired_bootstrap_test": "promptkit.metrics:paired_bootstrap_test",
+    "roc_auc": "promptkit.metrics:roc_auc",
 }
 
 

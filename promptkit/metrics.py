@@ -1,0 +1,541 @@
+"""Classification scores that a degenerate model cannot game.
+
+A small model that answers one label for every row scores exactly the base
+rate, so accuracy alone reads like a result. Every summary here therefore puts
+accuracy beside the majority-class baseline of the same rows, balanced accuracy
+(chance = 1/k whatever the class balance), macro-F1, the confusion matrix and
+the count of unparseable answers, which are kept apart from wrong ones. Two
+prompts scored on the same rows are compared with paired tests (exact McNemar,
+paired bootstrap) that say in plain words when a difference is not significant.
+
+Predictions are labels (str) or None for an answer that could not be read;
+`Grade` objects are accepted too and read through `.label`. Pure functions over
+lists; numpy only for the bootstrap.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+
+from .errors import GraderError
+
+UNPARSEABLE = "(unparseable)"
+Label = Hashable
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _labels_of(pred: Sequence[Any]) -> list[Any]:
+    """Plain labels from labels or Grades (a Grade that was not parsed counts as None)."""
+    out = []
+    for p in pred:
+        if hasattr(p, "label") and hasattr(p, "parsed"):
+            out.append(p.label if p.parsed else None)
+        else:
+            out.append(p)
+    return out
+
+
+def _check(gold: Sequence[Any], pred: Sequence[Any], name: str = "pred") -> tuple[list[Any], list[Any]]:
+    gold = list(gold)
+    pred = _labels_of(pred)
+    if len(gold) != len(pred):
+        raise GraderError(f"gold has {len(gold)} rows but {name} has {len(pred)}; score the same rows in the same order")
+    if not gold:
+        raise GraderError("no rows to score: gold is empty")
+    for i, g in enumerate(gold):
+        if g is None:
+            raise GraderError(f"gold label of row {i} is None; every scored row needs a gold label")
+    return gold, pred
+
+
+def _label_set(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] | None) -> list[Any]:
+    """The label set: as given (checked against gold), else gold and predicted labels in first-seen order."""
+    if labels is None:
+        seen: dict[Any, None] = {}
+        for x in list(gold) + [p for p in pred if p is not None]:
+            seen.setdefault(x, None)
+        return list(seen)
+    labels = list(labels)
+    if len(set(labels)) != len(labels):
+        raise GraderError(f"labels has duplicates: {labels}")
+    known = set(labels)
+    for i, g in enumerate(gold):
+        if g not in known:
+            raise GraderError(f"gold label {g!r} of row {i} is not in labels {labels}; add it or fix the row")
+    return labels
+
+
+# ---------------------------------------------------------------- point scores
+
+
+def accuracy(gold: Sequence[Any], pred: Sequence[Any]) -> float:
+    """Share of rows answered with the gold label (unparseable answers count as not correct)."""
+    gold, pred = _check(gold, pred)
+    return sum(g == p for g, p in zip(gold, pred)) / len(gold)
+
+
+def unparseable_count(pred: Sequence[Any]) -> int:
+    """How many answers could not be read as a label (None), kept apart from wrong ones."""
+    return sum(p is None for p in _labels_of(pred))
+
+
+def majority_baseline(gold: Sequence[Any], labels: Sequence[Any] | None = None) -> tuple[Any, float]:
+    """The label a constant guesser would pick on these rows and the accuracy it gets.
+
+    Ties go to the label listed first in `labels` (or seen first in gold).
+    """
+    gold = list(gold)
+    if not gold:
+        raise GraderError("no rows to score: gold is empty")
+    order = list(labels) if labels is not None else list(dict.fromkeys(gold))
+    counts = {lab: 0 for lab in order}
+    for g in gold:
+        counts[g] = counts.get(g, 0) + 1
+    best = max(counts, key=lambda lab: counts[lab])  # max keeps the first of equal counts
+    return best, counts[best] / len(gold)
+
+
+@dataclass
+class ClassStats:
+    """Precision, recall and F1 of one label, with its support (gold count) and how often it was predicted."""
+
+    label: Any
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+def per_class(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] | None = None) -> dict[Any, ClassStats]:
+    """Per-label precision/recall/F1; a label never predicted has precision 0, never in gold recall 0."""
+    gold, pred = _check(gold, pred)
+    labels = _label_set(gold, pred, labels)
+    out = {}
+    for lab in labels:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, pred))
+        support = sum(g == lab for g in gold)
+        predicted = sum(p == lab for p in pred)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[lab] = ClassStats(lab, precision, recall, f1, support, predicted)
+    return out
+
+
+def balanced_accuracy(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] | None = None) -> float:
+    """Mean recall over the labels present in gold: a constant answer scores 1/k, not the base rate."""
+    stats = per_class(gold, pred, labels)
+    recalls = [s.recall for s in stats.values() if s.support > 0]
+    return sum(recalls) / len(recalls)
+
+
+def macro_f1(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] | None = None) -> float:
+    """Unweighted mean F1 over the label set, so a rare class counts as much as a common one."""
+    stats = per_class(gold, pred, labels)
+    return sum(s.f1 for s in stats.values()) / len(stats)
+
+
+@dataclass
+class ConfusionMatrix:
+    """Counts of gold label (rows) by answer (columns); the last column counts unparseable answers.
+
+    Answers that were read but are not in the label set get their own columns
+    before the unparseable one, so nothing is silently folded into a label.
+    """
+
+    labels: list[Any]
+    columns: list[Any]
+    counts: list[list[int]]
+
+    def count(self, gold: Any, answer: Any) -> int:
+        col = UNPARSEABLE if answer is None else answer
+        return self.counts[self.labels.index(gold)][self.columns.index(col)]
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame (gold in the index, answers in the columns) for notebooks."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            self.counts, index=pd.Index([str(x) for x in self.labels], name="gold"),
+            columns=pd.Index([str(x) for x in self.columns], name="answer"),
+        )
+
+    def __str__(self) -> str:
+        heads = ["gold \\ answer"] + [str(c) for c in self.columns]
+        rows = [[str(lab)] + [str(n) for n in r] for lab, r in zip(self.labels, self.counts)]
+        widths = [max(len(x[i]) for x in [heads] + rows) for i in range(len(heads))]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [heads] + rows)
+
+
+def confusion_matrix(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] | None = None) -> ConfusionMatrix:
+    """Gold x answer counts with an unparseable column, so unreadable answers stay visible."""
+    gold, pred = _check(gold, pred)
+    labels = _label_set(gold, pred, labels)
+    extra = list(dict.fromkeys(p for p in pred if p is not None and p not in labels))
+    columns = labels + extra + [UNPARSEABLE]
+    index = {c: j for j, c in enumerate(columns)}
+    counts = [[0] * len(columns) for _ in labels]
+    row_of = {lab: i for i, lab in enumerate(labels)}
+    for g, p in zip(gold, pred):
+        counts[row_of[g]][index[UNPARSEABLE if p is None else p]] += 1
+    return ConfusionMatrix(labels=labels, columns=columns, counts=counts)
+
+
+# ---------------------------------------------------------------- intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval: `low`..`high` at `level`, and how it was computed."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    method: str = ""
+
+    def __str__(self) -> str:
+        return f"[{self.low:.3f}, {self.high:.3f}]"
+
+
+def _z(level: float) -> float:
+    if not 0 < level < 1:
+        raise GraderError(f"confidence level must be between 0 and 1, got {level!r}")
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
+    """Wilson score interval for a proportion: sensible near 0 and 1 and for small n, unlike p +/- 1.96 se."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise GraderError(f"wilson_interval needs 0 <= successes <= n and n > 0, got successes={successes}, n={n}")
+    z = _z(level)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not 1e-17 from rounding
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(low, high, level, "wilson")
+
+
+def bootstrap_interval(
+    stat: Callable[[list[Any], list[Any]], float],
+    gold: Sequence[Any],
+    pred: Sequence[Any],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Percentile bootstrap interval of `stat(gold, pred)` over rows resampled with replacement (seeded)."""
+    gold, pred = _check(gold, pred)
+    _z(level)
+    rng = np.random.default_rng(seed)
+    n = len(gold)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        vals.append(stat([gold[i] for i in idx], [pred[i] for i in idx]))
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(lo), float(hi), level, f"bootstrap (n={n_boot}, seed={seed})")
+
+
+# ---------------------------------------------------------------- summary
+
+
+@dataclass
+class ClassificationSummary:
+    """Everything needed to judge a classification score honestly, for one prompt x model on some rows."""
+
+    n: int
+    labels: list[Any]
+    accuracy: float
+    accuracy_ci: Interval
+    majority_label: Any
+    majority_rate: float
+    beats_baseline: bool
+    balanced_accuracy: float
+    balanced_accuracy_ci: Interval
+    chance: float
+    macro_f1: float
+    macro_f1_ci: Interval
+    correct: int
+    wrong: int
+    unparseable: int
+    per_class: dict[Any, ClassStats]
+    confusion: ConfusionMatrix
+    predicted_counts: dict[Any, int] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """One plain sentence on whether the accuracy means anything."""
+        if self.beats_baseline:
+            return (f"accuracy {self.accuracy:.3f} beats the majority baseline {self.majority_rate:.3f} "
+                    f"(always {self.majority_label!r}) by more than its 95% interval")
+        return (f"accuracy {self.accuracy:.3f} does not beat the majority baseline {self.majority_rate:.3f} "
+                f"(always {self.majority_label!r}) by more than its interval {self.accuracy_ci}: "
+                f"look at balanced accuracy ({self.balanced_accuracy:.3f}, chance {self.chance:.3f})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict of the headline numbers: one DataFrame row per summary."""
+        return {
+            "n": self.n, "accuracy": self.accuracy,
+            "accuracy_low": self.accuracy_ci.low, "accuracy_high": self.accuracy_ci.high,
+            "majority_label": self.majority_label, "majority_rate": self.majority_rate,
+            "beats_baseline": self.beats_baseline,
+            "balanced_accuracy": self.balanced_accuracy,
+            "balanced_accuracy_low": self.balanced_accuracy_ci.low,
+            "balanced_accuracy_high": self.balanced_accuracy_ci.high,
+            "chance": self.chance, "macro_f1": self.macro_f1,
+            "macro_f1_low": self.macro_f1_ci.low, "macro_f1_high": self.macro_f1_ci.high,
+            "correct": self.correct, "wrong": self.wrong, "unparseable": self.unparseable,
+            "predicted": dict(self.predicted_counts),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """Everything, nested, JSON-ready (labels become strings in the confusion matrix)."""
+        d = self.to_dict()
+        d["labels"] = list(self.labels)
+        d["per_class"] = {str(k): asdict(v) for k, v in self.per_class.items()}
+        d["confusion"] = {"labels": [str(x) for x in self.confusion.labels],
+                          "columns": [str(x) for x in self.confusion.columns], "counts": self.confusion.counts}
+        return d
+
+    def __str__(self) -> str:
+        lines = [
+            f"n={self.n}  accuracy {self.accuracy:.3f} {self.accuracy_ci}  "
+            f"majority baseline {self.majority_rate:.3f} (always {self.majority_label!r})",
+            f"balanced accuracy {self.balanced_accuracy:.3f} {self.balanced_accuracy_ci} (chance {self.chance:.3f})  "
+            f"macro-F1 {self.macro_f1:.3f} {self.macro_f1_ci}",
+            f"correct {self.correct}  wrong {self.wrong}  unparseable {self.unparseable}",
+            self.verdict,
+            str(self.confusion),
+        ]
+        return "\n".join(lines)
+
+
+def classification_summary(
+    gold: Sequence[Any],
+    pred: Sequence[Any],
+    labels: Sequence[Any] | None = None,
+    *,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ClassificationSummary:
+    """Accuracy beside its majority baseline, balanced accuracy, macro-F1, confusion and unparseable count.
+
+    `beats_baseline` is True only when the lower end of accuracy's Wilson
+    interval is above the majority-class rate of the same rows, i.e. accuracy
+    exceeds the baseline by more than its own uncertainty.
+    """
+    gold, pred = _check(gold, pred)
+    labs = _label_set(gold, pred, labels)
+    n = len(gold)
+    correct = sum(g == p for g, p in zip(gold, pred))
+    unparseable = sum(p is None for p in pred)
+    acc_ci = wilson_interval(correct, n, level)
+    maj_label, maj_rate = majority_baseline(gold, labs)
+    stats = per_class(gold, pred, labs)
+    present = [s for s in stats.values() if s.support > 0]
+
+    def bal(g: list[Any], p: list[Any]) -> float:
+        return balanced_accuracy(g, p, labs)
+
+    def mf1(g: list[Any], p: list[Any]) -> float:
+        return macro_f1(g, p, labs)
+
+    return ClassificationSummary(
+        n=n, labels=labs, accuracy=correct / n, accuracy_ci=acc_ci,
+        majority_label=maj_label, majority_rate=maj_rate, beats_baseline=acc_ci.low > maj_rate,
+        balanced_accuracy=sum(s.recall for s in present) / len(present),
+        balanced_accuracy_ci=bootstrap_interval(bal, gold, pred, n_boot=n_boot, seed=seed, level=level),
+        chance=1 / len(present),
+        macro_f1=sum(s.f1 for s in stats.values()) / len(stats),
+        macro_f1_ci=bootstrap_interval(mf1, gold, pred, n_boot=n_boot, seed=seed, level=level),
+        correct=correct, wrong=n - correct - unparseable, unparseable=unparseable,
+        per_class=stats, confusion=confusion_matrix(gold, pred, labs),
+        predicted_counts={lab: c for lab, c in _counts(pred).items()},
+    )
+
+
+def _counts(pred: Sequence[Any]) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for p in pred:
+        key = UNPARSEABLE if p is None else p
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+# ---------------------------------------------------------------- paired tests
+
+
+@dataclass
+class PairedTest:
+    """The outcome of comparing two prompts (A, B) on the same rows."""
+
+    test: str
+    p_value: float
+    difference: float  # metric(A) - metric(B)
+    alpha: float
+    verdict: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < self.alpha
+
+    def __str__(self) -> str:
+        return f"{self.test}: {self.verdict}"
+
+
+def _verdict(p: float, diff: float, alpha: float, name_a: str, name_b: str, what: str) -> str:
+    if p < alpha:
+        better, worse = (name_a, name_b) if diff > 0 else (name_b, name_a)
+        return (f"{better} beats {worse} on {what} by {abs(diff):.3f} "
+                f"(p={p:.3g}, significant at {alpha:g})")
+    return (f"not significant at {alpha:g} (p={p:.3g}): the {what} difference of {diff:+.3f} "
+            f"between {name_a} and {name_b} could be chance on these rows")
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of k or fewer successes (or as extreme) in n fair coin flips."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+def mcnemar_test(
+    gold: Sequence[Any],
+    pred_a: Sequence[Any],
+    pred_b: Sequence[Any],
+    *,
+    alpha: float = 0.05,
+    name_a: str = "A",
+    name_b: str = "B",
+) -> PairedTest:
+    """Exact McNemar test: only rows where one prompt is right and the other wrong carry evidence.
+
+    Under "no difference" each such discordant row is a fair coin flip, so the
+    p-value is an exact two-sided binomial test on the discordant counts.
+    """
+    gold, a = _check(gold, pred_a, "pred_a")
+    _, b = _check(gold, pred_b, "pred_b")
+    a_only = sum(x == g and y != g for g, x, y in zip(gold, a, b))
+    b_only = sum(x != g and y == g for g, x, y in zip(gold, a, b))
+    p = binomial_two_sided(min(a_only, b_only), a_only + b_only)
+    diff = (a_only - b_only) / len(gold)
+    return PairedTest(
+        test="exact McNemar", p_value=p, difference=diff, alpha=alpha,
+        verdict=_verdict(p, diff, alpha, name_a, name_b, "accuracy"),
+        details={"a_right_b_wrong": a_only, "a_wrong_b_right": b_only, "n": len(gold)},
+    )
+
+
+_METRICS: dict[str, Callable[..., float]] = {
+    "accuracy": lambda g, p, labels: sum(x == y for x, y in zip(g, p)) / len(g),
+    "balanced_accuracy": balanced_accuracy,
+    "macro_f1": macro_f1,
+}
+
+
+def paired_bootstrap_test(
+    gold: Sequence[Any],
+    pred_a: Sequence[Any],
+    pred_b: Sequence[Any],
+    *,
+    metric: str = "accuracy",
+    labels: Sequence[Any] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    name_a: str = "A",
+    name_b: str = "B",
+) -> PairedTest:
+    """Paired bootstrap of metric(A) - metric(B): resample rows (the same rows for both prompts).
+
+    The p-value is the share of resampled differences at least as far from the
+    observed one as the observed one is from zero (the bootstrap distribution
+    shifted to the null), with +1 smoothing so it is never exactly 0. Works for
+    any metric, including balanced accuracy and macro-F1 where McNemar does not apply.
+    """
+    if metric not in _METRICS:
+        raise GraderError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    gold, a = _check(gold, pred_a, "pred_a")
+    _, b = _check(gold, pred_b, "pred_b")
+    labs = _label_set(gold, a + b, labels)
+    fn = _METRICS[metric]
+
+    def safe(g: list[Any], p: list[Any]) -> float:
+        try:
+            return fn(g, p, labs)
+        except ZeroDivisionError:  # a resample without any row of some class
+            return float("nan")
+
+    observed = fn(gold, a, labs) - fn(gold, b, labs)
+    rng = np.random.default_rng(seed)
+    n = len(gold)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        g = [gold[i] for i in idx]
+        diffs.append(safe(g, [a[i] for i in idx]) - safe(g, [b[i] for i in idx]))
+    d = np.asarray(diffs)
+    d = d[~np.isnan(d)]
+    extreme = int(np.sum(np.abs(d - observed) >= abs(observed) - 1e-12))
+    p = (extreme + 1) / (len(d) + 1)
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return PairedTest(
+        test=f"paired bootstrap ({metric})", p_value=p, difference=observed, alpha=alpha,
+        verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " ")),
+        details={"n": n, "n_boot": n_boot, "seed": seed, "ci_low": float(lo), "ci_high": float(hi)},
+    )
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def roc_auc(gold: Sequence[Any], scores: Sequence[float], positive: Any = True) -> float:
+    """Area under the ROC curve: the chance a random positive row scores above a random negative one.
+
+    Ties count one half (average ranks, the Mann-Whitney U statistic). Shows
+    whether likelihood scores separate the classes even when the argmax label
+    is the same for every row.
+    """
+    gold = list(gold)
+    scores = [float(s) for s in scores]
+    if len(gold) != len(scores):
+        raise GraderError(f"gold has {len(gold)} rows but scores has {len(scores)}")
+    if any(math.isnan(s) for s in scores):
+        raise GraderError("scores contain NaN; drop or fix those rows before computing ROC AUC")
+    pos = [g == positive for g in gold]
+    n_pos = sum(pos)
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise GraderError(
+            f"ROC AUC needs both classes in gold; got {n_pos} rows equal to positive={positive!r} and {n_neg} others"
+        )
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        avg = (i + j) / 2 + 1  # 1-based average rank of the tie group
+        for k in range(i, j + 1):
+            ranks[order[k]] = avg
+        i = j + 1
+    rank_sum = sum(r for r, is_pos in zip(ranks, pos) if is_pos)
+    u = rank_sum - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
