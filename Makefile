@@ -26,6 +26,7 @@ tour: setup
 
 test: setup
 	$(PY) -m pytest
+	PROMPTKIT_HOME=$$(mktemp -d) $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 test-artifacts/notebooks
 
 clean:
 	rm -rf $(VENV)

@@ -34,3 +34,12 @@ def test_the_check_catches_a_dirty_notebook(tmp_path):
 def test_the_tour_exists():
     names = {p.name for p in NOTEBOOKS}
     assert "00_welcome.ipynb" in names
+
+
+def test_notebooks_match_their_sources():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "tools" / "nbpack.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
