@@ -1,0 +1,524 @@
+"""Prompt templates: a system part, user/assistant turns and a prefill, with `{{name}}` variables.
+
+A Template is the PromptVariant the runner renders once per dataset row. It
+is immutable, so applying phrases or examples always makes a new one, and it
+round-trips through a small YAML (or TOML) file so learners keep their prompts.
+"""
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace as dc_replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import TemplateError
+from .types import Message, Request, Row, Settings
+
+VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+FIELDS: tuple[str, ...] = ("name", "description", "system", "turns", "prefill", "meta")
+REQUIRED: tuple[str, ...] = ("name", "turns")
+TURN_ROLES: tuple[str, ...] = ("user", "assistant")
+
+
+def variables_in(text: str) -> list[str]:
+    """Variable names in `text`, in order of first use (single braces are not variables)."""
+    seen: dict[str, None] = {}
+    for m in VAR_RE.finditer(text):
+        seen.setdefault(m.group(1), None)
+    return list(seen)
+
+
+def format_value(value: Any) -> str:
+    """How a variable value appears in a prompt: strings as is, structures as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    return str(value)
+
+
+def substitute(text: str, variables: Mapping[str, Any]) -> str:
+    """Fill the `{{name}}` slots whose names are in `variables`; leave the others as they are."""
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return format_value(variables[name]) if name in variables else m.group(0)
+    return VAR_RE.sub(fill, text)
+
+
+def _coerce_turn(turn: Any, i: int, where: str) -> Message:
+    if isinstance(turn, Message):
+        msg = turn
+    elif isinstance(turn, Mapping):
+        extra = sorted(set(turn) - {"role", "content"})
+        if extra:
+            raise TemplateError(f"{where}: turns[{i}] has unknown field(s) {extra}; a turn has 'role' and 'content'")
+        for key in ("role", "content"):
+            if key not in turn:
+                raise TemplateError(f"{where}: turns[{i}] is missing the field '{key}'")
+        if not isinstance(turn["content"], str):
+            raise TemplateError(f"{where}: turns[{i}].content must be text, got {type(turn['content']).__name__}")
+        if turn["role"] not in TURN_ROLES:
+            raise TemplateError(
+                f"{where}: turns[{i}].role must be 'user' or 'assistant', got {turn['role']!r}"
+                + (" (put system text in the template's 'system' field)" if turn["role"] == "system" else "")
+            )
+        msg = Message(turn["role"], turn["content"])
+    else:
+        raise TemplateError(f"{where}: turns[{i}] must be a mapping with 'role' and 'content', got {turn!r}")
+    if msg.role not in TURN_ROLES:
+        raise TemplateError(
+            f"{where}: turns[{i}].role must be 'user' or 'assistant', got {msg.role!r}"
+            " (put system text in the template's 'system' field)"
+        )
+    return msg
+
+
+@dataclass(frozen=True)
+class Template:
+    """A reusable prompt: system text, user/assistant turns (assistant = few-shot answers) and a prefill."""
+
+    name: str
+    description: str = ""
+    system: str = ""
+    turns: tuple[Message, ...] = ()
+    prefill: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        where = f"template {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TemplateError(f"template name must be non-empty text, got {self.name!r}")
+        for key in ("description", "system", "prefill"):
+            if not isinstance(getattr(self, key), str):
+                raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}")
+        turns = self.turns
+        if isinstance(turns, str):  # a bare string is the one user turn
+            turns = (Message("user", turns),)
+        if not isinstance(turns, (list, tuple)):
+            raise TemplateError(f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}")
+        msgs = tuple(_coerce_turn(t, i, where) for i, t in enumerate(turns))
+        if not msgs:
+            raise TemplateError(f"{where}: 'turns' is empty; a template needs at least one user turn")
+        if msgs[-1].role != "user":
+            raise TemplateError(
+                f"{where}: the last turn is an assistant turn; a template ends with the user turn to answer"
+                " (put the start of the answer in 'prefill')"
+            )
+        if not isinstance(self.meta, Mapping):
+            raise TemplateError(f"{where}: 'meta' must be a mapping, got {type(self.meta).__name__}")
+        object.__setattr__(self, "turns", msgs)
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    # ---- variables and rendering -------------------------------------------------
+
+    def parts(self) -> list[tuple[str, str]]:
+        """(label, text) for every part that may hold variables, labelled as error messages name them."""
+        out = [("system", self.system)] if self.system else []
+        out += [(f"turn {i} ({m.role})", m.content) for i, m in enumerate(self.turns, 1)]
+        if self.prefill:
+            out.append(("prefill", self.prefill))
+        return out
+
+    @property
+    def variables(self) -> set[str]:
+        """Names of every `{{variable}}` the template needs."""
+        return {v for _, text in self.parts() for v in variables_in(text)}
+
+    def variable_order(self) -> list[str]:
+        """The variables in order of first use, for forms and tables."""
+        seen: dict[str, None] = {}
+        for _, text in self.parts():
+            for v in variables_in(text):
+                seen.setdefault(v, None)
+        return list(seen)
+
+    def missing(self, variables: Mapping[str, Any]) -> list[str]:
+        """Variables the template needs that `variables` does not give, in order of first use."""
+        return [v for v in self.variable_order() if v not in variables]
+
+    def unused(self, variables: Mapping[str, Any]) -> list[str]:
+        """Given names the template never uses (a dataset row often carries extra fields)."""
+        need = self.variables
+        return sorted(k for k in variables if k not in need)
+
+    def check(self, variables: Mapping[str, Any], *, strict: bool = False) -> None:
+        """Raise TemplateError naming each missing variable and where it is used (and unused ones if strict)."""
+        if not isinstance(variables, Mapping):
+            raise TemplateError(f"template {self.name!r}: variables must be a mapping of name -> value, "
+                                f"got {type(variables).__name__}")
+        missing = self.missing(variables)
+        if missing:
+            places = []
+            for v in missing:
+                where = [label for label, text in self.parts() if v in variables_in(text)]
+                hint = difflib.get_close_matches(v, [str(k) for k in variables], n=1)
+                places.append(f"'{v}' (used in {', '.join(where)}"
+                              + (f"; did you mean '{hint[0]}'?)" if hint else ")"))
+            given = sorted(str(k) for k in variables)
+            raise TemplateError(
+                f"template {self.name!r}: missing variable{'s' if len(missing) > 1 else ''} "
+                + ", ".join(places) + f"; given variables: {given}"
+            )
+        if strict:
+            unused = self.unused(variables)
+            if unused:
+                raise TemplateError(
+                    f"template {self.name!r}: unused variable{'s' if len(unused) > 1 else ''} {unused} "
+                    f"(the template uses {sorted(self.variables)}); pass strict=False to allow extras"
+                )
+
+    def render(self, variables: Mapping[str, Any] | None = None, settings: Settings | None = None,
+               *, strict: bool = False) -> Request:
+        """The provider-neutral Request for one set of variables; a missing variable is an error."""
+        variables = {} if variables is None else variables
+        self.check(variables, strict=strict)
+        msgs = ([Message("system", substitute(self.system, variables))] if self.system else []) + [
+            Message(m.role, substitute(m.content, variables)) for m in self.turns
+        ]
+        return Request(messages=tuple(msgs), settings=settings or Settings(),
+                       prefill=substitute(self.prefill, variables))
+
+    def to_request(self, variables: Mapping[str, Any], settings: Settings) -> Request:
+        """PromptVariant protocol: what the runner calls once per row (extra row fields are fine)."""
+        return self.render(variables, settings)
+
+    def fill(self, variables: Mapping[str, Any], **more: Any) -> "Template":
+        """A template with some variables filled in and the rest left as `{{slots}}`."""
+        vals = {**variables, **more}
+        return self.replace(
+            system=substitute(self.system, vals),
+            turns=tuple(Message(m.role, substitute(m.content, vals)) for m in self.turns),
+            prefill=substitute(self.prefill, vals),
+        )
+
+    # ---- building variants ---------------------------------------------------------
+
+    def replace(self, **changes: Any) -> "Template":
+        """A copy with some fields changed (the original is untouched)."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise TemplateError(f"template {self.name!r}: unknown field(s) {unknown}; fields are {list(FIELDS)}")
+        return dc_replace(self, **changes)
+
+    @property
+    def user(self) -> str:
+        """The last user turn: the one each row fills and phrases attach to."""
+        return self.turns[-1].content
+
+    def with_examples(
+        self,
+        rows: Iterable[Row],
+        answer: str | Callable[[Any], str] | None = None,
+        *,
+        name: str | None = None,
+    ) -> "Template":
+        """Add few-shot user/assistant pairs from dataset rows, just before the final user turn.
+
+        Each row's `input` fills a copy of the final user turn; its `target` becomes the
+        answer: by `answer` (a callable, or a string with `{{target}}`), else as text
+        (dicts and lists as JSON). A prefill the answer does not already start with is
+        put in front, so examples look like the answers the model is asked to continue.
+        """
+        rows = list(rows)
+        last = self.turns[-1]
+        pairs: list[Message] = []
+        need = set(variables_in(last.content))
+        for row in rows:
+            if not isinstance(row, Row):
+                raise TemplateError(f"template {self.name!r}: with_examples takes Row objects, got {type(row).__name__}")
+            lacking = sorted(need - set(row.input))
+            if lacking:
+                raise TemplateError(
+                    f"template {self.name!r}: example row {row.id!r} has no input field(s) {lacking} "
+                    f"for the user turn (row fields: {sorted(row.input)})"
+                )
+            if callable(answer):
+                text = answer(row.target)
+            elif isinstance(answer, str):
+                text = substitute(answer, {"target": row.target})
+            else:
+                text = format_value(row.target)
+            if not isinstance(text, str):
+                raise TemplateError(f"template {self.name!r}: answer for example row {row.id!r} must be text, "
+                                    f"got {type(text).__name__}")
+            if self.prefill and not text.startswith(self.prefill):
+                text = self.prefill + text
+            pairs += [Message("user", substitute(last.content, row.input)), Message("assistant", text)]
+        meta = dict(self.meta)
+        meta["examples"] = list(meta.get("examples", [])) + [r.id for r in rows]
+        return self.replace(
+            name=name or f"{self.name}+{len(rows)}shot",
+            turns=self.turns[:-1] + tuple(pairs) + (last,),
+            meta=meta,
+        )
+
+    # ---- files ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file format: plain dicts and strings, keys in reading order."""
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        d["system"] = self.system
+        d["turns"] = [{"role": m.role, "content": m.content} for m in self.turns]
+        d["prefill"] = self.prefill
+        if self.meta:
+            d["meta"] = dict(self.meta)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str = "<dict>") -> "Template":
+        """Build from the file format, naming any missing or unknown field and the source."""
+        if not isinstance(d, Mapping):
+            raise TemplateError(f"{source}: a template must be a mapping with fields {list(FIELDS)}, "
+                                f"got {type(d).__name__}")
+        unknown = [k for k in d if k not in FIELDS]
+        if unknown:
+            hints = [difflib.get_close_matches(str(k), FIELDS, n=1) for k in unknown]
+            detail = ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in zip(unknown, hints))
+            raise TemplateError(f"{source}: unknown template field {detail}; fields are {list(FIELDS)}")
+        for key in REQUIRED:
+            if key not in d:
+                raise TemplateError(f"{source}: template is missing the required field '{key}'")
+        values = {k: ("" if d.get(k) is None and k in ("description", "system", "prefill") else d[k]) for k in d}
+        if "meta" in values and values["meta"] is None:
+            values["meta"] = {}
+        try:
+            return cls(**values)
+        except TemplateError as e:
+            msg = str(e)
+            raise TemplateError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+
+    def to_yaml(self) -> str:
+        """The template as a human-readable YAML document (multi-line text in block style)."""
+        import yaml
+        return yaml.dump(self.to_dict(), Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=100)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<string>") -> "Template":
+        """Parse a YAML document; a parse error names the source and line."""
+        return cls.from_dict(_parse_yaml(text, source), source=source)
+
+    def to_toml(self) -> str:
+        """The template as TOML (for learners who prefer it); same fields as YAML."""
+        return _dump_toml(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<string>") -> "Template":
+        """Parse a TOML document; a parse error names the source and line."""
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise TemplateError(f"{source}: reading TOML needs Python 3.11+ (tomllib); use YAML instead") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise TemplateError(f"{source}: not valid TOML: {e}") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the template to a .yaml/.yml/.toml file atomically (never a half-written file)."""
+        p = Path(path)
+        fmt = _format_of(p)
+        text = self.to_toml() if fmt == "toml" else self.to_yaml()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return p
+
+    # ---- display ------------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        head = f"Template {self.name!r}" + (f": {self.description}" if self.description else "")
+        vars_ = self.variable_order()
+        lines = [head, f"variables: {', '.join(vars_) if vars_ else '(none)'}"]
+        if self.system:
+            lines += ["--- system ---", self.system.rstrip("\n")]
+        for i, m in enumerate(self.turns, 1):
+            lines += [f"--- turn {i}: {m.role} ---", m.content.rstrip("\n")]
+        if self.prefill:
+            lines += ["--- prefill (start of the answer) ---", self.prefill]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        colours = {"system": "#eef2ff", "user": "#f0fdf4", "assistant": "#fff7ed", "prefill": "#fef9c3"}
+
+        def box(label: str, text: str, role: str) -> str:
+            body = VAR_RE.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>", esc(text))
+            return (f"<div style='background:{colours[role]};border-radius:4px;padding:4px 8px;margin:3px 0'>"
+                    f"<div style='font-size:0.8em;color:#555'>{esc(label)}</div>"
+                    f"<pre style='white-space:pre-wrap;margin:0;background:transparent'>{body}</pre></div>")
+
+        out = [f"<div><b>{esc(self.name)}</b>"
+               + (f" <span style='color:#555'>{esc(self.description)}</span>" if self.description else "")
+               + f"<div style='font-size:0.85em'>variables: {esc(', '.join(self.variable_order()) or '(none)')}</div>"]
+        if self.system:
+            out.append(box("system", self.system, "system"))
+        for i, m in enumerate(self.turns, 1):
+            out.append(box(f"turn {i}: {m.role}" + (" (example answer)" if m.role == "assistant" else ""),
+                           m.content, m.role))
+        if self.prefill:
+            out.append(box("prefill (start of the answer)", self.prefill, "prefill"))
+        out.append("</div>")
+        return "".join(out)
+
+
+def load_template(path: str | os.PathLike[str]) -> Template:
+    """Read a template file (.yaml, .yml or .toml); errors name the file, line and field."""
+    p = Path(path)
+    fmt = _format_of(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"{p}: template file not found") from None
+    except UnicodeDecodeError as e:
+        raise TemplateError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if fmt == "toml":
+        return Template.from_toml(text, source=str(p))
+    data = _parse_yaml(text, str(p))
+    try:
+        return Template.from_dict(data, source=str(p))
+    except TemplateError as e:
+        line = _yaml_line_for(text, str(e))
+        if line is None:
+            raise
+        msg = str(e)
+        raise TemplateError(msg.replace(f"{p}:", f"{p}, line {line}:", 1)) from None
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _format_of(p: Path) -> str:
+    ext = p.suffix.lower()
+    if ext in (".yaml", ".yml"):
+        return "yaml"
+    if ext == ".toml":
+        return "toml"
+    raise TemplateError(f"{p}: a template file ends in .yaml, .yml or .toml, got {ext or 'no extension'!r}")
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        detail = f"{problem} ({context})" if context else f"{problem}"
+        raise TemplateError(f"{source}{where}: not valid YAML: {detail}") from None
+
+
+_FIELD_IN_MSG = re.compile(r"turns\[(\d+)\](?:\.(role|content))?|field '(\w+)'|template field '(\w+)'|'(\w+)' must be")
+
+
+def _yaml_line_for(text: str, message: str) -> int | None:
+    """1-based line of the YAML node an error message names (a field or turns[i].role), if found."""
+    import yaml
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return root.start_mark.line + 1 if root is not None else None
+    m = _FIELD_IN_MSG.search(message)
+    if not m:
+        return None
+    top = {k.value: (k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    if m.group(1) is not None:
+        if "turns" not in top or not isinstance(top["turns"][1], yaml.SequenceNode):
+            return None
+        items = top["turns"][1].value
+        i = int(m.group(1))
+        if i >= len(items):
+            return None
+        node = items[i]
+        if m.group(2) and isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == m.group(2):
+                    return v.start_mark.line + 1
+        return node.start_mark.line + 1
+    name = m.group(3) or m.group(4) or m.group(5)
+    if name in top:
+        return top[name][0].start_mark.line + 1
+    return None
+
+
+def _block_str(dumper: Any, data: str) -> Any:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_DUMPER: list[type] = []
+
+
+def _dumper() -> type:
+    """A SafeDumper that writes multi-line text as `|` blocks, so saved prompts read like the prompt."""
+    if not _DUMPER:
+        import yaml
+
+        class BlockDumper(yaml.SafeDumper):
+            pass
+
+        BlockDumper.add_representer(str, _block_str)
+        _DUMPER.append(BlockDumper)
+    return _DUMPER[0]
+
+
+def _toml_str(s: str) -> str:
+    if "\n" in s and "'''" not in s and "\r" not in s and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", s):
+        return "'''\n" + s + "'''"
+    out = json.dumps(s, ensure_ascii=False)
+    return out.replace("\x7f", "\\u007f")
+
+
+def _toml_value(v: Any, where: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x, where) for x in v) + "]"
+    raise TemplateError(f"{where}: cannot write a {type(v).__name__} to TOML; save as .yaml instead")
+
+
+def _dump_toml(d: Mapping[str, Any]) -> str:
+    lines = []
+    for k in ("name", "description", "system", "prefill"):
+        if k in d:
+            lines.append(f"{k} = {_toml_str(d[k])}")
+    for t in d.get("turns", []):
+        lines += ["", "[[turns]]", f"role = {_toml_str(t['role'])}", f"content = {_toml_str(t['content'])}"]
+    if d.get("meta"):
+        lines += ["", "[meta]"]
+        for k, v in d["meta"].items():
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+            lines.append(f"{key} = {_toml_value(v, f'meta.{k}')}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Template", "load_template", "variables_in", "substitute", "format_value"]
+
