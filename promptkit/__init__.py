@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "model_table": "promptkit.models_status:model_table",
     "catalog": "promptkit.catalog:catalog",
+    "Template": "promptkit.templates:Template",
+    "load_template": "promptkit.templates:load_template",
     "metrics": "promptkit.metrics:",
     "classification_summary": "promptkit.metrics:classification_summary",
     "mcnemar_test": "promptkit.metrics:mcnemar_test",
