@@ -1,23 +1,28 @@
 """A finished run: the cell results, a tidy DataFrame of them, summaries and exports.
 
 The runner hands over plain `CellResult` dataclasses; the DataFrame is built
-from them here, at the edge, only when first asked for.
+from them here, at the edge, only when first asked for. Classification numbers
+(baseline, balanced accuracy, macro-F1, paired tests) come from `metrics.py`.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
 import tempfile
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
 
-from .errors import ExperimentError, redact
+from .errors import DatasetError, ExperimentError, GraderError, redact
 from .types import Cell, CellResult, Completion, Grade, Request, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from pandas.io.formats.style import Styler
+
+    from .metrics import PairedTest
 
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 CELL_COLUMNS: tuple[str, ...] = ("key", "variant", "model", "settings_label", *SETTINGS_FIELDS, "row_id", "repeat")
@@ -25,6 +30,10 @@ COMPLETION_COLUMNS: tuple[str, ...] = (
     "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "error_kind", "error", "cached",
 )
 GRADE_FIELDS: tuple[str, ...] = ("score", "passed", "label", "parsed", "reason")
+JSONL_FORMAT = "promptkit.results/1"
+SCORE_CI = "95% percentile bootstrap over dataset rows (a row's repeats and settings resampled together), 2000 resamples, seed 0"
+ACCURACY_CI = "95% Wilson interval over cells (metrics.classification_summary)"
+PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 
 
 class Results:
@@ -41,9 +50,23 @@ class Results:
     def __iter__(self) -> Iterator[CellResult]:
         return iter(self.results)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Results):
+            return NotImplemented
+        return self.results == other.results and self.meta == other.meta
+
     def __repr__(self) -> str:
         errors = sum(1 for r in self.results if not r.completion.ok)
         return f"<Results {len(self.results)} cells, {errors} errors, graders={self.grader_names}>"
+
+    def _repr_html_(self) -> str:
+        """In a notebook a Results shows its summary table."""
+        try:
+            return self.summary().to_html()
+        except Exception:  # never break a notebook display
+            return html.escape(repr(self))
+
+    # ------------------------------------------------------------------ names
 
     @property
     def grader_names(self) -> list[str]:
@@ -59,6 +82,42 @@ class Results:
         """The grader whose score fills the plain `score` / `passed` columns (the first one)."""
         names = self.grader_names
         return names[0] if names else None
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(r.cell.variant for r in self.results))
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(r.cell.model for r in self.results))
+
+    def _grader(self, grader: str | None) -> str:
+        names = self.grader_names
+        if grader is None:
+            if not names:
+                raise GraderError("these results carry no grades; grade them first with results.regrade([...graders])")
+            return names[0]
+        if grader not in names:
+            raise GraderError(f"no grader named {grader!r} in these results; graders are {names}")
+        return grader
+
+    def is_classification(self, grader: str | None = None) -> bool:
+        """True when the grader parses labels (sets Grade.label), so label metrics apply."""
+        g = self._grader(grader)
+        return any((r.grades.get(g) is not None and r.grades[g].label is not None) for r in self.results)
+
+    def labels(self, grader: str | None = None) -> list[Any]:
+        """The label set: `meta["labels"]` if given, then every gold label, then answers that match none."""
+        g = self._grader(grader)
+        seen: dict[Any, None] = {}
+        for lab in self.meta.get("labels") or ():
+            seen.setdefault(lab, None)
+        for r in self.results:
+            if _is_label(r.cell.target):
+                seen.setdefault(r.cell.target, None)
+        return list(seen)
+
+    # ------------------------------------------------------------------ DataFrame
 
     @property
     def df(self) -> "pd.DataFrame":
@@ -88,6 +147,8 @@ class Results:
                 grade = r.grades.get(g)
                 for f in GRADE_FIELDS:
                     rec[f"{g}_{f}"] = getattr(grade, f) if grade is not None else None
+                if grade is not None and grade.reason:
+                    rec[f"{g}_reason"] = redact(grade.reason)
             if primary is not None:
                 grade = r.grades.get(primary)
                 rec["score"] = grade.score if grade is not None else None
@@ -111,4 +172,608 @@ class Results:
         for col in ("passed", *(f"{g}_{f}" for g in graders for f in ("passed", "parsed"))):
             if col in df:
                 df[col] = df[col].astype("boolean")
+        df["cached"] = df["cached"].astype(bool)
         return df
+
+    def filter(self, **where: Any) -> "Results":
+        """The cells whose fields match, e.g. `results.filter(model="local:smollm2", repeat=0)`."""
+        allowed = {"key", "variant", "model", "settings_label", "row_id", "repeat"}
+        bad = sorted(set(where) - allowed)
+        if bad:
+            raise ExperimentError(f"cannot filter results by {bad}; filter by any of {sorted(allowed)}")
+        kept = []
+        for r in self.results:
+            ok = True
+            for k, v in where.items():
+                have = getattr(r.cell, k)
+                if isinstance(v, (list, tuple, set, frozenset)):
+                    ok = have in v
+                else:
+                    ok = have == v
+                if not ok:
+                    break
+            if ok:
+                kept.append(r)
+        return Results(kept, self.meta)
+
+    # ------------------------------------------------------------------ summaries
+
+    def summary(
+        self,
+        by: str | Sequence[str] = ("variant", "model"),
+        grader: str | None = None,
+        *,
+        n_boot: int = 2000,
+    ) -> "pd.DataFrame":
+        """Per group: calls, errors, mean score with CI, latency p50/p95, tokens and cost per 100 rows.
+
+        Errors are counted and kept out of every score (a failed call says
+        nothing about the prompt). For a classification grader each group also
+        gets accuracy beside the majority baseline of its rows, balanced
+        accuracy, macro-F1, unparseable count and a `flag` when accuracy does
+        not beat the baseline by more than its interval. The CI methods are in
+        `df.attrs["score_ci"]` and `df.attrs["accuracy_ci"]`.
+        """
+        import numpy as np
+        import pandas as pd
+
+        by = [by] if isinstance(by, str) else list(by)
+        df = self.df
+        bad = [b for b in by if b not in df.columns]
+        if bad:
+            raise ExperimentError(f"cannot group results by {bad}; columns include {list(CELL_COLUMNS)}")
+        g = self._grader(grader) if self.grader_names else None
+        classify = g is not None and self.is_classification(g)
+        labels = self.labels(g) if classify else []
+        index_of = {r.cell.key: r for r in self.results}
+        rows = []
+        for keys, part in df.groupby(by, sort=False, dropna=False):
+            keys = keys if isinstance(keys, tuple) else (keys,)
+            ok = part[part["error_kind"].isna()]
+            rec: dict[str, Any] = dict(zip(by, keys))
+            rec["n"] = len(part)
+            rec["errors"] = int(part["error_kind"].notna().sum())
+            if g is not None:
+                scores = ok[f"{g}_score"]
+                have = ok[scores.notna()]
+                rec["scored"] = len(have)
+                mean, lo, hi = _cluster_bootstrap(
+                    have[f"{g}_score"].to_numpy(dtype=float), have["row_id"].astype(str).to_numpy(), n_boot=n_boot
+                )
+                rec.update(score=mean, score_low=lo, score_high=hi)
+                passed = have[f"{g}_passed"].dropna()
+                rec["pass_rate"] = float(passed.astype(bool).mean()) if len(passed) else math.nan
+            lat = ok["latency_s"].dropna()
+            rec["latency_p50"] = float(lat.quantile(0.5)) if len(lat) else math.nan
+            rec["latency_p95"] = float(lat.quantile(0.95)) if len(lat) else math.nan
+            ttft = ok["ttft_s"].dropna()
+            rec["ttft_p50"] = float(ttft.quantile(0.5)) if len(ttft) else math.nan
+            tin = ok["input_tokens"].dropna().astype(float)
+            tout = ok["output_tokens"].dropna().astype(float)
+            rec["input_tokens_mean"] = float(tin.mean()) if len(tin) else math.nan
+            rec["output_tokens_mean"] = float(tout.mean()) if len(tout) else math.nan
+            rec["tokens_per_100"] = (
+                100 * (rec["input_tokens_mean"] if len(tin) else 0.0) + 100 * (rec["output_tokens_mean"] if len(tout) else 0.0)
+                if len(tin) or len(tout) else math.nan
+            )
+            cost = part["cost_usd"].dropna()
+            ok_cost = ok["cost_usd"].dropna()
+            rec["cost_usd"] = float(cost.sum()) if len(cost) else math.nan
+            rec["cost_per_100"] = 100 * float(ok_cost.mean()) if len(ok_cost) else math.nan
+            rec["cached"] = int(part["cached"].sum())
+            if classify:
+                rec.update(self._classification(
+                    [index_of[k] for k in ok["key"]], g, labels, n_boot=min(n_boot, 1000)))
+            rows.append(rec)
+        out = pd.DataFrame(rows)
+        out.attrs["grader"] = g
+        out.attrs["score_ci"] = SCORE_CI
+        if classify:
+            out.attrs["accuracy_ci"] = ACCURACY_CI
+            out.attrs["labels"] = labels
+        return out
+
+    def _classification(
+        self, cells: list[CellResult], grader: str, labels: list[Any], *, n_boot: int = 1000
+    ) -> dict[str, Any]:
+        from . import metrics
+
+        gold, pred = _gold_pred(cells, grader)
+        if not gold:
+            return {"accuracy": math.nan, "flag": "no labelled rows"}
+        s = metrics.classification_summary(gold, pred, labels, n_boot=n_boot)
+        return {
+            "accuracy": s.accuracy, "accuracy_low": s.accuracy_ci.low, "accuracy_high": s.accuracy_ci.high,
+            "majority_label": s.majority_label, "baseline": s.majority_rate,
+            "beats_baseline": s.beats_baseline,
+            "flag": "" if s.beats_baseline else "not above majority baseline",
+            "balanced_accuracy": s.balanced_accuracy, "chance": s.chance, "macro_f1": s.macro_f1,
+            "correct": s.correct, "wrong": s.wrong, "unparseable": s.unparseable,
+        }
+
+    def classification(self, grader: str | None = None, **where: Any) -> Any:
+        """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
+        from . import metrics
+
+        g = self._grader(grader)
+        sub = self.filter(**where) if where else self
+        gold, pred = _gold_pred([r for r in sub.results if r.completion.ok], g)
+        if not gold:
+            raise GraderError(f"no successful cells with a gold label match {where or 'these results'}")
+        return metrics.classification_summary(gold, pred, self.labels(g))
+
+    def confusion(
+        self, variant: str | None = None, model: str | None = None, grader: str | None = None, **where: Any
+    ) -> "pd.DataFrame":
+        """Gold labels down, answers across, with an unparseable column; errors left out."""
+        from . import metrics
+
+        g = self._grader(grader)
+        if not self.is_classification(g):
+            raise GraderError(f"grader {g!r} sets no labels, so there is no confusion matrix; use a label grader")
+        if variant is not None:
+            where["variant"] = variant
+        if model is not None:
+            where["model"] = model
+        sub = self.filter(**where) if where else self
+        gold, pred = _gold_pred([r for r in sub.results if r.completion.ok], g)
+        if not gold:
+            raise GraderError(f"no successful cells with a gold label match {where or 'these results'}")
+        return metrics.confusion_matrix(gold, pred, self.labels(g)).to_frame()
+
+    def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        grader: str | None = None,
+        metric: str = "accuracy",
+        alpha: float = 0.05,
+        n_boot: int = 2000,
+        seed: int = 0,
+        **where: Any,
+    ) -> "PairedTest":
+        """Paired test of two variants (or two models) on the same rows: is the difference real?
+
+        Cells are paired on everything but the compared dimension (row, repeat,
+        settings, and the other of variant/model); only pairs where both calls
+        succeeded count. Labels use exact McNemar for accuracy and a paired
+        bootstrap for balanced accuracy or macro-F1; pass/fail scores use
+        McNemar; other scores a paired bootstrap of the mean difference.
+        """
+        from . import metrics
+
+        if a in self.variants and b in self.variants:
+            across = "variant"
+        elif a in self.models and b in self.models:
+            across = "model"
+        else:
+            raise ExperimentError(
+                f"compare({a!r}, {b!r}): both must be variants {self.variants} or both models {self.models}"
+            )
+        g = self._grader(grader)
+        other = "model" if across == "variant" else "variant"
+        sub = self.filter(**where) if where else self
+
+        def pair_key(r: CellResult) -> tuple[Any, ...]:
+            return (r.cell.row_id, r.cell.repeat, r.cell.settings_label, getattr(r.cell, other))
+
+        side: dict[str, dict[tuple[Any, ...], CellResult]] = {a: {}, b: {}}
+        for r in sub.results:
+            name = getattr(r.cell, across)
+            if name in side and r.completion.ok and g in r.grades:
+                side[name][pair_key(r)] = r
+        common = [k for k in side[a] if k in side[b]]
+        if not common:
+            raise ExperimentError(f"{a!r} and {b!r} share no successfully graded rows to pair")
+        ra = [side[a][k] for k in common]
+        rb = [side[b][k] for k in common]
+        if self.is_classification(g):
+            pairs = [(x, y) for x, y in zip(ra, rb) if _is_label(x.cell.target)]
+            gold = [x.cell.target for x, _ in pairs]
+            pa = [_pred(x.grades[g]) for x, _ in pairs]
+            pb = [_pred(y.grades[g]) for _, y in pairs]
+            if metric == "accuracy":
+                res = metrics.mcnemar_test(gold, pa, pb, alpha=alpha, name_a=a, name_b=b)
+            else:
+                res = metrics.paired_bootstrap_test(
+                    gold, pa, pb, metric=metric, labels=self.labels(g), n_boot=n_boot, seed=seed,
+                    alpha=alpha, name_a=a, name_b=b)
+        else:
+            sa = [x.grades[g].score for x in ra]
+            sb = [y.grades[g].score for y in rb]
+            if all(s in (0, 1) for s in sa + sb):
+                res = metrics.mcnemar_test([1] * len(sa), sa, sb, alpha=alpha, name_a=a, name_b=b)
+            else:
+                res = _paired_bootstrap_means(sa, sb, alpha=alpha, n_boot=n_boot, seed=seed, name_a=a, name_b=b)
+        res.details.update(across=across, pairs=len(common), grader=g)
+        return res
+
+    # ------------------------------------------------------------------ side by side
+
+    def side_by_side(
+        self,
+        across: str = "variant",
+        *,
+        grader: str | None = None,
+        repeat: int | None = 0,
+        max_chars: int = 160,
+        style: bool = True,
+        **where: Any,
+    ) -> "Styler | pd.DataFrame":
+        """Dataset rows down, variants (or models) across: each output with its grade, coloured pass/fail.
+
+        Returns a pandas Styler (HTML-escaped, long outputs cut to `max_chars`)
+        for a notebook, or with `style=False` the plain DataFrame of cell texts.
+        """
+        import pandas as pd
+
+        if across not in ("variant", "model"):
+            raise ExperimentError(f"side_by_side(across=...) must be 'variant' or 'model', got {across!r}")
+        if repeat is not None:
+            where.setdefault("repeat", repeat)
+        sub = self.filter(**where) if where else self
+        g = self._grader(grader) if sub.grader_names else None
+        other = "model" if across == "variant" else "variant"
+        many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
+        many_settings = len({r.cell.settings_label for r in sub.results}) > 1
+        many_repeats = len({r.cell.repeat for r in sub.results}) > 1
+
+        def column(r: CellResult) -> str:
+            parts = []
+            if many_other:
+                parts.append(str(getattr(r.cell, other)))
+            parts.append(str(getattr(r.cell, across)))
+            if many_settings:
+                parts.append(r.cell.settings_label or "default")
+            if many_repeats:
+                parts.append(f"#{r.cell.repeat}")
+            return " · ".join(parts)
+
+        text: dict[str, dict[str, str]] = {}
+        state: dict[str, dict[str, str]] = {}
+        targets: dict[str, str] = {}
+        for r in sub.results:
+            col, row = column(r), str(r.cell.row_id)
+            targets.setdefault(row, _short(_display(r.cell.target), max_chars))
+            text.setdefault(col, {})[row] = _cell_text(r, g, max_chars)
+            state.setdefault(col, {})[row] = _cell_state(r, g)
+        rows = list(targets)
+        frame = pd.DataFrame({"target": pd.Series(targets), **{c: pd.Series(v) for c, v in text.items()}}, index=rows)
+        frame.index.name = "row_id"
+        frame = frame.fillna("")
+        if not style:
+            return frame
+        states = pd.DataFrame({"target": "", **{c: pd.Series(v) for c, v in state.items()}}, index=rows).fillna("")
+        colours = {"pass": PASS_COLOUR, "fail": FAIL_COLOUR, "error": ERROR_COLOUR, "unparsed": UNPARSED_COLOUR}
+
+        def paint(_: Any) -> pd.DataFrame:
+            return states.map(lambda s: f"background-color: {colours[s]}" if s in colours else "")
+
+        return (
+            frame.style.format(escape="html")
+            .apply(paint, axis=None)
+            .set_properties(**{"white-space": "pre-wrap", "vertical-align": "top", "text-align": "left",
+                               "font-size": "0.85em", "max-width": "28em"})
+            .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}])
+        )
+
+    # ------------------------------------------------------------------ regrade
+
+    def regrade(self, graders: Any, *, keep: bool = False) -> "Results":
+        """Grade every successful cell again with other graders, calling no model; returns new Results.
+
+        `graders` is one grader, a list of them, or a dict name -> grader.
+        With `keep=True` the old grades stay beside the new ones (same name: new wins).
+        Failed calls get no grade, as in a run.
+        """
+        named = _named_graders(graders)
+        out = []
+        for r in self.results:
+            grades = dict(r.grades) if keep else {}
+            if r.completion.ok:
+                for name, grader in named.items():
+                    try:
+                        grade = grader(r.completion, r.cell.target)
+                    except Exception as exc:
+                        raise GraderError(
+                            f"grader {name!r} failed on row {r.cell.row_id!r} (variant {r.cell.variant!r}, "
+                            f"model {r.cell.model!r}): {type(exc).__name__}: {exc}"
+                        ) from exc
+                    if not isinstance(grade, Grade):
+                        raise GraderError(f"grader {name!r} returned {type(grade).__name__}, expected a Grade")
+                    grades[name] = grade
+            out.append(CellResult(r.cell, r.completion, grades))
+        meta = dict(self.meta)
+        meta["graders"] = list(dict.fromkeys([*(self.grader_names if keep else []), *named]))
+        return Results(out, meta)
+
+    # ------------------------------------------------------------------ exports
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per cell (cell, completion, grades), secrets redacted."""
+        return [_redact_tree(_cell_result_to_dict(r)) for r in self.results]
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
+        """One JSON object per cell, lossless (secrets redacted); the first line also carries the run's meta."""
+        meta = _redact_tree(_jsonable(self.meta))
+
+        def write(f: TextIO) -> None:
+            for i, r in enumerate(self.results):
+                obj = _redact_tree(_cell_result_to_dict(r))
+                if i == 0:
+                    obj = {"format": JSONL_FORMAT, "meta": meta, **obj}
+                f.write(json.dumps(obj, ensure_ascii=False, default=_json_default))
+                f.write("\n")
+            if not self.results:
+                f.write(json.dumps({"format": JSONL_FORMAT, "meta": meta}, ensure_ascii=False, default=_json_default))
+                f.write("\n")
+
+        return atomic_write(path, write)
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike[str]) -> "Results":
+        """Read back a `to_jsonl` export exactly (to regrade or report it without calling a model)."""
+        path = Path(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise DatasetError(f"results file {path} does not exist") from None
+        meta: dict[str, Any] = {}
+        results = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
+            if "meta" in obj:
+                meta = obj["meta"] or {}
+            if "cell" not in obj:
+                if "meta" in obj:
+                    continue
+                raise DatasetError(f"{path}, line {n}: missing field 'cell'; is this a promptkit results export?")
+            try:
+                results.append(_cell_result_from_dict(obj))
+            except (KeyError, TypeError, ValueError) as exc:
+                what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise DatasetError(f"{path}, line {n}: malformed cell result: {what}") from None
+        return cls(results, meta)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """The DataFrame as CSV (one row per call; lists and dicts as JSON), secrets redacted."""
+        df = self.df.copy()
+        for col in df.columns:
+            if df[col].dtype == object or str(df[col].dtype) in ("str", "string"):
+                df[col] = df[col].map(_csv_value)
+        return atomic_write(path, lambda f: df.to_csv(f, index=False, lineterminator="\n"))
+
+    def to_html(self, path: str | os.PathLike[str], title: str | None = None, **kwargs: Any) -> Path:
+        """One self-contained HTML report (tables and inline plots), written atomically."""
+        from .report import html_report
+
+        text = html_report(self, title=title, **kwargs)
+        return atomic_write(path, lambda f: f.write(text))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], Any]) -> Path:
+    """Write through a temporary file in the same folder and rename it into place: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _is_label(x: Any) -> bool:
+    return isinstance(x, (str, int, bool)) and x is not None
+
+
+def _pred(grade: Grade | None) -> Any:
+    if grade is None or not grade.parsed:
+        return None
+    return grade.label
+
+
+def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], list[Any]]:
+    """Gold labels and parsed answers of cells with a label target; an ungraded cell counts as unparseable."""
+    gold, pred = [], []
+    for r in cells:
+        if not _is_label(r.cell.target):
+            continue
+        gold.append(r.cell.target)
+        pred.append(_pred(r.grades.get(grader)))
+    return gold, pred
+
+
+def _cluster_bootstrap(
+    scores: Any, clusters: Any, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap CI, resampling clusters (dataset rows) so repeats are not counted as new evidence."""
+    import numpy as np
+
+    if len(scores) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(np.mean(scores))
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    k = len(ids)
+    if k < 2:
+        return mean, math.nan, math.nan
+    sums = np.bincount(inverse, weights=scores, minlength=k)
+    counts = np.bincount(inverse, minlength=k).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, k, size=(n_boot, k))
+    boot = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return mean, float(lo), float(hi)
+
+
+def _paired_bootstrap_means(
+    sa: Sequence[float], sb: Sequence[float], *, alpha: float, n_boot: int, seed: int, name_a: str, name_b: str
+) -> "PairedTest":
+    """Paired bootstrap of mean(A) - mean(B) for continuous scores, in the form metrics' tests return."""
+    import numpy as np
+
+    from .metrics import PairedTest
+
+    a, b = np.asarray(sa, float), np.asarray(sb, float)
+    d = a - b
+    observed = float(d.mean())
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    extreme = int(np.sum(np.abs(boots - observed) >= abs(observed) - 1e-12))
+    p = (extreme + 1) / (n_boot + 1)
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return PairedTest(
+        test="paired bootstrap (mean score)", p_value=p, difference=observed, alpha=alpha,
+        verdict=(f"{name_a if observed > 0 else name_b} scores higher by {abs(observed):.3f} (p={p:.3g}, significant at {alpha:g})"
+                 if p < alpha else
+                 f"not significant at {alpha:g} (p={p:.3g}): the mean score difference of {observed:+.3f} "
+                 f"between {name_a} and {name_b} could be chance on these rows"),
+        details={"n": len(d), "n_boot": n_boot, "seed": seed, "ci_low": float(lo), "ci_high": float(hi),
+                 "mean_a": float(a.mean()), "mean_b": float(b.mean())},
+    )
+
+
+def _named_graders(graders: Any) -> dict[str, Any]:
+    if isinstance(graders, Mapping):
+        items = list(graders.items())
+    else:
+        seq = [graders] if callable(graders) and not isinstance(graders, (list, tuple)) else list(graders)
+        items = []
+        for gr in seq:
+            name = getattr(gr, "name", None)
+            if not name or not isinstance(name, str):
+                raise GraderError(f"grader {gr!r} has no .name; graders are factories returning objects with a name")
+            items.append((name, gr))
+    named: dict[str, Any] = {}
+    for name, gr in items:
+        if name in named:
+            raise GraderError(f"two graders are named {name!r}; give them different names")
+        if not callable(gr):
+            raise GraderError(f"grader {name!r} is not callable")
+        named[name] = gr
+    if not named:
+        raise GraderError("regrade needs at least one grader")
+    return named
+
+
+def _cell_result_to_dict(r: CellResult) -> dict[str, Any]:
+    c = r.cell
+    return {
+        "cell": {
+            "key": c.key, "variant": c.variant, "model": c.model, "settings_label": c.settings_label,
+            "settings": c.settings.to_dict(), "row_id": c.row_id, "repeat": c.repeat,
+            "target": _jsonable(c.target), "request": c.request.to_dict(),
+        },
+        "completion": r.completion.to_dict(),
+        "grades": {name: _jsonable(asdict(g)) for name, g in r.grades.items()},
+    }
+
+
+def _cell_result_from_dict(d: dict[str, Any]) -> CellResult:
+    c = d["cell"]
+    cell = Cell(
+        key=c["key"], variant=c["variant"], model=c["model"], settings=Settings.from_dict(c["settings"]),
+        row_id=c["row_id"], repeat=c["repeat"], request=Request.from_dict(c["request"]),
+        target=c.get("target"), settings_label=c.get("settings_label", ""),
+    )
+    grades = {name: Grade(**g) for name, g in (d.get("grades") or {}).items()}
+    return CellResult(cell, Completion.from_dict(d["completion"]), grades)
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, (set, frozenset)):
+        return sorted(x, key=str)
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return str(x)
+
+
+def _jsonable(x: Any) -> Any:
+    """Tuples become lists (as JSON has them) so that what is written is what is read back."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _redact_tree(x: Any) -> Any:
+    """Every string in a nested structure passed through `redact`: exports never carry an API key."""
+    if isinstance(x, str):
+        return redact(x)
+    if isinstance(x, dict):
+        return {(redact(k) if isinstance(k, str) else k): _redact_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_redact_tree(v) for v in x]
+    return x
+
+
+def _csv_value(x: Any) -> Any:
+    if isinstance(x, str):
+        return redact(x)
+    if isinstance(x, (list, tuple, dict)):
+        return redact(json.dumps(_jsonable(x), ensure_ascii=False, default=_json_default))
+    return x
+
+
+def _display(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    return json.dumps(_jsonable(x), ensure_ascii=False, default=_json_default)
+
+
+def _short(text: str, max_chars: int) -> str:
+    text = redact(text)
+    return text if len(text) <= max_chars else text[: max(1, max_chars - 1)].rstrip() + "…"
+
+
+def _cell_state(r: CellResult, grader: str | None) -> str:
+    if not r.completion.ok:
+        return "error"
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return ""
+    if not grade.parsed:
+        return "unparsed"
+    return "pass" if grade.passed else "fail"
+
+
+def _cell_text(r: CellResult, grader: str | None, max_chars: int) -> str:
+    if not r.completion.ok:
+        return _short(f"[{r.completion.error_kind}] {r.completion.error or ''}", max_chars)
+    out = _short(r.completion.text, max_chars)
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return out
+    mark = "?" if not grade.parsed else ("✓" if grade.passed else "✗")
+    tail = f"{mark} {grade.score:.2f}"
+    if grade.label is not None:
+        tail += f" {grade.label}"
+    elif not grade.parsed:
+        tail += " unparseable"
+    return f"{out}\n— {tail}"
