@@ -1,0 +1,358 @@
+"""One self-contained HTML report of a run, and the plots notebooks show.
+
+The report is a single file: inline CSS, plots as base64 PNG, no scripts, no
+links out, so it can be mailed or attached to a ticket and open anywhere.
+Figures are built on matplotlib's Agg canvas without pyplot, so making a
+report never changes a notebook's backend or global figure state.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from .results import Results
+
+BASELINE_COLOUR = "#222222"
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
+th { background: #f5f5f5; }
+td.text, th.text { text-align: left; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 0.9em; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; white-space: pre-wrap; font-family: monospace; }
+.note { color: #555; font-size: 0.85em; }
+.flag { background: #fff0c2; }
+.scroll { overflow-x: auto; }
+img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+.cm { display: inline-block; margin: 0 1.5em 1em 0; vertical-align: top; }
+"""
+
+
+# ---------------------------------------------------------------------- figures
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _empty(fig: "Figure", message: str) -> "Figure":
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#555")
+    ax.set_axis_off()
+    return fig
+
+
+def plot_scores(results: "Results", grader: str | None = None, *, metric: str | None = None) -> "Figure":
+    """Score per variant x model with its CI as error bars, and each group's majority baseline as a line.
+
+    For a label grader the bar is accuracy (Wilson CI) unless `metric` names
+    another summary column (e.g. "balanced_accuracy"); otherwise the mean score
+    (row bootstrap CI).
+    """
+    fig = _figure(max(5.0, 1.2 + 0.9 * max(1, len(results.variants)) * max(1, len(results.models)) ** 0.5), 3.6)
+    if not results.grader_names:
+        return _empty(fig, "no grades: grade the results to plot scores")
+    s = results.summary(("variant", "model"), grader)
+    classify = "accuracy" in s.columns
+    metric = metric or ("accuracy" if classify else "score")
+    if metric not in s.columns:
+        raise ValueError(f"plot_scores(metric={metric!r}): summary has no such column; try one of "
+                         f"{[c for c in ('score', 'accuracy', 'balanced_accuracy', 'macro_f1', 'pass_rate') if c in s]}")
+    low, high = f"{metric}_low", f"{metric}_high"
+    variants = list(dict.fromkeys(s["variant"]))
+    models = list(dict.fromkeys(s["model"]))
+    ax = fig.add_subplot()
+    width = 0.8 / len(models)
+    baseline_drawn = False
+    for j, model in enumerate(models):
+        part = s[s["model"] == model].set_index("variant")
+        xs, ys, err_lo, err_hi = [], [], [], []
+        for i, v in enumerate(variants):
+            if v not in part.index:
+                continue
+            row = part.loc[v]
+            x = i - 0.4 + width * (j + 0.5)
+            y = float(row[metric])
+            xs.append(x)
+            ys.append(y)
+            lo = float(row[low]) if low in part and not _nan(row[low]) else y
+            hi = float(row[high]) if high in part and not _nan(row[high]) else y
+            err_lo.append(max(0.0, y - lo))
+            err_hi.append(max(0.0, hi - y))
+            if "baseline" in part and not _nan(row["baseline"]) and metric in ("accuracy", "score", "pass_rate"):
+                ax.hlines(float(row["baseline"]), x - width / 2, x + width / 2, colors=BASELINE_COLOUR,
+                          linestyles="--", linewidth=1.5, label=None if baseline_drawn else "majority baseline", zorder=3)
+                baseline_drawn = True
+        ax.bar(xs, ys, width * 0.92, yerr=[err_lo, err_hi], capsize=3, color=PALETTE[j % len(PALETTE)],
+               label=model, error_kw={"elinewidth": 1, "ecolor": "#333"})
+    if metric in ("balanced_accuracy",) and "chance" in s:
+        ax.axhline(float(s["chance"].max()), color="#888", linestyle=":", linewidth=1, label="chance (1/k)")
+    ax.set_xticks(range(len(variants)), [_clip(v, 24) for v in variants], rotation=20 if len(variants) > 3 else 0,
+                  ha="right" if len(variants) > 3 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{metric.replace('_', ' ')} by variant and model ({s.attrs.get('grader')}), 95% CI", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_latency(results: "Results", by: str = "model") -> "Figure":
+    """Latency of successful calls per model (or variant) as box plots with every call drawn as a dot."""
+    import numpy as np
+
+    if by not in ("model", "variant"):
+        raise ValueError(f"plot_latency(by=...) must be 'model' or 'variant', got {by!r}")
+    df = results.df
+    ok = df[df["error_kind"].isna() & df["latency_s"].notna()]
+    groups = list(dict.fromkeys(ok[by]))
+    fig = _figure(max(5.0, 1.5 + 1.1 * len(groups)), 3.4)
+    if not groups:
+        return _empty(fig, "no successful calls with a measured latency")
+    data = [ok.loc[ok[by] == g, "latency_s"].to_numpy(float) for g in groups]
+    ax = fig.add_subplot()
+    ax.boxplot(data, showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data, 1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=8, alpha=0.5, color=PALETTE[(i - 1) % len(PALETTE)])
+    ax.set_xticks(range(1, len(groups) + 1), [_clip(g, 28) for g in groups])
+    ax.set_ylabel("latency (s)")
+    ax.set_title(f"latency per successful call, by {by}", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_confusion(results: "Results", variant: str | None = None, model: str | None = None,
+                   grader: str | None = None) -> "Figure":
+    """A confusion matrix as a heat map with counts (gold down, answer across, unparseable last)."""
+    cm = results.confusion(variant=variant, model=model, grader=grader)
+    fig = _figure(1.6 + 0.8 * cm.shape[1], 1.2 + 0.6 * cm.shape[0])
+    ax = fig.add_subplot()
+    values = cm.to_numpy(float)
+    ax.imshow(values, cmap="Blues", vmin=0, vmax=max(1.0, values.max()))
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, int(values[i, j]), ha="center", va="center",
+                    color="white" if values[i, j] > values.max() / 2 else "black", fontsize=9)
+    ax.set_xticks(range(cm.shape[1]), list(cm.columns), rotation=30, ha="right")
+    ax.set_yticks(range(cm.shape[0]), list(cm.index))
+    ax.set_xlabel("answer")
+    ax.set_ylabel("gold")
+    ax.set_title(" · ".join(x for x in (variant, model) if x) or "all cells", fontsize=9)
+    return fig
+
+
+def figure_to_data_uri(fig: "Figure") -> str:
+    """A figure as a `data:image/png;base64,...` URI, so the report needs no image files."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------- HTML
+
+
+def html_report(
+    results: "Results",
+    title: str | None = None,
+    *,
+    grader: str | None = None,
+    across: str = "variant",
+    max_rows: int = 60,
+    max_chars: int = 160,
+    max_confusions: int = 12,
+) -> str:
+    """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side."""
+    meta = results.meta
+    title = title or str(meta.get("name") or meta.get("title") or "promptkit results")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="note">{len(results)} calls · variants: {_e(", ".join(results.variants)) or "none"} · '
+        f'models: {_e(", ".join(results.models)) or "none"} · generated '
+        f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>',
+    ]
+    if meta:
+        parts.append(_meta_html(meta))
+    if not len(results):
+        parts.append("<p>No cells in these results.</p></body></html>")
+        return "\n".join(parts)
+
+    graded = bool(results.grader_names)
+    g = results._grader(grader) if graded else None
+    summary = results.summary(("variant", "model"), g)
+    parts.append("<h2>Summary</h2>")
+    parts.append(_summary_html(summary))
+    notes = [f"Errors are counted and left out of every score. Score CI: {_e(summary.attrs['score_ci'])}."]
+    if "accuracy" in summary:
+        notes.append(
+            f"Accuracy CI: {_e(summary.attrs['accuracy_ci'])}. <b>baseline</b> is the accuracy of always answering "
+            "the most common gold label of the same rows; a row is flagged when accuracy does not beat it by more "
+            "than its interval. Balanced accuracy has chance level 1/k whatever the class balance. "
+            "Unparseable answers are counted apart from wrong ones."
+        )
+    parts.append('<p class="note">' + " ".join(notes) + "</p>")
+
+    parts.append("<h2>Scores</h2>")
+    if graded:
+        parts.append(_img(plot_scores(results, g), "scores by variant and model"))
+        if "balanced_accuracy" in summary:
+            parts.append(_img(plot_scores(results, g, metric="balanced_accuracy"), "balanced accuracy"))
+    else:
+        parts.append("<p>No grades: these results were not graded.</p>")
+
+    parts.append("<h2>Latency</h2>")
+    parts.append(_img(plot_latency(results), "latency by model"))
+    parts.append('<p class="note">Successful calls only; a cached answer shows the latency of its original call.</p>')
+
+    df = results.df
+    if df["error_kind"].notna().any():
+        parts.append("<h2>Errors</h2>")
+        errs = (df[df["error_kind"].notna()].groupby(["model", "error_kind"]).size()
+                .rename("calls").reset_index())
+        parts.append(_table_html(errs))
+        first = df[df["error_kind"].notna()].drop_duplicates("error_kind")[["model", "error_kind", "error"]]
+        parts.append('<p class="note">First message of each kind:</p>' + _table_html(first))
+
+    if g is not None and results.is_classification(g):
+        parts.append("<h2>Confusion matrices</h2>")
+        parts.append('<p class="note">Gold labels down, answers across; failed calls left out.</p>')
+        pairs = list(dict.fromkeys(zip(summary["variant"], summary["model"])))
+        for variant, model in pairs[:max_confusions]:
+            try:
+                cm = results.confusion(variant=variant, model=model, grader=g)
+            except Exception as exc:  # e.g. every call of this pair failed
+                parts.append(f'<div class="cm"><b>{_e(variant)} · {_e(model)}</b><p>{_e(str(exc))}</p></div>')
+                continue
+            parts.append(f'<div class="cm"><b>{_e(variant)} · {_e(model)}</b>{_confusion_html(cm)}</div>')
+        if len(pairs) > max_confusions:
+            parts.append(f'<p class="note">{len(pairs) - max_confusions} more pairs not shown.</p>')
+
+    parts.append(f"<h2>Side by side ({_e(across)}s across)</h2>")
+    sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
+                               max_chars=max_chars)
+    n_rows = len(sbs.data)
+    if n_rows > max_rows:
+        sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
+                                   max_chars=max_chars, row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
+        parts.append(f'<p class="note">First {max_rows} of {n_rows} rows.</p>')
+    if not _single_repeat(results):
+        parts.append('<p class="note">Repeat 0 of each cell.</p>')
+    parts.append('<p class="note">Green: passed · red: failed · yellow: answer could not be read · grey: call failed.</p>')
+    parts.append('<div class="scroll">' + sbs.to_html() + "</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _single_repeat(results: "Results") -> bool:
+    return len({r.cell.repeat for r in results}) <= 1
+
+
+def _e(x: Any) -> str:
+    return html.escape(redact(str(x)), quote=True)
+
+
+def _nan(x: Any) -> bool:
+    try:
+        return x is None or math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _clip(text: Any, n: int) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _img(fig: "Figure", alt: str) -> str:
+    return f'<img class="plot" alt="{_e(alt)}" src="{figure_to_data_uri(fig)}">'
+
+
+def _meta_html(meta: dict[str, Any]) -> str:
+    rows = []
+    for k, v in meta.items():
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str, indent=None)
+        rows.append(f"<dt>{_e(k)}</dt><dd>{_e(_clip(text, 2000))}</dd>")
+    return '<dl class="meta">' + "".join(rows) + "</dl>"
+
+
+def _fmt(col: str, x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if col.startswith("cost"):
+            return f"{x:.4g}"
+        if col.startswith(("latency", "ttft")):
+            return f"{x:.3f}"
+        if col.endswith(("tokens_mean", "per_100")):
+            return f"{x:,.1f}"
+        return f"{x:.3f}"
+    return str(x)
+
+
+def _table_html(df: Any, flag_col: str | None = None) -> str:
+    cols = list(df.columns)
+    head = "".join(f'<th class="{"text" if df[c].dtype == object or str(df[c].dtype) == "str" else ""}">{_e(c)}</th>'
+                   for c in cols)
+    body = []
+    for _, row in df.iterrows():
+        flagged = bool(flag_col and row.get(flag_col))
+        cells = []
+        for c in cols:
+            v = row[c]
+            cls = "text" if isinstance(v, str) else ""
+            cells.append(f'<td class="{cls}">{_e(_fmt(c, v))}</td>')
+        body.append(f'<tr class="{"flag" if flagged else ""}">' + "".join(cells) + "</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+SUMMARY_COLUMNS: Sequence[str] = (
+    "variant", "model", "n", "errors", "score", "score_low", "score_high", "accuracy", "accuracy_low", "accuracy_high",
+    "baseline", "majority_label", "flag", "balanced_accuracy", "chance", "macro_f1", "unparseable", "wrong",
+    "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
+)
+
+
+def _summary_html(summary: Any) -> str:
+    cols = [c for c in SUMMARY_COLUMNS if c in summary.columns]
+    return _table_html(summary[cols], flag_col="flag" if "flag" in summary else None)
+
+
+def _confusion_html(cm: Any) -> str:
+    top = max(1, int(cm.to_numpy().max()))
+    head = '<th class="text">gold \\ answer</th>' + "".join(f"<th>{_e(c)}</th>" for c in cm.columns)
+    rows = []
+    for gold, row in cm.iterrows():
+        cells = []
+        for col, n in row.items():
+            alpha = 0.08 + 0.6 * int(n) / top if n else 0
+            style = f' style="background: rgba(76,114,176,{alpha:.2f})"' if n else ""
+            bold = ' style="font-weight:600"' if str(col) == str(gold) else ""
+            cells.append(f"<td{style}><span{bold}>{int(n)}</span></td>")
+        rows.append(f'<tr><th class="text">{_e(gold)}</th>' + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
