@@ -29,6 +29,11 @@ _LAZY: dict[str, str] = {
     "mcnemar_test": "promptkit.metrics:mcnemar_test",
     "paired_bootstrap_test": "promptkit.metrics:paired_bootstrap_test",
     "roc_auc": "promptkit.metrics:roc_auc",
+    "Results": "promptkit.results:Results",
+    "plot_scores": "promptkit.report:plot_scores",
+    "plot_latency": "promptkit.report:plot_latency",
+    "plot_confusion": "promptkit.report:plot_confusion",
+    "html_report": "promptkit.report:html_report",
 }
 
 
