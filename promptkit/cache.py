@@ -28,12 +28,15 @@ def cell_key(model: str, request: Request, repeat: int = 0) -> str:
     from .catalog import catalog
 
     spec = parse_spec(model)
+    req = request.to_dict()
+    for name in ("temperature", "top_p"):  # 0 and 0.0 ask the same thing: one key
+        req["settings"][name] = float(req["settings"][name])
     payload = {
         "v": KEY_VERSION,
         "provider": spec.provider,
         "base_url": spec.base_url,
         "model": catalog().resolve(spec.provider, spec.model),
-        "request": request.to_dict(),
+        "request": req,
         "repeat": int(repeat),
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,423 @@
+"""Run an experiment: every cell answered exactly once, concurrently, from the cache when it can be.
+
+One asyncio loop holds all API calls open (a global limit, per-provider limits,
+an optional requests-per-minute pace, retries with backoff honouring
+Retry-After, a per-call timeout). Local models get one worker, so they answer
+one call at a time while API calls go on in parallel. A failed call becomes an
+error cell, never an exception, and the budget cap stops new calls before it is
+reached. `run` is the sync wrapper for scripts and notebook cells.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from .aio import run_sync
+from .cache import Cache, DiskCache
+from .errors import ExperimentError, PromptkitError, redact
+from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
+from .types import Cell, CellResult, Completion, Grade
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .experiment import Experiment
+    from .providers import Provider
+    from .results import Results
+
+CacheMode = Literal["use", "refresh", "off"]
+CACHE_MODES: tuple[str, ...] = ("use", "refresh", "off")
+
+
+def _per_provider(value: Any, name: str) -> Any:
+    """Accept one number for every provider or a mapping of provider prefix -> number."""
+    if value is None or isinstance(value, Mapping):
+        return dict(value or {})
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"*": value}
+    raise ValueError(f"{name} must be a number or a mapping of provider -> number, got {value!r}")
+
+
+def _lookup(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
+    for k in (gate_key, prefix):
+        if k in table:
+            return table[k]
+    if "*" in table and prefix != "local":
+        return table["*"]
+    return default
+
+
+class _Run:
+    """The state of one run; `execute` returns its Results."""
+
+    def __init__(
+        self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
+        provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
+        progress: bool,
+    ) -> None:
+        self.experiment = experiment
+        self.mode = cache
+        self.store = cache_backend
+        self.concurrency = concurrency
+        self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
+        self.rpm = _per_provider(rpm, "rpm")
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.budget = budget
+        self.progress = progress
+        self.graders = list(experiment.graders)
+        self.async_graders = any(hasattr(g, "agrade") for g in self.graders)
+        self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.gates: dict[str, Gate] = {}
+        self.cache_write_errors: list[str] = []
+
+    # ---- the run -------------------------------------------------------------------------
+
+    async def execute(self) -> "Results":
+        from .results import Results
+
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        self.cells: list[Cell] = self.experiment.expand()
+        self.results: list[CellResult | None] = [None] * len(self.cells)
+        self.groups: dict[str, list[int]] = {}
+        for i, c in enumerate(self.cells):
+            self.groups.setdefault(c.key, []).append(i)
+        self.global_slots = asyncio.Semaphore(self.concurrency)
+        self.grade_slots = asyncio.Semaphore(self.concurrency)
+        self.bar = self._bar()
+        try:
+            todo = await self._answer_from_cache()
+            queues = self._queues(todo)
+            workers = [
+                asyncio.ensure_future(self._worker(self.gates[gk], queue))
+                for gk, queue in queues.items()
+                for _ in range(min(self.gates[gk].concurrency, len(queue)))
+            ]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                raise
+            lost = [i for i, r in enumerate(self.results) if r is None]
+            for i in lost:  # a safety net: should never trigger, but a cell must never vanish
+                self.results[i] = CellResult(self.cells[i], Completion(
+                    error_kind="unknown", error="the runner finished without answering this cell"))
+        finally:
+            self.bar.close()
+        finished = datetime.now(timezone.utc)
+        if self.budget.exhausted:
+            msg = self._budget_message()
+            print(f"promptkit: {msg}", file=sys.stderr)
+        return Results(list(self.results), self._meta(started, finished, time.perf_counter() - t0))  # type: ignore[arg-type]
+
+    async def _answer_from_cache(self) -> list[str]:
+        """Fill every cell the cache already answers; return the keys still to call."""
+        todo: list[str] = []
+        hits: list[tuple[str, Completion]] = []
+        read = self.mode == "use" and self.store is not None
+        for key in self.groups:
+            comp = self.store.get(key) if read else None  # type: ignore[union-attr]
+            if comp is None:
+                todo.append(key)
+            else:
+                hits.append((key, comp))
+        if self.async_graders:
+            await asyncio.gather(*(self._finish(k, c, hit=True) for k, c in hits))
+        else:
+            for k, c in hits:
+                await self._finish(k, c, hit=True)
+        return todo
+
+    def _queues(self, todo: list[str]) -> dict[str, deque[tuple["Provider", str]]]:
+        """Group the keys to call by provider gate; a model that cannot be set up fails its own cells only."""
+        from .providers import get_provider, parse_spec
+
+        providers: dict[str, Any] = {}
+        queues: dict[str, deque[tuple[Any, str]]] = {}
+        for key in todo:
+            cell = self.cells[self.groups[key][0]]
+            prov = providers.get(cell.model)
+            if prov is None:
+                try:
+                    prov = get_provider(cell.model)
+                except PromptkitError as exc:
+                    prov = Completion(error_kind="config", error=str(exc), model=cell.model)
+                providers[cell.model] = prov
+            if isinstance(prov, Completion):
+                self._store_all(key, replace(prov), {}, hit=False)
+                continue
+            spec = parse_spec(cell.model)
+            gk = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
+            if gk not in self.gates:
+                limit = _lookup(self.provider_concurrency, gk, spec.provider,
+                                DEFAULT_PROVIDER_CONCURRENCY.get(spec.provider, self.concurrency))
+                self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), _lookup(self.rpm, gk, spec.provider, None))
+            queues.setdefault(gk, deque()).append((prov, key))
+        return queues
+
+    async def _worker(self, gate: Gate, queue: deque[tuple["Provider", str]]) -> None:
+        while queue:
+            provider, key = queue.popleft()
+            cell = self.cells[self.groups[key][0]]
+            try:
+                comp = await self._call(cell, gate, provider)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a runner bug must not drop the cell
+                comp = Completion(error_kind="unknown", error=redact(f"runner: {type(exc).__name__}: {exc}"))
+            comp.provider = comp.provider or provider.spec.provider
+            comp.model = comp.model or provider.model
+            await self._finish(key, comp, hit=False)
+
+    async def _call(self, cell: Cell, gate: Gate, provider: "Provider") -> Completion:
+        """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
+        est_usd, est_tokens = self._estimate(cell, provider)
+        if not await self.budget.reserve(est_usd, est_tokens):
+            return Completion(error_kind="budget", error="not run: " + self._budget_message())
+        comp: Completion | None = None
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                await self._enter(gate)
+                try:
+                    comp = await self._attempt(provider, cell)
+                finally:
+                    self._leave(gate)
+                self.counts["calls"] += 1
+                if not self.retry.should_retry(comp, attempt):
+                    break
+                delay = self.retry.delay(comp, attempt)
+                if comp.retry_after_s is not None:
+                    gate.pause(asyncio.get_running_loop().time(), delay)
+                self.counts["retries"] += 1
+                await asyncio.sleep(delay)
+            if not comp.ok and attempt > 1:
+                comp.error = f"{comp.error} (gave up after {attempt} attempts)"
+            return comp
+        finally:
+            await self.budget.settle(est_usd, est_tokens, comp)
+
+    async def _enter(self, gate: Gate) -> None:
+        """Take a global slot and the provider's next start slot, without holding the first while pacing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.global_slots.acquire()
+            wait = gate.try_start(loop.time())
+            if wait <= 0:
+                break
+            self.global_slots.release()
+            await asyncio.sleep(wait)
+        self.in_flight += 1
+        gate.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        gate.max_in_flight = max(gate.max_in_flight, gate.in_flight)
+
+    def _leave(self, gate: Gate) -> None:
+        self.in_flight -= 1
+        gate.in_flight -= 1
+        self.global_slots.release()
+
+    async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
+        if self.timeout_s is None:
+            return await provider.complete(cell.request)
+        try:
+            return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
+        except asyncio.TimeoutError:
+            return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
+                              latency_s=self.timeout_s)
+
+    def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
+        if not self.budget.limited:
+            return 0.0, 0
+        from .catalog import catalog
+
+        n_in, n_out = estimate_tokens(cell.request)
+        usd = catalog().cost(provider.cost_provider, provider.model, n_in, n_out)
+        return (usd or 0.0), n_in + n_out
+
+    # ---- finishing cells ---------------------------------------------------------------
+
+    async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
+        if not hit:
+            if comp.ok and self.store is not None and self.mode != "off":
+                try:
+                    self.store.put(key, comp)
+                except OSError as exc:  # a full disk must not lose the answer in memory
+                    self.cache_write_errors.append(redact(str(exc)))
+        grades = await self._grade(self.cells[self.groups[key][0]], comp)
+        self._store_all(key, comp, grades, hit)
+
+    def _store_all(self, key: str, comp: Completion, grades: dict[str, Grade], hit: bool) -> None:
+        idxs = self.groups[key]
+        for j, i in enumerate(idxs):
+            # a second cell with the same key (identical rows) shares the one call's answer
+            if self.results[i] is not None:  # exactly one result per cell, whatever happens
+                raise RuntimeError(f"cell {self.cells[i].key} answered twice")
+            self.results[i] = CellResult(self.cells[i], comp if j == 0 else replace(comp, cached=True), dict(grades))
+        if hit:
+            self.counts["cache_hits"] += len(idxs)
+        self.counts["duplicates"] += len(idxs) - 1
+        if not comp.ok:
+            self.errors[comp.error_kind or "unknown"] += len(idxs)
+        self.bar.update(len(idxs))
+        spent = self.budget.spent_usd
+        self.bar.set_postfix_str(
+            f"errors={sum(self.errors.values())} cached={self.counts['cache_hits']} cost=${spent:.4f}", refresh=False,
+        )
+
+    async def _grade(self, cell: Cell, comp: Completion) -> dict[str, Grade]:
+        """Grades for an answer (errors are not graded: they are not wrong answers, they are missing ones)."""
+        if not comp.ok or not self.graders:
+            return {}
+        out: dict[str, Grade] = {}
+        for g in self.graders:
+            try:
+                if hasattr(g, "agrade"):
+                    async with self.grade_slots:
+                        out[g.name] = await g.agrade(comp, cell.target)
+                else:
+                    out[g.name] = g(comp, cell.target)
+            except Exception as exc:  # a grader bug is shown on the cell, it does not end the run
+                out[g.name] = Grade(score=0.0, passed=False, parsed=False,
+                                    reason=redact(f"grader {g.name!r} failed: {type(exc).__name__}: {exc}"),
+                                    details={"grader_error": True})
+        return out
+
+    # ---- reporting ------------------------------------------------------------------------
+
+    def _bar(self) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
+                    dynamic_ncols=True, leave=True)
+
+    def _budget_message(self) -> str:
+        b = self.budget
+        caps = []
+        if b.usd is not None:
+            caps.append(f"${b.usd:g} (spent ${b.spent_usd:.4f})")
+        if b.tokens is not None:
+            caps.append(f"{b.tokens} tokens (spent {b.spent_tokens})")
+        n = self.errors.get("budget", 0)
+        tail = f"; {n} cell(s) were not run and are marked error_kind 'budget'" if n else ""
+        return "stopped for budget: the next call could exceed the cap of " + " and ".join(caps) + tail
+
+    def _meta(self, started: datetime, finished: datetime, wall_s: float) -> dict[str, Any]:
+        results = [r for r in self.results if r is not None]
+        ok = sum(1 for r in results if r.completion.ok)
+        meta: dict[str, Any] = {
+            "experiment": self.experiment.describe(),
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds"),
+            "wall_s": round(wall_s, 3),
+            "stopped_for_budget": self.budget.exhausted,
+            "stop_reason": self._budget_message() if self.budget.exhausted else None,
+            "counts": {
+                "cells": len(results),
+                "unique_calls": len(self.groups),
+                "ok": ok,
+                "errors": len(results) - ok,
+                "errors_by_kind": dict(self.errors),
+                "cache_hits": self.counts["cache_hits"],
+                "calls": self.counts["calls"],
+                "retries": self.counts["retries"],
+                "duplicates": self.counts["duplicates"],
+                "budget_skipped": self.errors.get("budget", 0),
+            },
+            "spent_usd": round(self.budget.spent_usd, 8),
+            "spent_tokens": self.budget.spent_tokens,
+            "unpriced_calls": self.budget.unpriced_calls,
+            "budget": {"usd": self.budget.usd, "tokens": self.budget.tokens},
+            "cache": self.mode,
+            "limits": {
+                "concurrency": self.concurrency,
+                "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
+                "rpm": {g.name: g.rpm for g in self.gates.values() if g.rpm},
+                "timeout_s": self.timeout_s,
+                "max_attempts": self.retry.max_attempts,
+            },
+            "max_in_flight": self.max_in_flight,
+            "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
+        }
+        if self.cache_write_errors:
+            meta["cache_write_errors"] = self.cache_write_errors[:5]
+        return meta
+
+
+def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | None) -> Cache | None:
+    if cache not in CACHE_MODES:
+        raise ExperimentError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}")
+    if cache == "off":
+        return None
+    if cache_backend is None:
+        return DiskCache()
+    if isinstance(cache_backend, (str, Path, os.PathLike)):
+        return DiskCache(cache_backend)
+    return cache_backend
+
+
+async def arun(
+    experiment: "Experiment | str | os.PathLike[str]",
+    *,
+    cache: CacheMode = "use",
+    cache_backend: Cache | str | os.PathLike[str] | None = None,
+    concurrency: int = 16,
+    provider_concurrency: int | Mapping[str, int] | None = None,
+    rpm: float | Mapping[str, float] | None = None,
+    timeout_s: float | None = 120.0,
+    max_attempts: int = 4,
+    retry: RetryPolicy | None = None,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+) -> "Results":
+    """Run every cell of `experiment` (or of a YAML file) and return its Results.
+
+    Args:
+        cache: "use" answers from the cache and stores new answers; "refresh" calls again and
+            overwrites; "off" neither reads nor writes.
+        cache_backend: a Cache object or a folder for a DiskCache (default: promptkit's cache folder).
+        concurrency: calls in flight at once across all providers.
+        provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
+        rpm: requests per minute per provider prefix (one number applies to every API provider).
+        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
+        max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
+        budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
+            error_kind "budget" and `meta["stopped_for_budget"]` is True.
+    """
+    if isinstance(experiment, (str, os.PathLike)):
+        from .experiment import load_experiment
+
+        experiment = load_experiment(experiment)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ExperimentError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ExperimentError(f"timeout_s must be positive or None, got {timeout_s!r}")
+    try:
+        policy = retry or RetryPolicy(max_attempts=max_attempts)
+        budget = Budget(usd=budget_usd, tokens=budget_tokens)
+    except ValueError as exc:
+        raise ExperimentError(str(exc)) from None
+    store = _resolve_cache(cache, cache_backend)
+    run_ = _Run(
+        experiment, cache=cache, cache_backend=store, concurrency=concurrency,
+        provider_concurrency=provider_concurrency, rpm=rpm, timeout_s=timeout_s, retry=policy, budget=budget,
+        progress=progress,
+    )
+    return await run_.execute()
+
+
+def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
+    """Sync `arun` for scripts, the CLI and notebook cells (works where an event loop already runs)."""
+    return run_sync(arun(experiment, **kwargs))
