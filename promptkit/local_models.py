@@ -187,13 +187,6 @@ def _read_blocks(path: Path) -> Iterator[bytes]:
             yield buf
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    for buf in _read_blocks(path):
-        h.update(buf)
-    return h.hexdigest()
-
-
 def _write_marker(model: LocalModel, path: Path, chunks: Sequence[Chunk]) -> None:
     mark = {"model": model.name, "size": model.size, "sha256": model.sha256,
             "from": [c.requirement for c in chunks]}
@@ -205,7 +198,7 @@ def _write_marker(model: LocalModel, path: Path, chunks: Sequence[Chunk]) -> Non
 def _disk_error(exc: OSError, model: LocalModel, folder: Path) -> ModelInstallError:
     if exc.errno == errno.ENOSPC:
         return ModelInstallError(
-            f"the disk is full: joining local model {model.name!r} needs {model.size / 1e6:.0f} MB free in "
+            f"the disk is full: joining local model {model.name!r} needs {model.size / 1e6:.1f} MB free in "
             f"{folder}; free some space, or set PROMPTKIT_MODELS_DIR to a folder on a larger disk, then retry"
         )
     return ModelInstallError(
@@ -221,7 +214,7 @@ def install_model(
     name: str | LocalModel,
     progress: bool = True,
     *,
-    chunk_files: ChunkResolver = chunk_file,
+    chunk_files: ChunkResolver | None = None,
     folder: Path | None = None,
 ) -> Path:
     """Join a chunked model into the models folder once, verified; return the GGUF path.
@@ -244,7 +237,7 @@ def install_model(
     with _INSTALL_LOCK:
         if _is_verified(model, final):
             return final
-        paths = _resolve(model, chunks, chunk_files)
+        paths = _resolve(model, chunks, chunk_files or chunk_file)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(final.parent).free
@@ -252,6 +245,12 @@ def install_model(
             raise _disk_error(exc, model, final.parent) from exc
         if free < model.size:
             raise _disk_error(OSError(errno.ENOSPC, "no space left"), model, final.parent)
+        if progress:
+            print(
+                f"promptkit: joining local model {model.name!r} from {len(chunks)} chunk packages into "
+                f"{final} ({model.size / 1e6:.0f} MB, once; later starts are immediate)",
+                file=sys.stderr,
+            )
         _join(model, chunks, paths, final, progress)
         return final
 
@@ -302,8 +301,9 @@ def _join(model: LocalModel, chunks: list[Chunk], paths: list[Path], final: Path
         tmp.unlink(missing_ok=True)
 
 
-def status(model: LocalModel) -> LocalStatus:
+def status(model: LocalModel, chunk_files: ChunkResolver | None = None) -> LocalStatus:
     """Installed, joinable on first use, or missing (with the requirements still to install)."""
+    resolve = chunk_files or chunk_file
     path = installed_path(model)
     if path is not None:
         return LocalStatus(model, "installed", path)
@@ -312,7 +312,7 @@ def status(model: LocalModel) -> LocalStatus:
     missing = []
     for c in chunks_of(model):
         try:
-            chunk_file(c)
+            resolve(c)
         except ModelInstallError:
             missing.append(c.requirement)
     return LocalStatus(model, "missing" if missing else "joinable", missing=tuple(missing))
@@ -330,12 +330,7 @@ def gguf_path(name_or_path: str, join: bool = True) -> Path:
     if path is not None:
         return path
     if model.chunks and join:
-        print(
-            f"promptkit: joining local model {model.name!r} from {len(model.chunks)} chunk packages into "
-            f"{joined_path(model)} ({(model.size or 0) / 1e6:.0f} MB, once; later starts are immediate)",
-            file=sys.stderr,
-        )
-        return install_model(model)
+        return install_model(model, progress=True)
     if model.chunks:
         raise ModelInstallError(
             f"local model {model.name!r} is not joined yet; run: promptkit models --install {model.name} "
