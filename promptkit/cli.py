@@ -11,6 +11,11 @@ from .errors import PromptkitError
 def cmd_models(args: argparse.Namespace) -> int:
     from .models_status import model_table
 
+    if args.install:
+        from .local_models import install_model
+
+        print(f"local:{args.install} ready: {install_model(args.install)}")
+        return 0
     rows = model_table()
     width = max(len(r["spec"]) for r in rows)
     for r in rows:
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="list providers and local models, which are ready and why not")
+    m.add_argument("--install", metavar="NAME", help="join and verify a local model now, e.g. qwen2.5-0.5b")
     m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("complete", help="ask one model one prompt")

