@@ -1,0 +1,271 @@
+"""The kit's datasets: every row loads, bad rows are named by file/line/field, the card matches the data."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+import promptkit as pk
+from promptkit.datasets import (
+    Dataset, counts_table, datasets_dir, list_datasets, load_dataset, load_tasks, update_card,
+)
+from promptkit.errors import DatasetError
+
+ALL = list_datasets()
+TASKS = load_tasks()
+FILE_TASKS = [n for n in ALL if not TASKS[n].derived_from]
+CLASSIFICATION = [n for n in FILE_TASKS if TASKS[n].type in ("label", "multilabel")]
+
+
+# --- every shipped dataset ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_row_loads_and_has_the_declared_inputs(name):
+    ds = load_dataset(name)
+    assert len(ds) >= 40
+    for row in ds:
+        assert set(row.input) == set(ds.task.input_fields)
+        assert all(isinstance(v, str) and v.strip() for v in row.input.values())
+
+
+@pytest.mark.parametrize("name", FILE_TASKS)
+def test_splits_exist_and_test_is_largest(name):
+    sizes = load_dataset(name).splits
+    assert set(sizes) == {"train", "dev", "test"}
+    assert sizes["test"] > sizes["dev"] > sizes["train"] >= 3
+    assert 12 <= sizes["dev"] <= 20
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_classification_tasks_have_60_rows_and_every_label_in_dev_and_test(name):
+    ds = load_dataset(name)
+    assert len(ds) >= 60
+    counts = ds.label_counts()
+    for split in ("dev", "test"):
+        assert set(ds.labels) <= set(counts[split]), (split, counts[split])
+    total = Counter()
+    for c in counts.values():
+        total.update(c)
+    shares = [total[lab] / len(ds) for lab in ds.labels]
+    if ds.task.type == "label":
+        assert min(shares) >= 0.2 and max(shares) <= 0.45, total  # balanced-ish
+        assert len(set(total[lab] for lab in ds.labels)) > 1, "label mix should not be exactly uniform"
+    else:
+        assert min(shares) >= 0.1, total
+
+
+@pytest.mark.parametrize("name", [n for n in FILE_TASKS if TASKS[n].type == "label"])
+def test_train_split_has_a_few_shot_example_per_label(name):
+    ds = load_dataset(name, split="train")
+    assert set(r.target for r in ds) == set(ds.labels)
+
+
+def test_label_sets_are_the_documented_ones():
+    assert load_dataset("renewal_tier").labels == ["Commit", "Likely", "At-Risk"]
+
+
+def test_renewal_tier_explicit_forecasts_follow_the_band_definitions():
+    ds = load_dataset("renewal_tier")
+    explicit = [r for r in ds if r.meta.get("forecast") is not None]
+    assert 8 <= len(explicit) <= len(ds) // 2  # some explicit, most indirect
+    for r in explicit:
+        f = r.meta["forecast"]
+        assert f"{f}%" in r.input["notes"], r.id
+        band = "Commit" if f >= 90 else "Likely" if f >= 70 else "At-Risk"
+        assert r.target == band, (r.id, f, r.target)
+
+
+def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9%$]+", text.lower())
+    return {tuple(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
+
+
+def test_no_near_duplicate_rows_within_or_across_datasets():
+    texts = []
+    for name in FILE_TASKS:
+        for r in load_dataset(name):
+            texts.append((f"{name}/{r.id}", _shingles(" ".join(r.input.values()))))
+    worst = (0.0, None, None)
+    for (a, sa), (b, sb) in itertools.combinations(texts, 2):
+        j = len(sa & sb) / len(sa | sb)
+        if j > worst[0]:
+            worst = (j, a, b)
+    assert worst[0] < 0.5, f"near-duplicate rows: {worst}"
+
+
+@pytest.mark.parametrize("name", FILE_TASKS)
+def test_default_template_loads_and_uses_exactly_the_input_fields(name):
+    ds = load_dataset(name)
+    tpl = ds.template()
+    assert tpl.variables == set(ds.task.input_fields)
+    row = ds.rows[0]
+    req = tpl.render(row.input)
+    assert any(row.input[f][:40] in m.content for m in req.messages for f in row.input)
+
+
+def test_card_counts_table_matches_the_files():
+    card = (datasets_dir() / "README.md").read_text(encoding="utf-8")
+    table = card.split("<!-- counts:start -->", 1)[1].split("<!-- counts:end -->", 1)[0].strip()
+    assert table == counts_table(), "run: python -m promptkit.datasets --write"
+    for name in ALL:
+        assert f"### {name}" in card, f"the card does not describe {name}"
+
+
+def test_public_names_are_exported():
+    assert pk.load_dataset is load_dataset and pk.list_datasets is list_datasets and pk.Dataset is Dataset
+
+
+# --- Dataset behaviour ------------------------------------------------------------------------------------------
+
+def test_split_sample_and_frame():
+    ds = load_dataset("renewal_tier")
+    dev = ds.split("dev")
+    assert {r.split for r in dev} == {"dev"} and len(dev) == ds.splits["dev"]
+    assert [r.id for r in load_dataset("renewal_tier", split="dev")] == [r.id for r in dev]
+    a, b, c = ds.sample(10, seed=1), ds.sample(10, seed=1), ds.sample(10, seed=2)
+    assert [r.id for r in a] == [r.id for r in b] != [r.id for r in c]
+    assert len({r.id for r in a}) == 10
+    df = ds.to_frame()
+    assert list(df.columns) == ["id", "split", "notes", "target", "meta"] and len(df) == len(ds)
+    assert ds["rt-001"].target == df.set_index("id").loc["rt-001", "target"]
+    with pytest.raises(DatasetError, match="asked for 61 rows but it has 60"):
+        ds.sample(61)
+    with pytest.raises(DatasetError, match="split 'validation' is not one of train, dev, test"):
+        ds.split("validation")
+
+
+def test_unknown_dataset_names_the_known_ones():
+    with pytest.raises(DatasetError, match=r"no dataset named 'renewal'; known: renewal_tier"):
+        load_dataset("renewal")
+
+
+def test_env_var_overrides_the_datasets_dir(tmp_path, monkeypatch):
+    shutil.copy(datasets_dir() / "tasks.yaml", tmp_path / "tasks.yaml")
+    (tmp_path / "renewal_tier.jsonl").write_text(
+        '{"id": "a", "split": "test", "input": {"notes": "Signed."}, "target": "Commit"}\n')
+    monkeypatch.setenv("PROMPTKIT_DATASETS_DIR", str(tmp_path))
+    assert datasets_dir() == tmp_path
+    assert [r.id for r in load_dataset("renewal_tier")] == ["a"]
+
+
+def test_save_round_trips_and_leaves_no_temp_file(tmp_path):
+    ds = load_dataset("renewal_tier").split("train")
+    out = ds.save(tmp_path / "copy" / "renewal_tier.jsonl")
+    shutil.copy(datasets_dir() / "tasks.yaml", out.parent / "tasks.yaml")
+    again = load_dataset(out)
+    assert [(r.id, r.target, r.input, r.meta) for r in again] == [(r.id, r.target, r.input, r.meta) for r in ds]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["renewal_tier.jsonl", "tasks.yaml"]
+
+
+def test_a_learners_own_file_without_tasks_yaml_loads_and_infers_labels(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_text('{"id": "1", "split": "test", "input": {"q": "hi"}, "target": "Yes"}\n'
+                 '\n'
+                 '{"id": "2", "split": "dev", "input": {"q": "ho"}, "target": "No"}\n')
+    ds = load_dataset(str(p))
+    assert ds.name == "mine" and ds.labels == ["No", "Yes"] and len(ds) == 2
+
+
+def test_card_update_rewrites_only_the_table(tmp_path, monkeypatch):
+    card = tmp_path / "README.md"
+    card.write_text("intro\n<!-- counts:start -->\nold\n<!-- counts:end -->\noutro\n")
+    update_card(card)
+    text = card.read_text()
+    assert text.startswith("intro\n<!-- counts:start -->\n| task |") and text.endswith("<!-- counts:end -->\noutro\n")
+    assert "old" not in text and list(tmp_path.iterdir()) == [card]
+
+
+# --- bad input: exact messages ---------------------------------------------------------------------------------
+
+GOOD = {"id": "r1", "split": "test", "input": {"notes": "Renewal signed."}, "target": "Commit"}
+
+
+@pytest.fixture
+def bad_dir(tmp_path):
+    shutil.copy(datasets_dir() / "tasks.yaml", tmp_path / "tasks.yaml")
+    return tmp_path
+
+
+def _write(dirpath: Path, lines: list, name: str = "renewal_tier.jsonl") -> Path:
+    path = dirpath / name
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def _row(**changes):
+    row = json.loads(json.dumps(GOOD))
+    for k, v in changes.items():
+        if v is _DROP:
+            row.pop(k)
+        else:
+            row[k] = v
+    return row
+
+
+_DROP = object()
+
+BAD_CASES = [
+    ("bad_json", ['{"id": "r1", "split": "test" "input": {}}'],
+     "renewal_tier.jsonl line 1: not valid JSON: Expecting ',' delimiter (column 30)"),
+    ("not_object", ['["r1", "test"]'], "renewal_tier.jsonl line 1: expected a JSON object, got list"),
+    ("missing_target", [_row(target=_DROP)], "renewal_tier.jsonl line 1: field 'target': missing"),
+    ("missing_input_field", [_row(input={})], "renewal_tier.jsonl line 1: field 'input.notes': missing"),
+    ("unexpected_input", [_row(input={"notes": "x", "account": "Acme"})],
+     "renewal_tier.jsonl line 1: field 'input.account': unexpected (this task's inputs are: notes)"),
+    ("wrong_type_input", [_row(input={"notes": 17})],
+     "renewal_tier.jsonl line 1: field 'input.notes': expected a string, got int"),
+    ("empty_input", [_row(input={"notes": "  "})], "renewal_tier.jsonl line 1: field 'input.notes': empty"),
+    ("input_not_object", [_row(input="notes")],
+     "renewal_tier.jsonl line 1: field 'input': expected an object, got string"),
+    ("wrong_type_id", [_row(id=7)], "renewal_tier.jsonl line 1: field 'id': expected a string, got int"),
+    ("bad_label", [GOOD, "", _row(id="r2", target="Maybe")],
+     "renewal_tier.jsonl line 3: field 'target': 'Maybe' is not one of Commit, Likely, At-Risk"),
+    ("label_wrong_type", [_row(target=["Commit"])],
+     "renewal_tier.jsonl line 1: field 'target': expected a string, got list"),
+    ("bad_split", [_row(split="validation")],
+     "renewal_tier.jsonl line 1: field 'split': 'validation' is not one of train, dev, test"),
+    ("duplicate_id", [GOOD, _row(split="dev"), GOOD],
+     "renewal_tier.jsonl line 2: field 'id': duplicate id 'r1' (first on line 1)"),
+    ("unknown_field", [_row(label="Commit")],
+     "renewal_tier.jsonl line 1: field 'label': unexpected field (allowed: id, split, input, target, meta)"),
+    ("meta_wrong_type", [_row(meta="why")], "renewal_tier.jsonl line 1: field 'meta': expected an object, got string"),
+    ("empty_file", ["", "   "], "renewal_tier.jsonl: empty file (no rows)"),
+]
+
+
+@pytest.mark.parametrize("case, lines, message", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_rows_name_file_line_and_field(bad_dir, case, lines, message):
+    path = _write(bad_dir, lines)
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == message
+
+
+def test_bad_rows_are_also_caught_when_loading_by_name(bad_dir, monkeypatch):
+    _write(bad_dir, [GOOD, _row(id="r2", target="Maybe")])
+    monkeypatch.setenv("PROMPTKIT_DATASETS_DIR", str(bad_dir))
+    with pytest.raises(DatasetError, match=r"^renewal_tier.jsonl line 2: field 'target': 'Maybe' is not one of"):
+        load_dataset("renewal_tier")
+
+
+def test_non_utf8_file(bad_dir):
+    path = bad_dir / "renewal_tier.jsonl"
+    path.write_bytes(b'{"id": "r1", "split": "test", "input": {"notes": "caf\xe9"}, "target": "Commit"}\n')
+    with pytest.raises(DatasetError, match=r"^renewal_tier.jsonl: not UTF-8 text \(invalid continuation byte"):
+        load_dataset(path)
+
+
+def test_bad_tasks_yaml_names_task_and_field(tmp_path, monkeypatch):
+    tasks = yaml.safe_load((datasets_dir() / "tasks.yaml").read_text())
+    tasks["renewal_tier"]["labels"] = [True, False]
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump(tasks))
+    monkeypatch.setenv("PROMPTKIT_DATASETS_DIR", str(tmp_path))
+    with pytest.raises(DatasetError, match=r"tasks.yaml: task 'renewal_tier': field 'labels': expected a list of "
+                                           r"strings \(quote Yes/No in YAML\)"):
+        list_datasets()
