@@ -1,0 +1,886 @@
+"""Graders: score a completion against a row's gold target, the same way every time.
+
+Every grader is made by a factory (`label_match(...)`, `json_match(...)`, ...)
+and called as `grader(completion, target) -> Grade`. A failed model call gives a
+failing Grade with `parsed=False` (never an exception), and an answer that
+cannot be read (`parsed=False`) is kept apart from a wrong one. Graders compose
+with `all_of`, `any_of`, `weighted`, `mean` and the operators `&` and `|`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import GraderError
+from .types import Completion, Grade
+
+__all__ = [
+    "BaseGrader", "LabelParse", "all_of", "any_of", "contains", "default_grader", "error_grade",
+    "extract_json", "extraction_summary", "gold_of", "json_match", "label_key", "label_match", "length",
+    "llm_judge", "mean", "numeric", "parse_label", "prf", "regex", "weighted",
+]
+
+
+# --------------------------------------------------------------------------- base
+
+
+def error_grade(completion: Completion) -> Grade:
+    """The grade of a failed model call: fails, unread, and says which error it was."""
+    kind = completion.error_kind or "unknown"
+    msg = (completion.error or "").strip()
+    reason = f"no answer: the model call failed ({kind})" + (f": {msg[:200]}" if msg else "")
+    return Grade(score=0.0, passed=False, reason=reason, parsed=False, details={"error_kind": kind})
+
+
+def unparsed(reason: str, **details: Any) -> Grade:
+    """A failing grade for an answer that could not be read (kept apart from a wrong answer)."""
+    return Grade(score=0.0, passed=False, reason=f"unparseable: {reason}", parsed=False, details=details)
+
+
+def gold_of(target: Any) -> Any:
+    """The gold answer inside a target: a Row's `.target`, or the value itself."""
+    if hasattr(target, "target") and hasattr(target, "input"):
+        return target.target
+    return target
+
+
+def _as_completion(completion: Any) -> Completion:
+    if isinstance(completion, Completion):
+        return completion
+    if isinstance(completion, str):
+        return Completion(text=completion)
+    raise GraderError(
+        f"a grader takes a Completion (or a plain answer string), got {type(completion).__name__}"
+    )
+
+
+class BaseGrader:
+    """Shared behaviour: failed calls fail unread, `&` and `|` compose, `agrade` can be awaited."""
+
+    name: str = "grader"
+
+    def __call__(self, completion: Completion | str, target: Any = None) -> Grade:
+        completion = _as_completion(completion)
+        if not completion.ok:
+            return error_grade(completion)
+        return self.grade(completion, target)
+
+    def grade(self, completion: Completion, target: Any) -> Grade:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def agrade(self, completion: Completion | str, target: Any = None) -> Grade:
+        """Async form the runner awaits; graders that call no model answer at once."""
+        return self(completion, target)
+
+    def __and__(self, other: "BaseGrader") -> "BaseGrader":
+        return all_of(self, other)
+
+    def __or__(self, other: "BaseGrader") -> "BaseGrader":
+        return any_of(self, other)
+
+    def __repr__(self) -> str:
+        return f"<grader {self.name}>"
+
+
+def _check_threshold(threshold: float, where: str) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise GraderError(f"{where}: threshold must be a number between 0 and 1, got {threshold!r}")
+    return float(threshold)
+
+
+# --------------------------------------------------------------------------- label normalisation
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # letters/digits, inner apostrophes kept ("isn't")
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+_NEGATORS = {"not", "no", "never", "nor", "isn't", "wasn't", "aren't", "won't", "cannot", "without", "neither"}
+_JOINERS = {"or", "and", "vs", "versus", "nor"}
+_NEGATOR_PAIRS = {("rather", "than"), ("instead", "of"), ("other", "than"), ("can't", "be"), ("not", "be")}
+_MARKER = re.compile(
+    r"\b(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
+    r"verdict|status|health|decision|result|output)\b"
+    r"(?:\s+[\w'-]+){0,3}?\s*(?:is|was|would\s+be|should\s+be|:|=|->|=>)\s*",
+    re.IGNORECASE,
+)
+_LIST_LEAD = re.compile(r"^\s*(?:[-*\u2022>]+|\d+[.)])\s+")
+_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|__(.+?)__|`([^`\n]+)`|^#+\s*(.+)$", re.MULTILINE)
+
+
+def label_key(text: str, case_sensitive: bool = False) -> str:
+    """The comparable form of a label: words only, so 'At Risk', 'at-risk' and '**AT_RISK**' agree."""
+    s = "".join(_WORD.findall(str(text).translate(_QUOTES)))
+    return s if case_sensitive else s.casefold()
+
+
+@dataclass
+class LabelParse:
+    """What `parse_label` read from an answer: the label (or None), how it was found, and why."""
+
+    label: str | None
+    how: str | None  # exact | marker | leading | emphasis | mention
+    candidates: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.label is None and len(self.candidates) > 1
+
+
+@dataclass
+class _Form:
+    label: str
+    words: tuple[str, ...]  # as written (for the case-exact preference)
+    keys: tuple[str, ...]  # compared form
+    joined: str
+
+
+class _Vocabulary:
+    """The labels and their aliases as word sequences, matched longest first."""
+
+    def __init__(self, labels: Sequence[str], aliases: Mapping[str, Any] | None, case_sensitive: bool) -> None:
+        if isinstance(labels, str) or not labels:
+            raise GraderError(f"label_match needs a non-empty list of labels, got {labels!r}")
+        self.labels = [str(x) for x in labels]
+        self.case_sensitive = case_sensitive
+        self.forms: list[_Form] = []
+        self.by_key: dict[str, str] = {}
+        for lab in self.labels:
+            self._add(lab, lab)
+        for key, value in (aliases or {}).items():
+            values = [value] if isinstance(value, str) else list(value)
+            if len(values) == 1 and self.lookup(values[0]) is not None and self.lookup(key) is None:
+                self._add(key, self.lookup(values[0]))  # alias -> label
+            elif self.lookup(key) is not None:
+                for v in values:  # label -> [aliases]
+                    self._add(str(v), self.lookup(key))
+            else:
+                raise GraderError(
+                    f"alias {key!r}: {value!r} names no label of {self.labels}; write aliases as "
+                    f"{{'alias': 'Label'}} or {{'Label': ['alias', ...]}}"
+                )
+        self.forms.sort(key=lambda f: len(f.keys), reverse=True)
+
+    def _fold(self, w: str) -> str:
+        return w if self.case_sensitive else w.casefold()
+
+    def _add(self, surface: str, label: str) -> None:
+        words = tuple(_WORD.findall(surface.translate(_QUOTES)))
+        if not words:
+            raise GraderError(f"label or alias {surface!r} has no letters or digits to match")
+        keys = tuple(self._fold(w) for w in words)
+        joined = "".join(keys)
+        prev = self.by_key.get(joined)
+        if prev is not None and prev != label:
+            raise GraderError(f"{surface!r} would match both {prev!r} and {label!r}; labels must differ in words")
+        self.by_key[joined] = label
+        self.forms.append(_Form(label, words, keys, joined))
+
+    def lookup(self, text: str) -> str | None:
+        return self.by_key.get(label_key(text, self.case_sensitive))
+
+    def match_at(self, words: list[str], i: int) -> tuple[_Form, int, bool] | None:
+        """The longest label form starting at word i: (form, words used, written in the label's case)."""
+        folded = [self._fold(w) for w in words[i: i + 8]]
+        for f in self.forms:
+            n = len(f.keys)
+            if tuple(folded[:n]) == f.keys:
+                return f, n, tuple(words[i: i + n]) == f.words
+            if folded and folded[0] == f.joined and n > 1:
+                return f, 1, words[i] == "".join(f.words)
+        return None
+
+    def labels_at(self, words: list[str], i: int = 0) -> list[str]:
+        """The label starting at word i, and any joined to it ('Commit or Likely', 'Commit/Likely').
+
+        A lower-case hedge before a label written in its own case ('likely At-Risk') is skipped.
+        """
+        m = self.match_at(words, i)
+        if m is None:
+            return []
+        form, n, exact = m
+        if not exact and not self.case_sensitive:
+            nxt = self.match_at(words, i + n)
+            if nxt is not None and nxt[2]:
+                form, i, n = nxt[0], i + n, nxt[1]
+        out = [form.label]
+        j = i + n
+        while j < len(words):
+            k = j + 1 if words[j].casefold() in _JOINERS else j
+            nxt = self.match_at(words, k)
+            if nxt is None:
+                break
+            out.append(nxt[0].label)
+            j = k + nxt[1]
+        return out
+
+    def mentions(self, words: list[str]) -> list[tuple[str, bool, bool]]:
+        """Every label mention: (label, written in the label's case, negated)."""
+        out = []
+        i = 0
+        low = [w.casefold() for w in words]
+        while i < len(words):
+            m = self.match_at(words, i)
+            if m is None:
+                i += 1
+                continue
+            form, n, exact = m
+            negated = (i >= 1 and low[i - 1] in _NEGATORS) or (i >= 2 and (low[i - 2], low[i - 1]) in _NEGATOR_PAIRS)
+            out.append((form.label, exact, negated))
+            i += n
+        return out
+
+
+def _distinct(labels: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
+
+
+def _decide(found: list[str], how: str) -> LabelParse | None:
+    found = _distinct(found)
+    if len(found) == 1:
+        return LabelParse(found[0], how, found, f"read {found[0]!r} ({how})")
+    if len(found) > 1:
+        return LabelParse(None, how, found, "ambiguous: the answer names " + " and ".join(repr(x) for x in found))
+    return None
+
+
+def _parse(text: str, vocab: _Vocabulary) -> LabelParse:
+    raw = (text or "").translate(_QUOTES)
+    if not raw.strip():
+        return LabelParse(None, None, [], "empty answer")
+    plain = re.sub(r"[*`#]+", " ", raw)
+    # 1. the whole answer is a label, maybe quoted, bold, or after "Answer:"
+    whole = _MARKER.sub(" ", plain, count=1) if _MARKER.match(plain.strip()) else plain
+    for candidate in (plain, whole):
+        lab = vocab.lookup(candidate)
+        if lab is not None:
+            return LabelParse(lab, "exact", [lab], f"read {lab!r} (exact)")
+    # 2. an explicit marker: "Answer: X", "the tier for this account is X"
+    found = []
+    for m in _MARKER.finditer(plain):
+        found += vocab.labels_at(_WORD.findall(plain[m.end():])[:12])
+    decided = _decide(found, "marker")
+    if decided:
+        return decided
+    # 3. the answer starts with a label, then explains ("Likely. The account ...")
+    decided = _decide(vocab.labels_at(_WORD.findall(_LIST_LEAD.sub("", plain.strip(), count=1))[:12]), "leading")
+    if decided:
+        return decided
+    # 4. emphasis: **X**, `X`, a heading
+    found = []
+    for m in _EMPHASIS.finditer(raw):
+        span = next(g for g in m.groups() if g is not None)
+        lab = vocab.lookup(span)
+        found += [lab] if lab is not None else vocab.labels_at(_WORD.findall(_MARKER.sub(" ", span))[:12])
+    decided = _decide(found, "emphasis")
+    if decided:
+        return decided
+    # 5. the labels mentioned anywhere, leaving out negated ones; the label's own casing wins
+    mentions = [(lab, exact) for lab, exact, neg in vocab.mentions(_WORD.findall(plain)) if not neg]
+    if not vocab.case_sensitive:
+        decided = _decide([lab for lab, exact in mentions if exact], "mention")
+        if decided:
+            return decided
+    decided = _decide([lab for lab, _ in mentions], "mention")
+    if decided:
+        return decided
+    return LabelParse(None, None, [], "no label of " + ", ".join(vocab.labels) + " in the answer")
+
+
+def parse_label(
+    text: str, labels: Sequence[str], aliases: Mapping[str, Any] | None = None, case_sensitive: bool = False
+) -> LabelParse:
+    """Read one label from a free-text answer; None (with the reason) when there is none or several."""
+    return _parse(text, _Vocabulary(labels, aliases, case_sensitive))
+
+
+class _LabelMatch(BaseGrader):
+    def __init__(self, labels, aliases, case_sensitive, name):
+        self.vocab = _Vocabulary(labels, aliases, case_sensitive)
+        self.labels = self.vocab.labels
+        self.name = name
+
+    def gold(self, target: Any) -> str:
+        gold = gold_of(target)
+        if isinstance(gold, Mapping):
+            gold = gold.get("label", gold.get("answer"))
+        if not isinstance(gold, str):
+            raise GraderError(f"{self.name}: the target must be one label of {self.labels}, got {gold!r}")
+        lab = self.vocab.lookup(gold)
+        if lab is None:
+            raise GraderError(f"{self.name}: the target {gold!r} is not one of the labels {self.labels}")
+        return lab
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        gold = self.gold(target)
+        p = _parse(completion.text, self.vocab)
+        details = {"gold": gold, "how": p.how, "candidates": p.candidates}
+        if p.label is None:
+            g = unparsed(p.reason, **details)
+            if completion.finish_reason == "length" and not p.candidates:
+                g.reason += " (the answer was cut off at max_tokens)"
+            return g
+        ok = p.label == gold
+        reason = f"right: {p.label!r}" if ok else f"wrong: answered {p.label!r}, gold {gold!r}"
+        return Grade(score=float(ok), passed=ok, reason=reason, label=p.label, parsed=True, details=details)
+
+
+def label_match(
+    labels: Sequence[str],
+    aliases: Mapping[str, Any] | None = None,
+    case_sensitive: bool = False,
+    *,
+    name: str = "label_match",
+) -> BaseGrader:
+    """Classification grader: reads one label from a chatty answer and compares it with the gold label.
+
+    Args:
+        labels: the label set, e.g. ["Commit", "Likely", "At-Risk"].
+        aliases: extra spellings, as {"alias": "Label"} or {"Label": ["alias", ...]}.
+    """
+    return _LabelMatch(labels, aliases, case_sensitive, name)
+
+
+# --------------------------------------------------------------------------- contains / regex
+
+
+def _squash(text: str, case_sensitive: bool) -> str:
+    s = " ".join(str(text).translate(_QUOTES).split())
+    return s if case_sensitive else s.casefold()
+
+
+class _Contains(BaseGrader):
+    def __init__(self, needles, require_all, case_sensitive, name):
+        if needles is not None:
+            needles = [needles] if isinstance(needles, str) else list(needles)
+            if not needles or not all(isinstance(n, str) and n.strip() for n in needles):
+                raise GraderError(f"contains needs non-empty strings to look for, got {needles!r}")
+        self.needles, self.require_all, self.case_sensitive, self.name = needles, require_all, case_sensitive, name
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        needles = self.needles
+        if needles is None:
+            gold = gold_of(target)
+            needles = [gold] if isinstance(gold, str) else list(gold or [])
+            if not needles or not all(isinstance(n, str) for n in needles):
+                raise GraderError(f"{self.name}: with no text given, the target must be a string or list of strings, got {gold!r}")
+        hay = _squash(completion.text, self.case_sensitive)
+        found = [n for n in needles if _squash(n, self.case_sensitive) in hay]
+        missing = [n for n in needles if n not in found]
+        if self.require_all:
+            score = len(found) / len(needles)
+            ok = not missing
+            reason = "contains all" if ok else "missing " + ", ".join(repr(m) for m in missing)
+        else:
+            ok = bool(found)
+            score = float(ok)
+            reason = f"contains {found[0]!r}" if ok else "contains none of " + ", ".join(repr(n) for n in needles)
+        return Grade(score=score, passed=ok, reason=reason, details={"found": found, "missing": missing})
+
+
+def contains(
+    text: str | Sequence[str] | None = None, all: bool = True, case_sensitive: bool = False, *, name: str = "contains"
+) -> BaseGrader:
+    """Passes when the answer contains the text (all of a list, or any with all=False); None uses the target."""
+    return _Contains(text, all, case_sensitive, name)
+
+
+class _Regex(BaseGrader):
+    def __init__(self, pattern, flags, fullmatch, name):
+        try:
+            self.pattern = re.compile(pattern, flags)
+        except (re.error, TypeError) as exc:
+            raise GraderError(f"regex: invalid pattern {pattern!r}: {exc}") from None
+        self.fullmatch, self.name = fullmatch, name
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        text = completion.text.strip() if self.fullmatch else completion.text
+        m = self.pattern.fullmatch(text) if self.fullmatch else self.pattern.search(text)
+        if m is None:
+            return Grade(0.0, False, f"no match for /{self.pattern.pattern}/")
+        got = next((g for g in m.groups() if g is not None), m.group(0))
+        return Grade(1.0, True, f"matched {m.group(0)[:60]!r}", label=got, details={"match": m.group(0)})
+
+
+def regex(pattern: str, flags: int = re.IGNORECASE, fullmatch: bool = False, *, name: str = "regex") -> BaseGrader:
+    """Passes when the pattern is found (or matches the whole answer); the first group becomes the label."""
+    return _Regex(pattern, flags, fullmatch, name)
+
+
+# --------------------------------------------------------------------------- JSON
+
+_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_json(text: str) -> tuple[Any, str | None]:
+    """The first JSON object or array in an answer (code fences and text around it allowed), or why not."""
+    s = (text or "").strip()
+    if not s:
+        return None, "empty answer"
+    chunks = [m.group(1) for m in _FENCE.finditer(s)] + [s]
+    decoder = json.JSONDecoder()
+    first_error: str | None = None
+    for chunk in chunks:
+        chunk = chunk.strip()
+        try:
+            value = json.loads(chunk)
+            if isinstance(value, (dict, list)):
+                return value, None
+        except ValueError:
+            pass
+        starts = [i for i, c in enumerate(chunk) if c in "{["][:50]
+        for i in starts:
+            try:
+                value, _ = decoder.raw_decode(chunk, i)
+            except json.JSONDecodeError as exc:
+                if first_error is None:
+                    first_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                continue
+            if isinstance(value, (dict, list)):
+                return value, None
+    return None, first_error or "no JSON object or array in the answer"
+
+
+_TRUE = {"true", "yes", "y", "1", "present", "met", "pass"}
+_FALSE = {"false", "no", "n", "0", "absent", "none", "null", "", "fail", "not met"}
+_ITEM_KEYS = ("label", "signal", "name", "type", "category", "driver", "id", "value")
+
+
+def _truthy(v: Any) -> bool | None:
+    if isinstance(v, bool):
+        return v
+    if v is None:
+        return False
+    if isinstance(v, (int, float)):
+        return v != 0
+    if isinstance(v, str):
+        s = v.strip().casefold()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    return None
+
+
+def _label_list(value: Any, key: str | None) -> list[str] | None:
+    """The labels in a JSON value: a list, a dict of booleans, or the one list inside a dict."""
+    if isinstance(value, Mapping):
+        if key is not None:
+            return _label_list(value[key], None) if key in value else None
+        flags = {k: _truthy(v) for k, v in value.items()}
+        if value and all(f is not None for f in flags.values()):
+            return [k for k, f in flags.items() if f]
+        lists = [v for v in value.values() if isinstance(v, (list, Mapping))]
+        if len(lists) == 1:
+            return _label_list(lists[0], None)
+        return None
+    if isinstance(value, (list, tuple, set)):
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, Mapping):
+                k = next((k for k in _ITEM_KEYS if isinstance(item.get(k), str)), None)
+                if k is None:
+                    return None
+                out.append(item[k])
+            else:
+                return None
+        return out
+    return None
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall, F1; an empty prediction of an empty gold set scores 1 (nothing to find, nothing claimed)."""
+    p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    r = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return _truthy(a) == _truthy(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, str) and isinstance(b, str):
+        return label_key(a) == label_key(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return sorted(label_key(json.dumps(x)) for x in a) == sorted(label_key(json.dumps(x)) for x in b)
+    return a == b
+
+
+class _JsonMatch(BaseGrader):
+    def __init__(self, schema, fields, key, aliases, threshold, strict, name):
+        self.name = name
+        self.validator = None
+        if schema is not None:
+            import jsonschema
+
+            cls = jsonschema.validators.validator_for(schema)
+            try:
+                cls.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise GraderError(f"{name}: the JSON schema is invalid at {'/'.join(map(str, exc.path)) or 'top'}: {exc.message}") from None
+            self.validator = cls(schema)
+        self.fields = list(fields) if fields is not None else None
+        self.key, self.threshold, self.strict = key, _check_threshold(threshold, name), strict
+        self.canon: dict[str, str] = {}
+        for f in self.fields or []:
+            self.canon[label_key(f)] = f
+        for alias, label in (aliases or {}).items():
+            if label_key(label) not in self.canon:
+                raise GraderError(f"{name}: alias {alias!r} points to {label!r}, which is not one of the fields {self.fields}")
+            self.canon[label_key(alias)] = self.canon[label_key(label)]
+
+    def _canonical(self, labels: Iterable[str]) -> dict[str, str]:
+        """key -> display name, mapping spellings and aliases onto the field names."""
+        out: dict[str, str] = {}
+        for lab in labels:
+            k = label_key(lab)
+            out[label_key(self.canon.get(k, lab))] = self.canon.get(k, lab)
+        return out
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        value, err = extract_json(completion.text)
+        if err is not None:
+            g = unparsed(err, text=completion.text[:200])
+            if completion.finish_reason == "length":
+                g.reason += " (the answer was cut off at max_tokens)"
+            gold = gold_of(target)
+            if gold is not None:  # count the gold labels as missed, so summaries over rows stay honest
+                empty = self._compare({} if isinstance(gold, Mapping) and self.key is None
+                                      and _label_list(gold, None) is None else [], gold)
+                if not isinstance(empty, Grade):
+                    g.details.update(per_field=empty["per_field"], tp=0, fp=0, fn=empty["fn"])
+            return g
+        details: dict[str, Any] = {"value": value}
+        schema_errors: list[str] = []
+        if self.validator is not None:
+            errs = sorted(self.validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+            schema_errors = [f"{e.json_path}: {e.message}" for e in errs]
+            details["schema_errors"] = schema_errors
+        gold = gold_of(target)
+        if gold is None:  # schema (or parse) check only
+            ok = not schema_errors
+            reason = "valid JSON" + (" matching the schema" if self.validator else "") if ok else \
+                "schema violation: " + "; ".join(schema_errors[:3])
+            return Grade(float(ok), ok, reason, details=details)
+        cmp = self._compare(value, gold)
+        if isinstance(cmp, Grade):
+            cmp.details.update(details)
+            return cmp
+        details.update(cmp)
+        score, reason = cmp["f1"], cmp["summary"]
+        if schema_errors:
+            reason = "schema violation: " + "; ".join(schema_errors[:3]) + "; " + reason
+            if self.strict:
+                score = 0.0
+        ok = not schema_errors and score >= self.threshold
+        return Grade(score=score, passed=ok, reason=reason, details=details)
+
+    def _compare(self, value: Any, gold: Any) -> dict[str, Any] | Grade:
+        gold_is_set = isinstance(gold, (list, tuple, set)) or (
+            isinstance(gold, Mapping) and (_label_list(gold, self.key) is not None)
+        )
+        if not gold_is_set:
+            if not isinstance(gold, Mapping):
+                raise GraderError(f"{self.name}: the target must be a list of labels or a JSON object, got {gold!r}")
+            return self._compare_fields(value, gold)
+        gold_labels = _label_list(gold, self.key)
+        if gold_labels is None:
+            raise GraderError(f"{self.name}: cannot read a list of labels from the target {gold!r}")
+        pred_labels = _label_list(value, self.key)
+        if pred_labels is None:
+            where = f"under the key {self.key!r}" if self.key else "(pass key=... to name where it is)"
+            return unparsed(f"the JSON holds no list of labels {where}")
+        pred, want = self._canonical(pred_labels), self._canonical(gold_labels)
+        universe = list(dict.fromkeys([*(label_key(f) for f in self.fields or []), *want, *pred]))
+        names = {**{label_key(f): f for f in self.fields or []}, **want, **pred}
+        per_field = {}
+        for k in universe:
+            per_field[names[k]] = {"tp": int(k in pred and k in want), "fp": int(k in pred and k not in want),
+                                   "fn": int(k in want and k not in pred)}
+        return self._summarise(per_field, predicted=sorted(pred.values()), gold=sorted(want.values()),
+                               unknown=sorted(v for k, v in pred.items() if self.fields and k not in
+                                              {label_key(f) for f in self.fields}))
+
+    def _compare_fields(self, value: Any, gold: Mapping[str, Any]) -> dict[str, Any] | Grade:
+        if not isinstance(value, Mapping):
+            return unparsed(f"expected a JSON object with the fields {list(gold)}, got a {type(value).__name__}")
+        per_field = {}
+        for f in self.fields or list(gold):
+            g, p = gold.get(f), value.get(f)
+            if p is None:  # tolerate other spellings of the key ("Renewal Tier" for "renewal_tier")
+                p = next((v for k, v in value.items() if label_key(k) == label_key(f)), None)
+            same = g is not None and p is not None and _same(p, g)
+            per_field[f] = {"tp": int(same), "fp": int(p is not None and not same), "fn": int(g is not None and not same)}
+        return self._summarise(per_field, predicted=None, gold=None, unknown=[])
+
+    def _summarise(self, per_field, predicted, gold, unknown) -> dict[str, Any]:
+        tp = sum(c["tp"] for c in per_field.values())
+        fp = sum(c["fp"] for c in per_field.values())
+        fn = sum(c["fn"] for c in per_field.values())
+        p, r, f = prf(tp, fp, fn)
+        missed = [k for k, c in per_field.items() if c["fn"]]
+        extra = [k for k, c in per_field.items() if c["fp"]]
+        summary = f"F1 {f:.2f} (P {p:.2f}, R {r:.2f})"
+        if missed:
+            summary += "; missed " + ", ".join(missed)
+        if extra:
+            summary += "; extra " + ", ".join(extra)
+        out = {"per_field": per_field, "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f,
+               "summary": summary}
+        if predicted is not None:
+            out.update(predicted=predicted, gold=gold, unknown=unknown)
+        return out
+
+
+def json_match(
+    schema: Mapping[str, Any] | None = None,
+    fields: Sequence[str] | None = None,
+    *,
+    key: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+    threshold: float = 1.0,
+    strict: bool = True,
+    name: str = "json_match",
+) -> BaseGrader:
+    """Extraction grader: parses JSON from the answer, checks a JSON schema, scores F1 against the gold.
+
+    The gold may be a list of labels, a dict of booleans, or a dict of field values. Score is the
+    micro F1 over the fields; per-field tp/fp/fn sit in `details["per_field"]` (see `extraction_summary`).
+
+    Args:
+        fields: the label (or field) names; spellings like "Declining-Usage" map onto them.
+        key: where the list of labels sits in a JSON object (found automatically when there is one list).
+        threshold: the F1 at which the grade passes.
+        strict: a schema violation scores 0 (the output would break the program reading it).
+    """
+    return _JsonMatch(schema, fields, key, aliases, threshold, strict, name)
+
+
+def extraction_summary(grades: Iterable[Grade]) -> dict[str, Any]:
+    """Micro and macro precision/recall/F1 over many json_match grades (unparsed answers count as misses)."""
+    per: dict[str, dict[str, int]] = {}
+    n = unparsed_n = 0
+    for g in grades:
+        n += 1
+        unparsed_n += not g.parsed
+        if "per_field" not in g.details:
+            continue
+        for f, c in g.details["per_field"].items():
+            acc = per.setdefault(f, {"tp": 0, "fp": 0, "fn": 0})
+            for k in acc:
+                acc[k] += c[k]
+    tp, fp, fn = (sum(c[k] for c in per.values()) for k in ("tp", "fp", "fn"))
+    p, r, f = prf(tp, fp, fn)
+    table = {}
+    for name, c in per.items():
+        fp_, rp_, ff_ = prf(c["tp"], c["fp"], c["fn"])
+        table[name] = {"precision": fp_, "recall": rp_, "f1": ff_, "support": c["tp"] + c["fn"], **c}
+    macro = sum(v["f1"] for v in table.values()) / len(table) if table else 0.0
+    return {"micro": {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn},
+            "macro_f1": macro, "per_field": table, "rows": n, "unparsed": unparsed_n}
+
+
+# --------------------------------------------------------------------------- numeric / length
+
+_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+
+
+def _numbers(text: str) -> list[tuple[float, str]]:
+    out = []
+    for m in _NUMBER.finditer(text):
+        s = m.group(0)
+        core = s.rstrip("%").replace(",", "").replace("\u2212", "-").lstrip("+")
+        if not re.search(r"\d", core):
+            continue
+        try:
+            out.append((float(core), s))
+        except ValueError:
+            continue
+    return out
+
+
+def parse_number(text: str) -> float | None:
+    """The answer's number: the first after a marker ("Answer: 42"), else the last one written."""
+    plain = re.sub(r"[*`#]+", " ", (text or "").translate(_QUOTES))
+    for m in _MARKER.finditer(plain):
+        nums = _numbers(plain[m.end():])
+        if nums:
+            return nums[0][0]
+    nums = _numbers(plain)
+    return nums[-1][0] if nums else None
+
+
+class _Numeric(BaseGrader):
+    def __init__(self, tolerance, relative, name):
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+            raise GraderError(f"numeric: tolerance must be a number of at least 0, got {tolerance!r}")
+        self.tolerance, self.relative, self.name = float(tolerance), relative, name
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        gold = gold_of(target)
+        if isinstance(gold, Mapping):
+            gold = gold.get("value", gold.get("answer"))
+        try:
+            gold_v = float(str(gold).replace(",", "").rstrip("%")) if not isinstance(gold, (int, float)) else float(gold)
+        except ValueError:
+            raise GraderError(f"{self.name}: the target must be a number, got {gold!r}") from None
+        got = parse_number(completion.text)
+        if got is None:
+            return unparsed("no number in the answer", gold=gold_v)
+        err = abs(got - gold_v)
+        allowed = self.tolerance * abs(gold_v) if self.relative else self.tolerance
+        ok = err <= allowed + 1e-12
+        tol = f"{self.tolerance:g}" + (" relative" if self.relative else "")
+        reason = (f"{got:g} is within {tol} of {gold_v:g}" if ok else f"{got:g} is off by {err:g} from {gold_v:g} (tolerance {tol})")
+        return Grade(float(ok), ok, reason, label=f"{got:g}", details={"value": got, "gold": gold_v, "error": err})
+
+
+def numeric(tolerance: float = 0.0, relative: bool = False, *, name: str = "numeric") -> BaseGrader:
+    """Passes when the answer's number is within `tolerance` of the gold (a fraction of it if relative)."""
+    return _Numeric(tolerance, relative, name)
+
+
+class _Length(BaseGrader):
+    def __init__(self, max_words, min_words, max_chars, min_chars, name):
+        limits = {"max_words": max_words, "min_words": min_words, "max_chars": max_chars, "min_chars": min_chars}
+        for k, v in limits.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise GraderError(f"length: {k} must be a whole number of at least 0, got {v!r}")
+        if all(v is None for v in limits.values()):
+            raise GraderError("length needs at least one of max_words, min_words, max_chars, min_chars")
+        if min_words is not None and max_words is not None and min_words > max_words:
+            raise GraderError(f"length: min_words {min_words} is above max_words {max_words}")
+        self.limits, self.name = limits, name
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        text = completion.text.strip()
+        words, chars = len(text.split()), len(text)
+        lim = self.limits
+        broken = []
+        if lim["max_words"] is not None and words > lim["max_words"]:
+            broken.append(f"{words} words, over the limit of {lim['max_words']}")
+        if lim["min_words"] is not None and words < lim["min_words"]:
+            broken.append(f"{words} words, under the minimum of {lim['min_words']}")
+        if lim["max_chars"] is not None and chars > lim["max_chars"]:
+            broken.append(f"{chars} characters, over the limit of {lim['max_chars']}")
+        if lim["min_chars"] is not None and chars < lim["min_chars"]:
+            broken.append(f"{chars} characters, under the minimum of {lim['min_chars']}")
+        ok = not broken
+        reason = f"{words} words, {chars} characters: within limits" if ok else "; ".join(broken)
+        if not ok and completion.finish_reason == "length":
+            reason += " (cut off at max_tokens)"
+        return Grade(float(ok), ok, reason, details={"words": words, "chars": chars})
+
+
+def length(
+    max_words: int | None = None,
+    min_words: int | None = None,
+    max_chars: int | None = None,
+    min_chars: int | None = None,
+    *,
+    name: str = "length",
+) -> BaseGrader:
+    """Passes when the answer's word and character counts are within the limits given."""
+    return _Length(max_words, min_words, max_chars, min_chars, name)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def _part_names(graders: Sequence[BaseGrader]) -> list[str]:
+    names, seen = [], {}
+    for g in graders:
+        n = getattr(g, "name", type(g).__name__)
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return names
+
+
+class _Composite(BaseGrader):
+    """Runs every part and combines their grades; each part's Grade stays in details['parts']."""
+
+    def __init__(self, kind: str, graders: Sequence[Any], weights: Sequence[float], threshold: float | None, name):
+        if not graders:
+            raise GraderError(f"{kind} needs at least one grader")
+        for g in graders:
+            if not callable(g) or not hasattr(g, "name"):
+                raise GraderError(f"{kind}: {g!r} is not a grader (a callable with a .name)")
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 or not math.isfinite(w):
+                raise GraderError(f"{kind}: weights must be numbers of at least 0, got {w!r}")
+        if sum(weights) <= 0:
+            raise GraderError(f"{kind}: the weights add up to 0")
+        self.kind, self.parts, self.weights = kind, list(graders), [float(w) for w in weights]
+        self.threshold = None if threshold is None else _check_threshold(threshold, kind)
+        self.names = _part_names(self.parts)
+        self.name = name or f"{kind}({','.join(self.names)})"
+
+    def __call__(self, completion: Completion | str, target: Any = None) -> Grade:
+        completion = _as_completion(completion)
+        return self.combine([g(completion, target) for g in self.parts])
+
+    async def agrade(self, completion: Completion | str, target: Any = None) -> Grade:
+        completion = _as_completion(completion)
+        grades = []
+        for g in self.parts:
+            ag = getattr(g, "agrade", None)
+            grades.append(await ag(completion, target) if ag is not None else g(completion, target))
+        return self.combine(grades)
+
+    def combine(self, grades: list[Grade]) -> Grade:
+        parts = dict(zip(self.names, grades))
+        scores = [g.score for g in grades]
+        if self.kind == "all_of":
+            score, ok, parsed = min(scores), all(g.passed for g in grades), all(g.parsed for g in grades)
+        elif self.kind == "any_of":
+            score, ok, parsed = max(scores), any(g.passed for g in grades), any(g.parsed for g in grades)
+        else:
+            total = sum(self.weights)
+            score = sum(w * s for w, s in zip(self.weights, scores)) / total
+            ok = score >= self.threshold if self.threshold is not None else all(
+                g.passed for g, w in zip(grades, self.weights) if w > 0)
+            parsed = all(g.parsed for g in grades)
+        label = next((g.label for g in grades if g.label is not None), None)
+        reason = "; ".join(f"{n}: {'pass' if g.passed else 'fail'} ({g.reason})" for n, g in parts.items())
+        return Grade(score=score, passed=ok, reason=reason, label=label, parsed=parsed, details={"parts": parts})
+
+    def __and__(self, other: BaseGrader) -> BaseGrader:
+        if self.kind == "all_of" and not self._named:
+            return all_of(*self.parts, other)
+        return all_of(self, other)
+
+    def __or__(self, other: BaseGrader) -> BaseGrader:
+        if self.kind == "any_of" and not self._named:
+            return any_of(*self.parts, other)
+        return any_of(self, other)
+
+    @property
+    def _named(self) -> bool:
+        return self.name != f"{self.kind}({','.join(self.names)})"
+
+
+def all_of(*graders: BaseGrader, name: str | None = None) -> BaseGrader:
+    """Passes when every part passes; the score is the lowest part score."""
+    return _Composite("all_of", graders, [1.0] * len(graders), None, name)
+
+
+def any_of(*graders: BaseGrader, name: str | None = None) -> BaseGrader:
+    """Passes when any part passes; the score is the highest part score."""
+    return _Composite("any_of", graders, [1.0] * len(graders), None, name)
+
+
+def weighted(weights: Mapping[BaseGrader, float], threshold: float | None = None, *, name: str | None = None) -> BaseGrader:
+    """Weighted mean of part scores; passes at `threshold`, or when every weighted part passes if None."""
+    if not isinstance(weights, Mapping):
+        raise GraderError(f"weighted takes a dict {{grader: weight}}, got {type(weights).__name__}")
+    return _Composite("weighted", list(weights), list(weights.values()), threshold, name)
+
+
+def mean(*graders: BaseGrader, threshold: float | None = None, name: str | None = None) -> BaseGrader:
+    """Equal-weight mean of part scores."""
+    return _Composite("mean", graders, [1.0] * len(graders), threshold, name)
