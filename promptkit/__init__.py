@@ -15,6 +15,9 @@ from .errors import (
 )
 from .providers import DEFAULT_MODEL, get_provider, parse_spec, register
 from .types import Completion, Grade, Grader, Message, PromptVariant, Request, Row, Settings, TokenLogprob
+# eager: the function `phrases` has the name of its module, so a lazy entry would be shadowed
+# by the submodule as soon as anything imported promptkit.phrases (the module is light: yaml loads on use)
+from .phrases import phrases
 
 __version__ = "0.1.0"
 
@@ -28,6 +31,12 @@ _LAZY: dict[str, str] = {
     "llm_judge": "promptkit.graders:llm_judge",
     "Template": "promptkit.templates:Template",
     "load_template": "promptkit.templates:load_template",
+    "Phrase": "promptkit.phrases:Phrase",
+    "load_phrases": "promptkit.phrases:load_phrases",
+    "get_phrase": "promptkit.phrases:get_phrase",
+    "apply_phrases": "promptkit.phrases:apply_phrases",
+    "ablation": "promptkit.phrases:ablation",
+    "phrase_table": "promptkit.phrases:phrase_table",
     "Dataset": "promptkit.datasets:Dataset",
     "load_dataset": "promptkit.datasets:load_dataset",
     "list_datasets": "promptkit.datasets:list_datasets",
@@ -58,5 +67,5 @@ __all__ = [
     "DEFAULT_MODEL", "Completion", "DatasetError", "ExperimentError", "Grade", "GraderError", "Message",
     "MissingKeyError", "MissingPackageError", "ModelInstallError", "ModelSpecError", "PromptkitError", "Request",
     "Settings", "SettingsError", "TemplateError", "TokenLogprob", "Grader", "PromptVariant", "Row", "acomplete", "build_request", "complete",
-    "get_provider", "parse_spec", "register", *_LAZY,
+    "get_provider", "parse_spec", "phrases", "register", *_LAZY,
 ]
