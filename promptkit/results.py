@@ -147,15 +147,12 @@ class Results:
                 grade = r.grades.get(g)
                 for f in GRADE_FIELDS:
                     rec[f"{g}_{f}"] = getattr(grade, f) if grade is not None else None
-                if grade is not None and grade.reason:
-                    rec[f"{g}_reason"] = redact(grade.reason)
             if primary is not None:
                 grade = r.grades.get(primary)
                 rec["score"] = grade.score if grade is not None else None
                 rec["passed"] = grade.passed if grade is not None else None
             for f in COMPLETION_COLUMNS:
                 rec[f] = getattr(comp, f)
-            rec["error"] = redact(comp.error) if comp.error else comp.error
             records.append(rec)
         columns = list(CELL_COLUMNS) + ["output", "target"]
         for g in graders:
@@ -164,6 +161,8 @@ class Results:
             columns += ["score", "passed"]
         columns += list(COMPLETION_COLUMNS)
         df = pd.DataFrame.from_records(records, columns=columns)
+        for col in ("output", "error", *(f"{g}_reason" for g in graders)):
+            df[col] = _redact_column(df[col].tolist())
         for col in ("latency_s", "ttft_s", "cost_usd", "score", *(f"{g}_score" for g in graders)):
             if col in df:
                 df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -548,7 +547,7 @@ class Results:
         df = self.df.copy()
         for col in df.columns:
             if df[col].dtype == object or str(df[col].dtype) in ("str", "string"):
-                df[col] = df[col].map(_csv_value)
+                df[col] = _redact_column([_csv_value(v) for v in df[col].tolist()])
         return atomic_write(path, lambda f: df.to_csv(f, index=False, lineterminator="\n"))
 
     def to_html(self, path: str | os.PathLike[str], title: str | None = None, **kwargs: Any) -> Path:
@@ -721,21 +720,54 @@ def _jsonable(x: Any) -> Any:
 
 
 def _redact_tree(x: Any) -> Any:
-    """Every string in a nested structure passed through `redact`: exports never carry an API key."""
+    """Every string in a nested structure passed through `redact`: exports never carry an API key.
+
+    One `redact` over all the strings joined decides whether any needs it, so
+    the common clean record costs one regex pass instead of one per string.
+    """
+    strings: list[str] = []
+    _collect_strings(x, strings)
+    joined = "\x00".join(strings)
+    if redact(joined) == joined:
+        return x
+    return _redact_each(x)
+
+
+def _collect_strings(x: Any, out: list[str]) -> None:
+    if isinstance(x, str):
+        out.append(x)
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            if isinstance(k, str):
+                out.append(k)
+            _collect_strings(v, out)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            _collect_strings(v, out)
+
+
+def _redact_each(x: Any) -> Any:
     if isinstance(x, str):
         return redact(x)
     if isinstance(x, dict):
-        return {(redact(k) if isinstance(k, str) else k): _redact_tree(v) for k, v in x.items()}
+        return {(redact(k) if isinstance(k, str) else k): _redact_each(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_redact_tree(v) for v in x]
+        return [_redact_each(v) for v in x]
     return x
 
 
+def _redact_column(values: Sequence[Any]) -> list[Any]:
+    """A column's strings redacted, with one regex pass when none needs it."""
+    values = list(values)
+    joined = "\x00".join(v for v in values if isinstance(v, str))
+    if redact(joined) == joined:
+        return values
+    return [redact(v) if isinstance(v, str) else v for v in values]
+
+
 def _csv_value(x: Any) -> Any:
-    if isinstance(x, str):
-        return redact(x)
     if isinstance(x, (list, tuple, dict)):
-        return redact(json.dumps(_jsonable(x), ensure_ascii=False, default=_json_default))
+        return json.dumps(_jsonable(x), ensure_ascii=False, default=_json_default)
     return x
 
 
