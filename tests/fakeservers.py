@@ -47,6 +47,8 @@ Kinds and the error_kind a client should record (``Fault.expected_kind``):
     malformed    200 with a body (or SSE event data) that is not valid JSON           -> malformed
     drop         the connection is closed mid-body / mid-stream                       -> connection
     slow         the reply waits ``delay`` seconds before its headers                 -> timeout
+    stream_error an error event (type overloaded_error) after the first streamed token;
+                 a non-streamed call gets a 529 instead                               -> overloaded
 
 Selection: ``at`` is a set of 0-based completion-call indices (arrival order,
 counted over POSTs to the two completion paths); ``when`` is a predicate on the
@@ -59,8 +61,8 @@ always. ``srv.calls[i].fault`` records which fault kind (if any) answered call i
 
 A server may demand a key: ``FakeServer(api_key="sk-...")`` answers 401 to an
 OpenAI call without ``Authorization: Bearer <key>`` or an Anthropic call
-without ``x-api-key: <key>``. ``usage=False`` omits usage everywhere (some
-OpenAI-compatible servers send none). ``models`` lists ids for GET /v1/models.
+with neither ``x-api-key: <key>`` nor that Bearer header (SDK 2.x sends Bearer).
+``usage=False`` omits usage everywhere (some OpenAI-compatible servers send none). ``models`` lists ids for GET /v1/models.
 
 For pytest: ``server = fake_server_fixture(latency=0.0)`` at module level gives
 a fixture named ``server`` that yields a started FakeServer.
@@ -88,6 +90,7 @@ FAULT_KINDS: dict[str, str] = {
     "malformed": "malformed",
     "drop": "connection",
     "slow": "timeout",
+    "stream_error": "overloaded",
 }
 _STATUS = {"rate_limit": 429, "server": 500, "unavailable": 503, "overloaded": 529}
 OPENAI_PATH = "/v1/chat/completions"
@@ -448,6 +451,7 @@ def _logprob_entry(piece: str, i: int, k: int) -> dict[str, Any]:
     return {"token": piece, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": top[:k]}
 
 
+_STREAM_ERROR = {"type": "overloaded_error", "message": "Overloaded (fake server, mid-stream)"}
 _OPENAI_FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length"}
 _ANTHROPIC_FINISH = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}
 
@@ -533,7 +537,9 @@ class _Handler(BaseHTTPRequestHandler):
             elif not isinstance(body, dict):
                 self._error(vendor, 400, "invalid_request_error", "request body is not a JSON object")
             elif owner.api_key is not None and not self._authorised(vendor, headers, owner.api_key):
-                self._error(vendor, 401, "authentication_error", "invalid x-api-key / Authorization")
+                presented = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+                # like the real APIs, quote the key that was presented: clients must redact it
+                self._error(vendor, 401, "authentication_error", f"Incorrect API key provided: {presented}")
             else:
                 self._serve_call(owner, call, fault)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
@@ -541,9 +547,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _authorised(vendor: str, headers: dict[str, str], key: str) -> bool:
+        bearer = headers.get("authorization") == f"Bearer {key}"
         if vendor == "openai":
-            return headers.get("authorization") == f"Bearer {key}"
-        return headers.get("x-api-key") == key
+            return bearer
+        return bearer or headers.get("x-api-key") == key  # anthropic SDK 2.x sends a Bearer token
 
     def _error(self, vendor: str, status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> None:
         if vendor == "anthropic":
@@ -560,6 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif not owner._sleep(owner.latency):
             self._drop()
             return
+        if fault is not None and fault.kind == "stream_error" and not call.stream:
+            fault = Fault("overloaded")
         if fault is not None and fault.kind in _STATUS:
             status = _STATUS[fault.kind]
             hdrs = {}
@@ -639,10 +648,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(b'data: {"id": "chatcmpl-broken", "choices": [{"delta": <<not json\n\n')
                 self._end_stream()
                 return
+            if fault == "stream_error" and i >= 1:
+                self._chunk(b"data: " + json.dumps({"error": _STREAM_ERROR}).encode() + b"\n\n")
+                self._end_stream()
+                return
             lp = {"content": [_logprob_entry(piece, i, k)], "refusal": None} if want_lp else None
             self._chunk(event([{"index": 0, "delta": {"content": piece}, "finish_reason": None, "logprobs": lp}]))
-        if fault == "drop":
-            self._drop()
+        if fault in ("drop", "stream_error"):  # a reply too short to fail part-way fails at its end
+            if fault == "stream_error":
+                self._chunk(b"data: " + json.dumps({"error": _STREAM_ERROR}).encode() + b"\n\n")
+                self._end_stream()
+            else:
+                self._drop()
             return
         if fault == "malformed":
             self._chunk(b"data: <<not json\n\n")
@@ -707,10 +724,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(b'event: content_block_delta\ndata: {"type": "content_block_delta", <<not json\n\n')
                 self._end_stream()
                 return
+            if fault == "stream_error" and i >= 1:
+                self._chunk(event("error", {"type": "error", "error": _STREAM_ERROR}))
+                self._end_stream()
+                return
             self._chunk(event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                       "delta": {"type": "text_delta", "text": piece}}))
-        if fault == "drop":
-            self._drop()
+        if fault in ("drop", "stream_error"):  # a reply too short to fail part-way fails at its end
+            if fault == "stream_error":
+                self._chunk(event("error", {"type": "error", "error": _STREAM_ERROR}))
+                self._end_stream()
+            else:
+                self._drop()
             return
         if fault == "malformed":
             self._chunk(b"event: message_delta\ndata: <<not json\n\n")

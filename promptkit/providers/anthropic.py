@@ -1,0 +1,165 @@
+"""Anthropic Messages API through the official async client.
+
+`anthropic:claude-haiku-4-5` (aliases from data/models.yaml). The key comes
+from ANTHROPIC_API_KEY and the endpoint from ANTHROPIC_BASE_URL (environment
+or `.env`), as the SDK reads them; `anthropic:<model>@http://host` overrides
+the endpoint. How settings map:
+
+- system turns -> `system=`; user/assistant turns -> `messages`.
+- prefill -> a trailing assistant turn, which Claude continues natively.
+  The API rejects a final assistant turn ending in whitespace, so trailing
+  whitespace is stripped from the prefill; Completion.text = that prefill + the reply.
+- stop -> `stop_sequences`; max_tokens as is.
+- temperature: Anthropic accepts 0..1, so a higher value is recorded as a
+  `bad_request` error completion naming Settings.temperature (no call is made).
+  SDK 2.x dropped the sampling keywords, so temperature (and top_p, only when
+  it is not 1.0) go in the request body via `extra_body`. Current Claude
+  models accept only one of temperature and top_p; setting both is the API's
+  call to refuse, and its message is recorded.
+- seed: ignored (the API has no seed; repeated calls can differ even at 0).
+- logprobs: the Messages API does not return them; Completion.logprobs stays None.
+Calls stream, so time to first token is measured; tokens come from the
+message_start and message_delta usage. 529 is recorded as `overloaded`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..config import env, load_env, require_key
+from ..errors import MissingPackageError
+from ..types import Completion, Request
+from ._sdk import LoopClients, classify_sdk_error, key_hint, timeout_s
+from .base import ModelSpec, Provider
+
+KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+MAX_TEMPERATURE = 1.0
+
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+          "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+          "refusal": "refusal", "pause_turn": "pause"}
+
+
+def _anthropic() -> Any:
+    try:
+        import anthropic
+    except ImportError as exc:  # pragma: no cover - core dependency
+        raise MissingPackageError(
+            "the anthropic provider needs the anthropic package: pip install 'anthropic>=2.10'"
+        ) from exc
+    return anthropic
+
+
+class AnthropicProvider(Provider):
+    """Messages API calls, streamed, one client per event loop, no SDK retries."""
+
+    name = "anthropic"
+    supports_logprobs = False
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        load_env()
+        self._api_key = require_key(KEY_ENV, "anthropic")
+        self.base_url = spec.base_url or env(BASE_URL_ENV)  # None: the SDK default
+        self.timeout_s = timeout_s()
+        self._clients: LoopClients[Any] = LoopClients(self._make_client)
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider({self.label!r}, base_url={self.base_url!r}, key from {KEY_ENV})"
+
+    def _make_client(self) -> Any:
+        return _anthropic().AsyncAnthropic(
+            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
+        )
+
+    def params(self, request: Request) -> dict[str, Any]:
+        """The Messages API arguments for `request`."""
+        s = request.settings
+        messages: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in request.turns]
+        prefill = request.prefill.rstrip()
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        sampling: dict[str, Any] = {"temperature": s.temperature}
+        if s.top_p != 1.0:
+            sampling["top_p"] = s.top_p
+        p: dict[str, Any] = {
+            "model": self.model, "max_tokens": s.max_tokens, "messages": messages,
+            "stream": True, "extra_body": sampling,
+        }
+        if request.system:
+            p["system"] = request.system
+        if s.stop:
+            p["stop_sequences"] = list(s.stop)
+        return p
+
+    async def _complete(self, request: Request) -> Completion:
+        t = request.settings.temperature
+        if t > MAX_TEMPERATURE:
+            return Completion(
+                error_kind="bad_request",
+                error=f"Settings.temperature={t:g} is out of range for anthropic: Anthropic accepts 0 to 1",
+            )
+        client = await self._clients.get()
+        prefill = request.prefill.rstrip()
+        t0 = time.perf_counter()
+        stream = await client.messages.create(**self.params(request))
+        parts: list[str] = []
+        ttft = finish = None
+        n_in = n_out = None
+        try:
+            async for event in stream:
+                kind = event.type
+                if kind == "content_block_delta":
+                    text = getattr(event.delta, "text", None)
+                    if text:
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+                        parts.append(text)
+                elif kind == "message_start":
+                    u = event.message.usage
+                    n_in = _input_tokens(u)
+                    n_out = u.output_tokens
+                elif kind == "message_delta":
+                    u = event.usage
+                    if u.input_tokens is not None:
+                        n_in = _input_tokens(u)
+                    n_out = u.output_tokens
+                    if event.delta.stop_reason:
+                        finish = FINISH.get(event.delta.stop_reason, event.delta.stop_reason)
+        finally:
+            await stream.close()
+        return Completion(
+            text=prefill + "".join(parts),
+            input_tokens=n_in,
+            output_tokens=n_out,
+            latency_s=time.perf_counter() - t0,
+            ttft_s=ttft,
+            finish_reason=finish,
+            logprobs=None,  # the Messages API has no logprobs
+        )
+
+    def classify(self, exc: BaseException) -> tuple[str, float | None]:
+        got = classify_sdk_error(exc, _anthropic())
+        return got if got is not None else super().classify(exc)
+
+    @classmethod
+    def status(cls, spec: ModelSpec) -> tuple[bool, str]:
+        """Ready when ANTHROPIC_API_KEY is set (never shows its value)."""
+        load_env()
+        if not env(KEY_ENV):
+            return False, key_hint(KEY_ENV)
+        where = spec.base_url or env(BASE_URL_ENV) or "https://api.anthropic.com"
+        return True, f"key from {KEY_ENV}; endpoint {where}"
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+
+def _input_tokens(usage: Any) -> int | None:
+    """All input tokens the call processed, cached or not."""
+    base = getattr(usage, "input_tokens", None)
+    if base is None:
+        return None
+    return base + (getattr(usage, "cache_creation_input_tokens", None) or 0) + (
+        getattr(usage, "cache_read_input_tokens", None) or 0)
