@@ -320,7 +320,9 @@ class Template:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise TemplateError(f"{source}: not valid TOML: {e}") from None
+            m = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(e))
+            where, detail = (f", line {m.group(2)}, column {m.group(3)}", m.group(1)) if m else ("", str(e))
+            raise TemplateError(f"{source}{where}: not valid TOML: {detail}") from None
         return cls.from_dict(data, source=source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
