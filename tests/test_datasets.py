@@ -81,6 +81,37 @@ def test_renewal_tier_explicit_forecasts_follow_the_band_definitions():
         assert r.target == band, (r.id, f, r.target)
 
 
+def test_risk_signal_evidence_quotes_are_in_the_notes_and_match_the_target():
+    ds = load_dataset("risk_signals")
+    for r in ds:
+        assert list(r.meta["evidence"]) == r.target, r.id
+        for signal, quote in r.meta["evidence"].items():
+            assert quote in r.input["notes"], (r.id, signal, quote)
+        assert r.target == sorted(r.target, key=ds.labels.index), f"{r.id}: targets in label order"
+    sizes = Counter(len(r.target) for r in ds)
+    assert sizes[0] >= 5 and max(sizes) >= 4, sizes  # some rows with none, some with many
+
+
+def test_binary_view_has_both_classes_in_every_split():
+    ds = load_dataset("risk_signals")
+    comp = ds.binary("competitive_mentions")
+    assert comp.name == "competitor_mention" and comp.labels == ["Yes", "No"]
+    assert [r.id for r in comp] == [r.id for r in ds]
+    yes = sum(r.target == "Yes" for r in comp)
+    assert 0.35 <= yes / len(comp) <= 0.5
+    for split, counts in comp.label_counts().items():
+        assert counts["Yes"] >= 2 and counts["No"] >= 2, (split, counts)
+    assert [r.target for r in load_dataset("competitor_mention")] == [r.target for r in comp]
+    for r, src in zip(comp, ds):
+        assert (r.target == "Yes") == ("competitive_mentions" in src.target)
+    other = ds.binary("missed_milestones")
+    assert other.name == "risk_signals.missed_milestones" and {r.target for r in other} == {"Yes", "No"}
+    with pytest.raises(DatasetError, match="'churn' is not one of declining_usage"):
+        ds.binary("churn")
+    with pytest.raises(DatasetError, match="binary\\(\\) needs a multilabel task"):
+        load_dataset("renewal_tier").binary("Commit")
+
+
 def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
     words = re.findall(r"[a-z0-9%$]+", text.lower())
     return {tuple(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
@@ -209,6 +240,25 @@ def _row(**changes):
 
 
 _DROP = object()
+
+MULTI_CASES = [
+    ("label_not_in_set", ["declining_usage", "churn"],
+     "risk_signals.jsonl line 1: field 'target[1]': 'churn' is not one of declining_usage, ticket_escalation, "
+     "exec_sponsor_departure, missed_milestones, nps_csat_drop, low_qbr_attendance, procurement_delays, "
+     "competitive_mentions"),
+    ("listed_twice", ["declining_usage", "declining_usage"],
+     "risk_signals.jsonl line 1: field 'target[1]': 'declining_usage' is listed twice"),
+    ("not_a_list", "declining_usage", "risk_signals.jsonl line 1: field 'target': expected a list of labels, got string"),
+]
+
+
+@pytest.mark.parametrize("case, target, message", MULTI_CASES, ids=[c[0] for c in MULTI_CASES])
+def test_bad_multilabel_targets(bad_dir, case, target, message):
+    path = _write(bad_dir, [_row(target=target)], name="risk_signals.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == message
+
 
 BAD_CASES = [
     ("bad_json", ['{"id": "r1", "split": "test" "input": {}}'],
