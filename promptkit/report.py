@@ -165,7 +165,7 @@ def plot_confusion(results: "Results", variant: str | None = None, model: str | 
 def figure_to_data_uri(fig: "Figure") -> str:
     """A figure as a `data:image/png;base64,...` URI, so the report needs no image files."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -332,15 +332,24 @@ def _table_html(df: Any, flag_col: str | None = None) -> str:
 
 
 SUMMARY_COLUMNS: Sequence[str] = (
-    "variant", "model", "n", "errors", "score", "score_low", "score_high", "accuracy", "accuracy_low", "accuracy_high",
-    "baseline", "majority_label", "flag", "balanced_accuracy", "chance", "macro_f1", "unparseable", "wrong",
+    "variant", "model", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline", "majority_label",
+    "flag", "balanced_accuracy", "balanced_accuracy CI", "chance", "macro_f1", "unparseable", "wrong",
     "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
 )
 
 
 def _summary_html(summary: Any) -> str:
-    cols = [c for c in SUMMARY_COLUMNS if c in summary.columns]
-    return _table_html(summary[cols], flag_col="flag" if "flag" in summary else None)
+    """The summary with each CI in one column; for label graders accuracy replaces the (equal) mean score."""
+    df = summary.copy()
+    for metric in ("score", "accuracy", "balanced_accuracy"):
+        lo, hi = f"{metric}_low", f"{metric}_high"
+        if lo in df and hi in df:
+            df[f"{metric} CI"] = [
+                "" if _nan(a) or _nan(b) else f"{float(a):.3f}–{float(b):.3f}" for a, b in zip(df[lo], df[hi])
+            ]
+    skip = {"score", "score CI"} if "accuracy" in df else set()
+    cols = [c for c in SUMMARY_COLUMNS if c in df.columns and c not in skip]
+    return _table_html(df[cols], flag_col="flag" if "flag" in df else None)
 
 
 def _confusion_html(cm: Any) -> str:

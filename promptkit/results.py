@@ -37,12 +37,17 @@ PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", 
 
 
 class Results:
-    """The outcome of a run: one CellResult per call, plus what the run was (meta)."""
+    """The outcome of a run: one CellResult per call, plus what the run was (meta).
+
+    Treat it as read-only: the DataFrame and summaries are built once and kept;
+    `regrade` and `filter` return new Results.
+    """
 
     def __init__(self, results: Iterable[CellResult], meta: dict[str, Any] | None = None) -> None:
         self.results: list[CellResult] = list(results)
         self.meta: dict[str, Any] = dict(meta or {})
         self._df: pd.DataFrame | None = None
+        self._summaries: dict[tuple[Any, ...], pd.DataFrame] = {}
 
     def __len__(self) -> int:
         return len(self.results)
@@ -213,10 +218,17 @@ class Results:
         not beat the baseline by more than its interval. The CI methods are in
         `df.attrs["score_ci"]` and `df.attrs["accuracy_ci"]`.
         """
-        import numpy as np
+        by = [by] if isinstance(by, str) else list(by)
+        memo = (tuple(by), grader, n_boot)
+        if memo not in self._summaries:
+            self._summaries[memo] = self._summary(by, grader, n_boot)
+        out = self._summaries[memo].copy()
+        out.attrs = dict(self._summaries[memo].attrs)
+        return out
+
+    def _summary(self, by: list[str], grader: str | None, n_boot: int) -> "pd.DataFrame":
         import pandas as pd
 
-        by = [by] if isinstance(by, str) else list(by)
         df = self.df
         bad = [b for b in by if b not in df.columns]
         if bad:
@@ -286,7 +298,9 @@ class Results:
             "majority_label": s.majority_label, "baseline": s.majority_rate,
             "beats_baseline": s.beats_baseline,
             "flag": "" if s.beats_baseline else "not above majority baseline",
-            "balanced_accuracy": s.balanced_accuracy, "chance": s.chance, "macro_f1": s.macro_f1,
+            "balanced_accuracy": s.balanced_accuracy, "balanced_accuracy_low": s.balanced_accuracy_ci.low,
+            "balanced_accuracy_high": s.balanced_accuracy_ci.high, "chance": s.chance,
+            "macro_f1": s.macro_f1, "macro_f1_low": s.macro_f1_ci.low, "macro_f1_high": s.macro_f1_ci.high,
             "correct": s.correct, "wrong": s.wrong, "unparseable": s.unparseable,
         }
 
