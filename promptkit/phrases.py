@@ -329,18 +329,21 @@ def apply_phrases(
         return template
     texts: dict[str, list[str]] = {k: [p.text for p in chosen if p.placement == k] for k in PLACEMENTS}
 
-    system = _join(*texts["system_prepend"], template.system)
-    system = _join(system, *texts["system_append"])
+    system = template.system
+    if texts["system_prepend"] or texts["system_append"]:
+        system = _join(*texts["system_prepend"], system, *texts["system_append"])
     user = template.user
     for pattern in texts["wrap_input"]:
         user = _wrap(user, pattern)
     core = user
     for lead in texts["repeat_user"]:
         user = _join(user, _join(lead, core, sep="\n"))
-    user = _join(*texts["before_user"], user)
+    if texts["before_user"]:
+        user = _join(*texts["before_user"], user)
     if texts["after_user"]:
         user = _join(user, _join(*texts["after_user"], sep="\n"))
-    prefill = _join(*texts["prefill"], template.prefill, sep="\n") if texts["prefill"] else template.prefill
+    starts = [t for t in texts["prefill"] if not template.prefill.startswith(t)]  # "{" on a "{" prefill: once
+    prefill = _join(*starts, template.prefill, sep="\n") if starts else template.prefill
 
     meta = dict(template.meta)
     meta.setdefault("base", template.name)
