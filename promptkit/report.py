@@ -184,7 +184,8 @@ def html_report(
 ) -> str:
     """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side."""
     meta = results.meta
-    title = title or str(meta.get("name") or meta.get("title") or "promptkit results")
+    experiment = meta.get("experiment") if isinstance(meta.get("experiment"), dict) else {}
+    title = title or str(meta.get("name") or meta.get("title") or experiment.get("name") or "promptkit results")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -291,10 +292,24 @@ def _img(fig: "Figure", alt: str) -> str:
     return f'<img class="plot" alt="{_e(alt)}" src="{figure_to_data_uri(fig)}">'
 
 
+def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested meta (the runner's experiment, counts, limits) as dotted keys, one line each."""
+    out: list[tuple[str, Any]] = []
+    for k, v in meta.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out += _flatten(v, key + ".")
+        else:
+            out.append((key, v))
+    return out
+
+
 def _meta_html(meta: dict[str, Any]) -> str:
     rows = []
-    for k, v in meta.items():
-        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str, indent=None)
+    for k, v in _flatten(meta):
+        if v is None or v == "" or v == [] or v == {}:
+            continue
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
         rows.append(f"<dt>{_e(k)}</dt><dd>{_e(_clip(text, 2000))}</dd>")
     return '<dl class="meta">' + "".join(rows) + "</dl>"
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
@@ -118,8 +119,9 @@ class Results:
         for lab in self.meta.get("labels") or ():
             seen.setdefault(lab, None)
         for r in self.results:
-            if _is_label(r.cell.target):
-                seen.setdefault(r.cell.target, None)
+            gold = _gold(r, g)
+            if gold is not None:
+                seen.setdefault(gold, None)
         return list(seen)
 
     # ------------------------------------------------------------------ DataFrame
@@ -382,8 +384,8 @@ class Results:
         ra = [side[a][k] for k in common]
         rb = [side[b][k] for k in common]
         if self.is_classification(g):
-            pairs = [(x, y) for x, y in zip(ra, rb) if _is_label(x.cell.target)]
-            gold = [x.cell.target for x, _ in pairs]
+            pairs = [(x, y) for x, y in zip(ra, rb) if _gold(x, g) is not None]
+            gold = [_gold(x, g) for x, _ in pairs]
             pa = [_pred(x.grades[g]) for x, _ in pairs]
             pb = [_pred(y.grades[g]) for _, y in pairs]
             if metric == "accuracy":
@@ -478,25 +480,31 @@ class Results:
 
         `graders` is one grader, a list of them, or a dict name -> grader.
         With `keep=True` the old grades stay beside the new ones (same name: new wins).
-        Failed calls get no grade, as in a run.
+        Failed calls get no grade, as in a run; a grader that raises gives that
+        cell a failing unparseable grade and a warning, as in a run.
         """
         named = _named_graders(graders)
         out = []
+        failures: list[str] = []
         for r in self.results:
             grades = dict(r.grades) if keep else {}
             if r.completion.ok:
                 for name, grader in named.items():
                     try:
                         grade = grader(r.completion, r.cell.target)
-                    except Exception as exc:
-                        raise GraderError(
-                            f"grader {name!r} failed on row {r.cell.row_id!r} (variant {r.cell.variant!r}, "
-                            f"model {r.cell.model!r}): {type(exc).__name__}: {exc}"
-                        ) from exc
-                    if not isinstance(grade, Grade):
-                        raise GraderError(f"grader {name!r} returned {type(grade).__name__}, expected a Grade")
+                        if not isinstance(grade, Grade):
+                            raise GraderError(f"returned {type(grade).__name__}, expected a Grade")
+                    except Exception as exc:  # as in a run: shown on the cell, not the end of the regrade
+                        reason = redact(f"grader {name!r} failed: {type(exc).__name__}: {exc}")
+                        grade = Grade(score=0.0, passed=False, parsed=False, reason=reason,
+                                      details={"grader_error": True})
+                        failures.append(f"row {r.cell.row_id!r} (variant {r.cell.variant!r}, "
+                                        f"model {r.cell.model!r}): {reason}")
                     grades[name] = grade
             out.append(CellResult(r.cell, r.completion, grades))
+        if failures:
+            warnings.warn(f"regrade: a grader failed on {len(failures)} cell(s), recorded as unparseable "
+                          f"grades; first: {failures[0]}", stacklevel=2)
         meta = dict(self.meta)
         meta["graders"] = list(dict.fromkeys([*(self.grader_names if keep else []), *named]))
         return Results(out, meta)
@@ -599,6 +607,17 @@ def _is_label(x: Any) -> bool:
     return isinstance(x, (str, int, bool)) and x is not None
 
 
+def _gold(r: CellResult, grader: str) -> Any:
+    """A cell's gold label: as the grader read it (`details["gold"]`, canonical spelling), else the target."""
+    grade = r.grades.get(grader)
+    if grade is not None and isinstance(grade.details, Mapping) and _is_label(grade.details.get("gold")):
+        return grade.details["gold"]
+    target = r.cell.target
+    if isinstance(target, Mapping):
+        target = target.get("label", target.get("answer"))
+    return target if _is_label(target) else None
+
+
 def _pred(grade: Grade | None) -> Any:
     if grade is None or not grade.parsed:
         return None
@@ -609,9 +628,10 @@ def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], lis
     """Gold labels and parsed answers of cells with a label target; an ungraded cell counts as unparseable."""
     gold, pred = [], []
     for r in cells:
-        if not _is_label(r.cell.target):
+        g = _gold(r, grader)
+        if g is None:
             continue
-        gold.append(r.cell.target)
+        gold.append(g)
         pred.append(_pred(r.grades.get(grader)))
     return gold, pred
 

@@ -422,19 +422,43 @@ def test_regrade_changes_scores_without_calling_a_model(tmp_path, monkeypatch):
     assert all(r.completion is o.completion for r, o in zip(again.results, res.results))
 
 
-def test_regrade_rejects_bad_graders_and_names_the_failing_row():
+def test_regrade_rejects_bad_graders_and_records_a_failing_grader_like_a_run():
     res = two_variants()
     with pytest.raises(GraderError, match="two graders are named 'tier'"):
         res.regrade([LabelGrader(), LabelGrader()])
+    with pytest.raises(GraderError, match="has no .name"):
+        res.regrade([lambda c, t: Grade(1.0, True)])
 
     class Boom:
         name = "boom"
 
         def __call__(self, completion, target):
-            raise KeyError("field")
+            if completion.text == "B":
+                raise KeyError("field")
+            return Grade(1.0, True)
 
-    with pytest.raises(GraderError, match=r"grader 'boom' failed on row '0' \(variant 'always_a'"):
-        res.regrade(Boom())
+    with pytest.warns(UserWarning, match=r"a grader failed on 3 cell\(s\).*first: row '1' \(variant 'mixed'"):
+        again = res.regrade(Boom())
+    df = again.df
+    bad = df[df["boom_reason"].fillna("").str.contains("failed: KeyError")]
+    assert len(bad) == 3 and not bad["boom_parsed"].any() and (bad["boom_score"] == 0).all()
+    assert again.summary().set_index("variant").loc["always_a", "score"] == 1.0
+
+
+def test_label_match_grader_gold_is_read_as_the_grader_reads_it():
+    """Targets spelled differently from the label set are scored with the grader's canonical gold."""
+    from promptkit.graders import label_match
+
+    targets = ["commit", "AT-RISK", {"label": "Likely"}, "commit"]
+    answers = ["Commit.", "I think At-Risk", "likely", "hmm"]
+    cells = [cell_result(str(i), t, a, graders=()) for i, (t, a) in enumerate(zip(targets, answers))]
+    res = Results(cells).regrade(label_match(["Commit", "Likely", "At-Risk"], name="tier"))
+    s = res.summary().iloc[0]
+    assert s["accuracy"] == 0.75 and s["unparseable"] == 1 and s["wrong"] == 0
+    assert s["majority_label"] == "Commit" and s["baseline"] == 0.5
+    cm = res.confusion()
+    assert list(cm.index) == ["Commit", "At-Risk", "Likely"]
+    assert cm.loc["Commit", "Commit"] == 1 and cm.loc["Commit", "(unparseable)"] == 1
 
 
 def test_results_from_echo_provider_calls():
