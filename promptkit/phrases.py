@@ -238,7 +238,8 @@ def _validate(data: Any, root: Any, source: str) -> PhraseLibrary:
         if e["placement"] == "wrap_input" and not has_input:
             raise fail(f"{label}: field 'text' of a wrap_input phrase must contain {{input}}", "phrases", i, "text")
         if e["placement"] != "wrap_input" and has_input:
-            raise fail(f"{label}: field 'text' uses {{input}}, which only wrap_input phrases fill", "phrases", i, "text")
+            raise fail(f"{label}: field 'text' uses {{input}}, which only wrap_input phrases fill",
+                       "phrases", i, "text")
         src = e["source"]
         if not ("arXiv" in src or "docs" in src or src.startswith("practitioner folklore")):
             raise fail(f"{label}: field 'source' must cite a paper (arXiv id) or a vendor doc, or say "

@@ -102,7 +102,8 @@ class Template:
         if isinstance(turns, str):  # a bare string is the one user turn
             turns = (Message("user", turns),)
         if not isinstance(turns, (list, tuple)):
-            raise TemplateError(f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}")
+            raise TemplateError(
+                f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}")
         msgs = tuple(_coerce_turn(t, i, where) for i, t in enumerate(turns))
         if not msgs:
             raise TemplateError(f"{where}: 'turns' is empty; a template needs at least one user turn")
@@ -174,10 +175,10 @@ class Template:
                     f"(the template uses {sorted(self.variables)}); pass strict=False to allow extras"
                 )
 
-    def render(self, variables: Mapping[str, Any] | None = None, settings: Settings | None = None,
+    def render(self, variables: Mapping[str, Any] | Row | None = None, settings: Settings | None = None,
                *, strict: bool = False) -> Request:
-        """The provider-neutral Request for one set of variables; a missing variable is an error."""
-        variables = {} if variables is None else variables
+        """The provider-neutral Request for one set of variables (or a Row's input); a missing one is an error."""
+        variables = {} if variables is None else variables.input if isinstance(variables, Row) else variables
         self.check(variables, strict=strict)
         msgs = ([Message("system", substitute(self.system, variables))] if self.system else []) + [
             Message(m.role, substitute(m.content, variables)) for m in self.turns
@@ -207,6 +208,11 @@ class Template:
             raise TemplateError(f"template {self.name!r}: unknown field(s) {unknown}; fields are {list(FIELDS)}")
         return dc_replace(self, **changes)
 
+    def with_phrases(self, ids: Any, **kwargs: Any) -> "Template":
+        """Shortcut for `promptkit.apply_phrases(self, ids)`: the template with power phrases added."""
+        from .phrases import apply_phrases
+        return apply_phrases(self, ids, **kwargs)
+
     @property
     def user(self) -> str:
         """The last user turn: the one each row fills and phrases attach to."""
@@ -232,7 +238,8 @@ class Template:
         need = set(variables_in(last.content))
         for row in rows:
             if not isinstance(row, Row):
-                raise TemplateError(f"template {self.name!r}: with_examples takes Row objects, got {type(row).__name__}")
+                raise TemplateError(
+                    f"template {self.name!r}: with_examples takes Row objects, got {type(row).__name__}")
             lacking = sorted(need - set(row.input))
             if lacking:
                 raise TemplateError(

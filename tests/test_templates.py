@@ -44,6 +44,11 @@ def test_template_is_a_prompt_variant_and_to_request_ignores_extra_row_fields(ti
     assert req.turns[0].content.startswith("Account notes:\nn\n")
 
 
+def test_render_takes_a_row_directly(tier):
+    row = Row("rt-1", {"company": "Acme", "notes": "Renewal signed."}, "Commit")
+    assert tier.render(row) == tier.render(row.input)
+
+
 def test_missing_variable_names_variable_template_and_part(tier):
     with pytest.raises(pk.TemplateError) as e:
         tier.render({"company": "Acme"})
