@@ -463,6 +463,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Send each SSE event at once: Nagle + delayed ACK would hold small writes ~40 ms and blur TTFT.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     # -- plumbing --------------------------------------------------------
     def _read_body(self) -> bytes:
         n = int(self.headers.get("content-length") or 0)

@@ -27,9 +27,9 @@ from typing import Any
 
 from ..catalog import catalog
 from ..config import env, load_env, require_key
-from ..errors import MissingPackageError, redact
+from ..errors import MissingKeyError, MissingPackageError, redact
 from ..types import Completion, Request, TokenLogprob
-from ._sdk import LoopClients, classify_sdk_error, timeout_s
+from ._sdk import LoopClients, classify_sdk_error, key_hint, timeout_s
 from .base import ModelSpec, Provider
 
 SELF_HOSTED_KEY = "not-needed"  # the SDK refuses an empty key; self-hosted servers ignore it
@@ -171,11 +171,11 @@ class OpenAIProvider(Provider):
     @classmethod
     def status(cls, spec: ModelSpec) -> tuple[bool, str]:
         """Ready or not, and why; names variables, never their values."""
+        cfg = catalog().providers.get(spec.provider) or {}
         try:
             ep = resolve_endpoint(spec)
-        except Exception as exc:
-            return False, str(exc)
-        cfg = catalog().providers.get(spec.provider) or {}
+        except MissingKeyError:
+            return False, key_hint(cfg.get("key_env") or "OPENAI_API_KEY")
         self_hosted = spec.base_url is not None or cfg.get("via") == "openai"
         where = ep.base_url or "https://api.openai.com/v1"
         if not self_hosted:
