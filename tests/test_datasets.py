@@ -68,6 +68,9 @@ def test_train_split_has_a_few_shot_example_per_label(name):
 
 def test_label_sets_are_the_documented_ones():
     assert load_dataset("renewal_tier").labels == ["Commit", "Likely", "At-Risk"]
+    assert load_dataset("health_colour").labels == ["Green", "Yellow", "Red"]
+    assert load_dataset("competitor_mention").labels == ["Yes", "No"]
+    assert len(load_dataset("risk_signals").labels) == 8
 
 
 def test_renewal_tier_explicit_forecasts_follow_the_band_definitions():
@@ -110,6 +113,22 @@ def test_binary_view_has_both_classes_in_every_split():
         ds.binary("churn")
     with pytest.raises(DatasetError, match="binary\\(\\) needs a multilabel task"):
         load_dataset("renewal_tier").binary("Commit")
+
+
+def test_health_colour_follows_the_four_question_rule():
+    def colour(a):
+        answers = [a["set_up"], a["deployed"], a["usage_depth"], a["value_explained"]]
+        if a["set_up"] == "no" or answers.count("no") >= 2:
+            return "Red"
+        return "Green" if answers.count("no") == 0 and answers.count("partly") <= 1 else "Yellow"
+
+    ds = load_dataset("health_colour")
+    profiles = Counter()
+    for r in ds:
+        assert set(r.meta["answers"].values()) <= {"yes", "partly", "no"}, r.id
+        assert colour(r.meta["answers"]) == r.target, (r.id, r.meta["answers"], r.target)
+        profiles[tuple(r.meta["answers"].values())] += 1
+    assert len(profiles) >= 15, "the four answers should come in many combinations"
 
 
 def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
