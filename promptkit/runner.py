@@ -161,7 +161,10 @@ class _Run:
             if gk not in self.gates:
                 limit = _lookup(self.provider_concurrency, gk, spec.provider,
                                 DEFAULT_PROVIDER_CONCURRENCY.get(spec.provider, self.concurrency))
-                self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), _lookup(self.rpm, gk, spec.provider, None))
+                try:
+                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), _lookup(self.rpm, gk, spec.provider, None))
+                except (TypeError, ValueError) as exc:
+                    raise ExperimentError(f"run limits: {exc}") from None
             queues.setdefault(gk, deque()).append((prov, key))
         return queues
 
@@ -367,28 +370,38 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
     return cache_backend
 
 
+_UNSET: Any = object()
+RUN_DEFAULTS: dict[str, Any] = {
+    "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None,
+}
+
+
 async def arun(
     experiment: "Experiment | str | os.PathLike[str]",
     *,
-    cache: CacheMode = "use",
+    cache: CacheMode = _UNSET,
     cache_backend: Cache | str | os.PathLike[str] | None = None,
-    concurrency: int = 16,
-    provider_concurrency: int | Mapping[str, int] | None = None,
-    rpm: float | Mapping[str, float] | None = None,
-    timeout_s: float | None = 120.0,
-    max_attempts: int = 4,
+    concurrency: int = _UNSET,
+    provider_concurrency: int | Mapping[str, int] | None = _UNSET,
+    rpm: float | Mapping[str, float] | None = _UNSET,
+    timeout_s: float | None = _UNSET,
+    max_attempts: int = _UNSET,
     retry: RetryPolicy | None = None,
-    budget_usd: float | None = None,
-    budget_tokens: int | None = None,
+    budget_usd: float | None = _UNSET,
+    budget_tokens: int | None = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
+
+    Options not given come from the experiment's `run_options` (a YAML file's `run:` section),
+    then from RUN_DEFAULTS.
 
     Args:
         cache: "use" answers from the cache and stores new answers; "refresh" calls again and
             overwrites; "off" neither reads nor writes.
         cache_backend: a Cache object or a folder for a DiskCache (default: promptkit's cache folder).
-        concurrency: calls in flight at once across all providers.
+        concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).
         timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
@@ -400,20 +413,28 @@ async def arun(
         from .experiment import load_experiment
 
         experiment = load_experiment(experiment)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ExperimentError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
-    if timeout_s is not None and not timeout_s > 0:
-        raise ExperimentError(f"timeout_s must be positive or None, got {timeout_s!r}")
+    given = {
+        "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
+        "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
+    }
+    opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
+    conc = opts["concurrency"]
+    if not isinstance(conc, int) or isinstance(conc, bool) or conc < 1:
+        raise ExperimentError(f"concurrency must be a whole number of at least 1, got {conc!r}")
+    if opts["timeout_s"] is not None and not (isinstance(opts["timeout_s"], (int, float)) and opts["timeout_s"] > 0):
+        raise ExperimentError(f"timeout_s must be a positive number of seconds or None, got {opts['timeout_s']!r}")
     try:
-        policy = retry or RetryPolicy(max_attempts=max_attempts)
-        budget = Budget(usd=budget_usd, tokens=budget_tokens)
+        policy = retry or RetryPolicy(max_attempts=opts["max_attempts"])
+        budget = Budget(usd=opts["budget_usd"], tokens=opts["budget_tokens"])
+        _per_provider(opts["provider_concurrency"], "provider_concurrency")
+        _per_provider(opts["rpm"], "rpm")
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
-    store = _resolve_cache(cache, cache_backend)
+    store = _resolve_cache(opts["cache"], cache_backend)
     run_ = _Run(
-        experiment, cache=cache, cache_backend=store, concurrency=concurrency,
-        provider_concurrency=provider_concurrency, rpm=rpm, timeout_s=timeout_s, retry=policy, budget=budget,
-        progress=progress,
+        experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
+        provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
+        retry=policy, budget=budget, progress=progress,
     )
     return await run_.execute()
 
