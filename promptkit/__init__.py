@@ -24,7 +24,13 @@ __version__ = "0.1.0"
 # name -> "module:attribute", imported on first use
 _LAZY: dict[str, str] = {
     "model_table": "promptkit.models_status:model_table",
+    "prompt_builder": "promptkit.widgets:prompt_builder",
+    "PromptBuilder": "promptkit.widgets:PromptBuilder",
     "catalog": "promptkit.catalog:catalog",
+    "Experiment": "promptkit.experiment:Experiment",
+    "load_experiment": "promptkit.experiment:load_experiment",
+    "run": "promptkit.runner:run",
+    "arun": "promptkit.runner:arun",
     "graders": "promptkit.graders:",
     "label_match": "promptkit.graders:label_match",
     "json_match": "promptkit.graders:json_match",
