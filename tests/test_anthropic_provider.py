@@ -8,7 +8,7 @@ import pytest
 import promptkit as pk
 from fakeservers import FakeServer, Fault
 from promptkit.catalog import catalog
-from promptkit.errors import MissingKeyError
+from promptkit.errors import MissingKeyError, SettingsError
 from promptkit.providers import clear_providers, get_provider, parse_spec
 from promptkit.providers.anthropic import AnthropicProvider
 from promptkit.types import Message, Request, Settings
@@ -69,7 +69,7 @@ def test_system_prefill_stop_and_sampling_map_to_the_messages_api(anthropic_env)
     anthropic_env.reply = lambda call: " At-Risk"
     turns = [Message("system", "You are a CS analyst."), Message("user", "Notes: churn signals."),
              Message("assistant", "Tier: Likely"), Message("user", "Notes: usage fell 60%.")]
-    c = pk.complete(turns, MODEL, prefill="Tier: ", temperature=0.4, seed=7, stop=["\n"], max_tokens=9)
+    c = pk.complete(turns, MODEL, prefill="Tier: ", temperature=0.4, top_p=0.9, seed=7, stop=["\n"], max_tokens=9)
     body = anthropic_env.last.body
     assert body["system"] == "You are a CS analyst."
     assert body["messages"] == [
@@ -79,14 +79,50 @@ def test_system_prefill_stop_and_sampling_map_to_the_messages_api(anthropic_env)
         {"role": "assistant", "content": "Tier:"},  # prefill, trailing whitespace stripped (the API rejects it)
     ]
     assert body["stop_sequences"] == ["\n"] and body["max_tokens"] == 9
-    assert body["temperature"] == 0.4 and "top_p" not in body  # top_p only when it is not 1.0
+    # API 2026-10-21 (anthropic SDK 2.x) takes no sampling parameters: models.yaml says sampling: omit
+    assert "temperature" not in body and "top_p" not in body
     assert "seed" not in body  # the Messages API has no seed
     assert c.text == "Tier: At-Risk"  # prefill + continuation
 
 
-def test_top_p_is_sent_when_changed(anthropic_env):
+def _models_file(tmp_path, monkeypatch, **anthropic_extra) -> None:
+    """Use a copy of the catalog whose providers.anthropic section has `anthropic_extra` added."""
+    import yaml
+
+    from promptkit.catalog import CATALOG_PATH
+
+    data = yaml.safe_load(CATALOG_PATH.read_text(encoding="utf-8"))
+    data["providers"]["anthropic"].update(anthropic_extra)
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("PROMPTKIT_MODELS_FILE", str(path))
+
+
+def test_sampling_is_sent_when_the_catalog_opts_in(anthropic_env, tmp_path, monkeypatch):
+    _models_file(tmp_path, monkeypatch, sampling="send", api_version="2023-06-01")
+    pk.complete("q", MODEL, temperature=0.4)
+    body, headers = anthropic_env.last.body, anthropic_env.last.headers
+    assert body["temperature"] == 0.4 and "top_p" not in body  # top_p only when it is not 1.0
+    assert headers["anthropic-version"] == "2023-06-01"
+    clear_providers()
     pk.complete("q", MODEL, top_p=0.8)
     assert anthropic_env.last.body["top_p"] == 0.8
+
+
+def test_default_api_version_is_the_sdks(anthropic_env):
+    import anthropic
+
+    pk.complete("q", MODEL)
+    sent = anthropic_env.last.headers["anthropic-version"]
+    client = anthropic.Anthropic(api_key="k", base_url=anthropic_env.anthropic_base_url)
+    assert sent == client.default_headers["anthropic-version"]
+
+
+def test_a_bad_sampling_policy_names_file_and_field(anthropic_env, tmp_path, monkeypatch):
+    _models_file(tmp_path, monkeypatch, sampling="always")
+    with pytest.raises(SettingsError) as err:
+        get_provider(MODEL)
+    assert "providers.anthropic.sampling" in str(err.value) and str(tmp_path / "models.yaml") in str(err.value)
 
 
 def test_stop_reasons_map_to_neutral_finish_reasons(anthropic_env):

@@ -10,12 +10,14 @@ the endpoint. How settings map:
   The API rejects a final assistant turn ending in whitespace, so trailing
   whitespace is stripped from the prefill; Completion.text = that prefill + the reply.
 - stop -> `stop_sequences`; max_tokens as is.
-- temperature: Anthropic accepts 0..1, so a higher value is recorded as a
-  `bad_request` error completion naming Settings.temperature (no call is made).
-  SDK 2.x dropped the sampling keywords, so temperature (and top_p, only when
-  it is not 1.0) go in the request body via `extra_body`. Current Claude
-  models accept only one of temperature and top_p; setting both is the API's
-  call to refuse, and its message is recorded.
+- temperature / top_p: SDK 2.x sends API version 2026-10-21, under which current
+  Claude models take no sampling parameters (the SDK removed the keywords), so by
+  default they are NOT sent and Claude samples at its own default: repeated calls
+  can differ even when Settings.temperature is 0. `sampling: send` in the
+  `providers.anthropic` section of models.yaml (with `api_version: "2023-06-01"`
+  for older models) sends temperature, and top_p when it is not 1.0, via
+  `extra_body`. Either way Anthropic's range is 0..1, so a higher temperature is
+  recorded as a `bad_request` error completion naming Settings.temperature (no call is made).
 - seed: ignored (the API has no seed; repeated calls can differ even at 0).
 - logprobs: the Messages API does not return them; Completion.logprobs stays None.
 Calls stream, so time to first token is measured; tokens come from the
@@ -23,11 +25,14 @@ message_start and message_delta usage. 529 is recorded as `overloaded`.
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
+from ..catalog import CATALOG_PATH, catalog
 from ..config import env, load_env, require_key
-from ..errors import MissingPackageError
+from ..errors import MissingPackageError, SettingsError
 from ..types import Completion, Request
 from ._sdk import LoopClients, classify_sdk_error, key_hint, timeout_s
 from .base import ModelSpec, Provider
@@ -63,14 +68,17 @@ class AnthropicProvider(Provider):
         self._api_key = require_key(KEY_ENV, "anthropic")
         self.base_url = spec.base_url or env(BASE_URL_ENV)  # None: the SDK default
         self.timeout_s = timeout_s()
+        self.send_sampling, self.api_version = _policy()
         self._clients: LoopClients[Any] = LoopClients(self._make_client)
 
     def __repr__(self) -> str:
         return f"AnthropicProvider({self.label!r}, base_url={self.base_url!r}, key from {KEY_ENV})"
 
     def _make_client(self) -> Any:
+        headers = {"anthropic-version": self.api_version} if self.api_version else None
         return _anthropic().AsyncAnthropic(
             api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
+            default_headers=headers,
         )
 
     def params(self, request: Request) -> dict[str, Any]:
@@ -80,13 +88,12 @@ class AnthropicProvider(Provider):
         prefill = request.prefill.rstrip()
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        sampling: dict[str, Any] = {"temperature": s.temperature}
-        if s.top_p != 1.0:
-            sampling["top_p"] = s.top_p
-        p: dict[str, Any] = {
-            "model": self.model, "max_tokens": s.max_tokens, "messages": messages,
-            "stream": True, "extra_body": sampling,
-        }
+        p: dict[str, Any] = {"model": self.model, "max_tokens": s.max_tokens, "messages": messages, "stream": True}
+        if self.send_sampling:
+            sampling: dict[str, Any] = {"temperature": s.temperature}
+            if s.top_p != 1.0:
+                sampling["top_p"] = s.top_p
+            p["extra_body"] = sampling
         if request.system:
             p["system"] = request.system
         if s.stop:
@@ -154,6 +161,22 @@ class AnthropicProvider(Provider):
 
     async def aclose(self) -> None:
         await self._clients.aclose()
+
+
+def _policy() -> tuple[bool, str | None]:
+    """(send temperature/top_p?, anthropic-version to send or None) from providers.anthropic in models.yaml."""
+    cfg = catalog().providers.get("anthropic") or {}
+    where = Path(os.environ.get("PROMPTKIT_MODELS_FILE") or CATALOG_PATH)
+    sampling = cfg.get("sampling", "omit")
+    if sampling not in ("omit", "send"):
+        raise SettingsError(
+            f"{where}: providers.anthropic.sampling must be 'omit' or 'send', got {sampling!r}")
+    version = cfg.get("api_version")
+    if version is not None and not isinstance(version, str):
+        raise SettingsError(
+            f"{where}: providers.anthropic.api_version must be a quoted date string "
+            f"like \"2023-06-01\", got {version!r}")
+    return sampling == "send", version
 
 
 def _input_tokens(usage: Any) -> int | None:
