@@ -131,6 +131,21 @@ def test_health_colour_follows_the_four_question_rule():
     assert len(profiles) >= 15, "the four answers should come in many combinations"
 
 
+def test_cx_driver_evidence_quotes_are_in_the_conversation():
+    ds = load_dataset("cx_drivers")
+    primaries = Counter()
+    for r in ds:
+        drivers = r.target["drivers"]
+        assert list(r.meta["evidence"]) == drivers and r.target["primary"] in drivers, r.id
+        for driver, quote in r.meta["evidence"].items():
+            assert quote in r.input["conversation"], (r.id, driver, quote)
+        assert drivers == sorted(drivers, key=ds.labels.index), r.id
+        turns = r.input["conversation"].splitlines()
+        assert len(turns) >= 3 and all(t.startswith(("Customer: ", "Agent: ")) for t in turns), r.id
+        primaries[r.target["primary"]] += 1
+    assert set(primaries) == set(ds.labels) and min(primaries.values()) >= 8, primaries
+
+
 def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
     words = re.findall(r"[a-z0-9%$]+", text.lower())
     return {tuple(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
@@ -269,6 +284,26 @@ MULTI_CASES = [
      "risk_signals.jsonl line 1: field 'target[1]': 'declining_usage' is listed twice"),
     ("not_a_list", "declining_usage", "risk_signals.jsonl line 1: field 'target': expected a list of labels, got string"),
 ]
+
+CX_CASES = [
+    ("primary_not_among", {"drivers": ["customer_effort"], "primary": "strong_emotion"},
+     "cx_drivers.jsonl line 1: field 'target.primary': 'strong_emotion' is not among target.drivers"),
+    ("primary_missing", {"drivers": ["customer_effort"]}, "cx_drivers.jsonl line 1: field 'target.primary': missing"),
+    ("drivers_empty", {"drivers": [], "primary": "customer_effort"},
+     "cx_drivers.jsonl line 1: field 'target.primary': 'customer_effort' is not among target.drivers"),
+    ("extra_key", {"drivers": ["customer_effort"], "primary": "customer_effort", "score": 3},
+     "cx_drivers.jsonl line 1: field 'target': Additional properties are not allowed ('score' was unexpected)"),
+    ("not_object", ["customer_effort"], "cx_drivers.jsonl line 1: field 'target': expected an object, got list"),
+]
+
+
+@pytest.mark.parametrize("case, target, message", CX_CASES, ids=[c[0] for c in CX_CASES])
+def test_bad_cx_targets(bad_dir, case, target, message):
+    row = {"id": "c1", "split": "test", "input": {"conversation": "Customer: hi"}, "target": target}
+    path = _write(bad_dir, [row], name="cx_drivers.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == message
 
 
 @pytest.mark.parametrize("case, target, message", MULTI_CASES, ids=[c[0] for c in MULTI_CASES])
