@@ -254,3 +254,17 @@ def test_reply_with_explicit_counts_is_priced_from_them(openai_env):
     info = catalog().info("openai", "gpt-4o-mini")
     assert (c.input_tokens, c.output_tokens) == (1000, 500)
     assert c.cost_usd == pytest.approx((1000 * info.input_per_mtok + 500 * info.output_per_mtok) / 1e6)
+
+
+def test_a_dotenv_file_supplies_key_and_base_url(server, monkeypatch, tmp_path):
+    import promptkit.config as config
+
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={CANARY}\nOPENAI_BASE_URL={server.openai_base_url}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "_ENV_LOADED", False)
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):  # restored (to unset) after the test
+        monkeypatch.setenv(var, "placeholder")
+        monkeypatch.delenv(var)
+    c = pk.complete("from dotenv", MODEL)
+    assert c.ok and c.text == "from dotenv"
+    assert server.last.headers["authorization"] == f"Bearer {CANARY}"
