@@ -108,9 +108,22 @@ class Results:
         return grader
 
     def is_classification(self, grader: str | None = None) -> bool:
-        """True when the grader parses labels (sets Grade.label), so label metrics apply."""
+        """True when the grader reads labels, so label metrics apply.
+
+        A label grader says so by a string `details["gold"]` (then even a run
+        where no answer could be read counts), or by setting `Grade.label` on
+        cells whose target is a plain label.
+        """
         g = self._grader(grader)
-        return any((r.grades.get(g) is not None and r.grades[g].label is not None) for r in self.results)
+        for r in self.results:
+            grade = r.grades.get(g)
+            if grade is None:
+                continue
+            if isinstance(grade.details, Mapping) and isinstance(grade.details.get("gold"), str):
+                return True
+            if grade.label is not None and isinstance(r.cell.target, (str, bool)):
+                return True
+        return False
 
     def labels(self, grader: str | None = None) -> list[Any]:
         """The label set: `meta["labels"]` if given, then every gold label, then answers that match none."""

@@ -476,3 +476,33 @@ def test_results_from_echo_provider_calls():
     assert res.df["output"].tolist() == ["A", "B", "C"]
     assert res.df["output_tokens"].tolist() == [1, 1, 1]
     assert math.isclose(res.df["latency_s"].notna().mean(), 1.0)
+
+
+def test_runner_results_round_trip_regrade_and_report(tmp_path):
+    """The runner's Results (echo provider) survive JSONL, regrade offline and make a report."""
+    from promptkit.experiment import Experiment
+    from promptkit.graders import label_match
+    from promptkit.runner import run
+    from promptkit.templates import Template
+
+    rows = [pk.Row(id=f"r{i}", input={"answer": a, "ref": f"ref{i}"}, target=t)
+            for i, (a, t) in enumerate([("Commit", "Commit"), ("Likely", "Commit"), ("At-Risk", "At-Risk"),
+                                        ("no idea", "Likely")])]
+    variants = [Template(name="echo_answer", turns="{{answer}}"), Template(name="always_commit", turns="Commit {{ref}}")]
+    tier = label_match(["Commit", "Likely", "At-Risk"], name="tier")
+    exp = Experiment(variants=variants, models=["echo:x"], rows=rows, graders=[tier], repeats=2,
+                     settings=Settings(max_tokens=4), name="echo tiers")
+    res = run(exp, cache="off", progress=False)
+    assert isinstance(res, Results) and len(res) == 16 and res.meta["experiment"]["name"] == "echo tiers"
+    s = res.summary().set_index("variant")
+    assert s.loc["echo_answer", "accuracy"] == 0.5 and s.loc["echo_answer", "unparseable"] == 2
+    assert s.loc["always_commit", "accuracy"] == 0.5 and s.loc["always_commit", "baseline"] == 0.5
+    assert s.loc["always_commit", "flag"] == "not above majority baseline"
+    assert res.compare("echo_answer", "always_commit").details["pairs"] == 8
+
+    back = Results.from_jsonl(res.to_jsonl(tmp_path / "run.jsonl"))
+    assert back == res
+    loose = back.regrade(label_match(["Commit", "Likely", "At-Risk"], aliases={"no idea": "Likely"}, name="tier"))
+    assert loose.summary().set_index("variant").loc["echo_answer", "accuracy"] == 0.75
+    text = back.to_html(tmp_path / "run.html").read_text(encoding="utf-8")
+    assert "<title>echo tiers</title>" in text and "experiment.models" in text
