@@ -15,6 +15,7 @@ import weakref
 from typing import Any, AsyncIterator, Callable, Generic, TypeVar
 
 from ..config import env
+from ..errors import SettingsError
 from .base import classify_status, retry_after_seconds
 
 C = TypeVar("C")
@@ -32,8 +33,6 @@ def timeout_s() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        from ..errors import SettingsError
-
         raise SettingsError(f"environment variable PROMPTKIT_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
     return value
 
