@@ -28,7 +28,8 @@ then applies the request's stop sequences (cut at the first one, finish
 prompt and all message contents, so counts are deterministic and checkable.
 
 Timing: ``latency`` seconds pass before the response headers (so it is the
-time to first token), ``token_delay`` between streamed tokens.
+time to first token), ``token_delay`` between streamed tokens. ``latency`` may
+be a function of the `Call`, and a `Reply(latency=...)` overrides it per reply.
 
 Faults (issue 8 and the runner tests): ``FakeServer(faults=[...])`` or
 ``srv.set_faults([...])``. The first fault that matches a completion call wins::
@@ -163,6 +164,7 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish: str | None = None  # force a finish ("stop"/"length"); default: computed from stop/max_tokens
+    latency: float | None = None  # seconds before this reply's headers; default: the server's latency
 
 
 @dataclass
@@ -228,7 +230,7 @@ class FakeServer:
         self,
         reply: Callable[[Call], str | Reply] | None = None,
         *,
-        latency: float = 0.0,
+        latency: float | Callable[[Call], float] = 0.0,
         token_delay: float = 0.0,
         faults: Iterable[Fault] = (),
         seed: int = 0,
@@ -408,6 +410,7 @@ class _Answer:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    latency: float | None = None
 
 
 def _answer(server: FakeServer, call: Call) -> _Answer:
@@ -440,6 +443,7 @@ def _answer(server: FakeServer, call: Call) -> _Answer:
         pieces=pieces, finish=finish, stop_sequence=stop_seq,
         input_tokens=rep.input_tokens if rep.input_tokens is not None else n_in,
         output_tokens=rep.output_tokens if rep.output_tokens is not None else len(pieces),
+        latency=rep.latency,
     )
 
 
@@ -565,15 +569,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_call(self, owner: FakeServer, call: Call, fault: Fault | None) -> None:
         vendor = call.vendor or "openai"
-        if fault is not None and fault.kind == "slow":
-            if not owner._sleep(fault.delay):
-                self._drop()
-                return
-        elif not owner._sleep(owner.latency):
-            self._drop()
-            return
         if fault is not None and fault.kind == "stream_error" and not call.stream:
             fault = Fault("overloaded")
+        answer = _answer(owner, call) if fault is None or fault.kind not in _STATUS else None
+        if fault is not None and fault.kind == "slow":
+            delay = fault.delay
+        elif answer is not None and answer.latency is not None:
+            delay = answer.latency
+        else:
+            delay = owner.latency(call) if callable(owner.latency) else owner.latency
+        if not owner._sleep(delay):
+            self._drop()
+            return
         if fault is not None and fault.kind in _STATUS:
             status = _STATUS[fault.kind]
             hdrs = {}
@@ -590,7 +597,7 @@ class _Handler(BaseHTTPRequestHandler):
             }[fault.kind]
             self._error(vendor, status, etype, msg, hdrs)
             return
-        answer = _answer(owner, call)
+        assert answer is not None
         fault_kind = fault.kind if fault is not None else None
         if vendor == "openai":
             (self._openai_stream if call.stream else self._openai_json)(owner, call, answer, fault_kind)

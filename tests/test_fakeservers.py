@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from fakeservers import FakeServer, Fault, scripted
+from fakeservers import FakeServer, Fault, Reply, scripted
 
 
 async def _ask_all(srv: FakeServer, prompts: list[str], concurrency: int = 32) -> dict[str, str | None]:
@@ -114,3 +114,23 @@ def test_unstreamed_replies_and_models_list():
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (1, 3)
     assert m.content[0].text == "At-Risk" and m.stop_reason == "max_tokens" and m.usage.output_tokens == 1
     assert ids == ["a", "b"]
+
+
+def test_latency_per_reply_and_per_call():
+    import time
+
+    def reply(call):
+        return Reply(call.last_user, latency=0.3) if call.last_user == "slow" else call.last_user
+
+    async def timed(srv: FakeServer, prompt: str) -> float:
+        client = openai.AsyncOpenAI(base_url=srv.openai_base_url, api_key="k", max_retries=0)
+        t0 = time.perf_counter()
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}], stream=False)
+        dt = time.perf_counter() - t0
+        await client.close()
+        return dt
+
+    with FakeServer(reply=reply) as srv:
+        assert asyncio.run(timed(srv, "slow")) >= 0.3
+    with FakeServer(latency=lambda call: 0.2 if "wait" in call.last_user else 0.0) as srv:
+        assert asyncio.run(timed(srv, "please wait")) >= 0.2
