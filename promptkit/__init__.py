@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # name -> "module:attribute", imported on first use
 _LAZY: dict[str, str] = {
     "model_table": "promptkit.models_status:model_table",
+    "install_model": "promptkit.local_models:install_model",
     "prompt_builder": "promptkit.widgets:prompt_builder",
     "PromptBuilder": "promptkit.widgets:PromptBuilder",
     "catalog": "promptkit.catalog:catalog",
