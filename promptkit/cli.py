@@ -1,4 +1,4 @@
-"""The `promptkit` command: list models, ask one, and (later) run experiments."""
+"""The `promptkit` command: list models, ask one, run and compare experiments."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,97 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `compare`."""
+    p.add_argument("--out", default=None, help="folder for results.csv, results.jsonl and report.html (default runs/NAME)")
+    p.add_argument("--cache", choices=["use", "refresh", "off"], default=None,
+                   help="use: answer from the cache (default); refresh: call again and overwrite; off: no cache")
+    p.add_argument("--concurrency", type=int, default=None, help="calls in flight at once (default 16)")
+    p.add_argument("--budget-usd", type=float, default=None, help="stop starting calls before spending this much")
+    p.add_argument("--budget-tokens", type=int, default=None, help="stop starting calls before using this many tokens")
+    p.add_argument("--timeout", type=float, default=None, help="seconds one call may take (default 120)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
+    """Run, write the exports, print a summary; exit 3 when the budget stopped the run."""
+    from pathlib import Path
+
+    from .runner import run
+
+    opts = {k: v for k, v in {
+        "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
+        "budget_tokens": args.budget_tokens, "timeout_s": args.timeout,
+    }.items() if v is not None}
+    res = run(experiment, progress=not args.no_progress, **opts)
+    out = Path(args.out or Path("runs") / res.meta["experiment"]["name"])
+    out.mkdir(parents=True, exist_ok=True)
+    files = [res.to_csv(out / "results.csv"), res.to_jsonl(out / "results.jsonl"), res.to_html(out / "report.html")]
+    print(summary_text(res))
+    for f in files:
+        print(f"wrote {f}")
+    return 3 if res.meta.get("stopped_for_budget") else 0
+
+
+def summary_text(res: object) -> str:
+    """A terminal-width summary of a run: counts, then score, latency and cost per variant x model."""
+    meta = res.meta  # type: ignore[attr-defined]
+    c = meta["counts"]
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(c["errors_by_kind"].items())) or "none"
+    lines = [
+        f"{meta['experiment']['name']}: {c['cells']} cells in {meta['wall_s']:.1f} s; {c['calls']} calls, "
+        f"{c['cache_hits']} from cache, {c['retries']} retries; errors: {kinds}; spent ${meta['spent_usd']:.4f}",
+    ]
+    if meta.get("stop_reason"):
+        lines.append(meta["stop_reason"])
+    by = ["variant", "model"] + (["settings_label"] if len(meta["experiment"]["settings_labels"]) > 1 else [])
+    table = res.summary(by=by)  # type: ignore[attr-defined]
+
+    def ci(row: object, col: str) -> str:
+        v = row[col]  # type: ignore[index]
+        if v != v:  # NaN: nothing scored
+            return "-"
+        return f"{v:.2f} [{row[col + '_low']:.2f}, {row[col + '_high']:.2f}]"  # type: ignore[index]
+
+    head = by + ["n", "errors", "score [95% CI]"]
+    has_acc = "accuracy" in table.columns
+    if has_acc:
+        head += ["baseline", "flag"]
+    head += ["p50 s", "$/100"]
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r[b]) for b in by] + [str(r["n"]), str(r["errors"]), ci(r, "score") if "score" in table else "-"]
+        if has_acc:
+            cells += [f"{r['baseline']:.2f}" if r["baseline"] == r["baseline"] else "-", str(r["flag"] or "")]
+        cells += [f"{r['latency_p50']:.2f}" if r["latency_p50"] == r["latency_p50"] else "-",
+                  f"{r['cost_per_100']:.4f}" if r["cost_per_100"] == r["cost_per_100"] else "-"]
+        rows.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import load_experiment
+
+    return _run_and_report(load_experiment(args.experiment), args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiment import experiment_from_dict
+
+    data: dict[str, object] = {
+        "name": args.name or f"compare-{args.dataset}",
+        "prompts": [{"template": args.template or "default"}],
+        "models": [m.strip() for m in args.models.split(",") if m.strip()],
+        "dataset": {"name": args.dataset, "split": args.split, "n": args.n, "seed": args.seed},
+        "settings": {"temperature": args.temperature, "max_tokens": args.max_tokens},
+        "graders": [args.grader] if args.grader else [],
+    }
+    return _run_and_report(experiment_from_dict(data, source="promptkit compare"), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="promptkit", description="The Prompt Intelligence study kit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-t", "--temperature", type=float, default=0.0)
     c.add_argument("-n", "--max-tokens", type=int, default=256)
     c.set_defaults(func=cmd_complete)
+
+    r = sub.add_parser("run", help="run an experiment YAML file; write CSV, JSONL and an HTML report",
+                       description="Exit status: 0 done (error cells are in the results), 2 bad input, "
+                                   "3 stopped for budget.")
+    r.add_argument("experiment", help="experiment file, e.g. examples/renewal_tier.yaml")
+    _run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    k = sub.add_parser("compare", help="one template on several models over a dataset (the common case)")
+    k.add_argument("--template", default=None, help="template file (default: the dataset's own template)")
+    k.add_argument("--models", required=True, help="comma-separated model specs, e.g. local:smollm2,openai:gpt-4o-mini")
+    k.add_argument("--dataset", required=True, help="dataset name (promptkit datasets) or a .jsonl path")
+    k.add_argument("--split", default="test", help="dataset split (default test)")
+    k.add_argument("--n", type=int, default=20, help="rows to sample (default 20)")
+    k.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    k.add_argument("--grader", default=None, help="grader name, e.g. label (labels from the dataset)")
+    k.add_argument("-t", "--temperature", type=float, default=0.0)
+    k.add_argument("--max-tokens", type=int, default=64)
+    k.add_argument("--name", default=None, help="run name (default compare-DATASET)")
+    _run_options(k)
+    k.set_defaults(func=cmd_compare)
     return p
 
 
