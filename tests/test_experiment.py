@@ -173,3 +173,51 @@ def test_grader_from_spec_takes_dataset_labels():
     from promptkit.types import Completion
 
     assert g(Completion(text="Yes."), "Yes").passed and not g(Completion(text="No"), "Yes").passed
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_run_writes_exports_that_read_back(tmp_path, capsys):
+    from promptkit.cli import main
+    from promptkit.results import Results
+
+    p = write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    assert main(["run", str(p), "--out", str(out), "--no-progress", "--concurrency", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "tiers: 32 cells" in text and "32 calls, 0 from cache" in text and "score [95% CI]" in text
+    back = Results.from_jsonl(out / "results.jsonl")
+    assert len(back) == 32 and back.meta["limits"]["concurrency"] == 2
+    assert (out / "results.csv").read_text(encoding="utf-8").count("\n") == 33
+    assert (out / "report.html").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert main(["run", str(p), "--out", str(out), "--no-progress"]) == 0  # second run: from the cache
+    assert "0 calls, 32 from cache" in capsys.readouterr().out
+
+
+def test_cli_run_budget_stop_exits_3(tmp_path, capsys):
+    from promptkit.cli import main
+
+    p = write(tmp_path, GOOD)
+    code = main(["run", str(p), "--out", str(tmp_path / "o"), "--no-progress", "--budget-tokens", "100", "--cache", "off"])
+    captured = capsys.readouterr()
+    assert code == 3 and "stopped for budget" in captured.out and "stopped for budget" in captured.err
+
+
+def test_cli_bad_file_exits_2_with_the_message(tmp_path, capsys):
+    from promptkit.cli import main
+
+    p = write(tmp_path, "prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\nrepeats: -1\n")
+    assert main(["run", str(p), "--no-progress"]) == 2
+    assert f"{p}, line 4, field 'repeats'" in capsys.readouterr().err
+
+
+def test_cli_compare(tmp_path, capsys, monkeypatch):
+    from promptkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--models", "echo:a,echo:b", "--dataset", "renewal_tier", "--n", "4", "--grader", "label",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "compare-renewal_tier: 8 cells" in text and "echo:a" in text and "echo:b" in text and "baseline" in text
+    assert (tmp_path / "runs" / "compare-renewal_tier" / "report.html").exists()
