@@ -96,7 +96,8 @@ def _check_threshold(threshold: float, where: str) -> float:
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # letters/digits, inner apostrophes kept ("isn't")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
 _NEGATORS = {"not", "no", "never", "nor", "isn't", "wasn't", "aren't", "won't", "cannot", "without", "neither"}
-_JOINERS = {"or", "and", "vs", "versus", "nor"}
+_JOINERS = {"or", "and", "vs", "versus", "nor", ","}
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|,")  # words, and commas (to see lists of labels)
 _NEGATOR_PAIRS = {("rather", "than"), ("instead", "of"), ("other", "than"), ("can't", "be"), ("not", "be")}
 _MARKER = re.compile(
     r"\b(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
@@ -161,6 +162,7 @@ class _Vocabulary:
                     f"{{'alias': 'Label'}} or {{'Label': ['alias', ...]}}"
                 )
         self.forms.sort(key=lambda f: len(f.keys), reverse=True)
+        self.has_slash = any("/" in f.label for f in self.forms) or any("/" in str(a) for a in (aliases or {}))
 
     def _fold(self, w: str) -> str:
         return w if self.case_sensitive else w.casefold()
@@ -191,29 +193,30 @@ class _Vocabulary:
                 return f, 1, words[i] == "".join(f.words)
         return None
 
-    def labels_at(self, words: list[str], i: int = 0) -> list[str]:
-        """The label starting at word i, and any joined to it ('Commit or Likely', 'Commit/Likely').
+    def labels_at(self, words: list[str], i: int = 0) -> tuple[list[str], bool]:
+        """The label starting at word i and any joined to it ('Commit or Likely', 'Commit, Likely'),
+        and whether the first is written in the label's own case.
 
         A lower-case hedge before a label written in its own case ('likely At-Risk') is skipped.
         """
         m = self.match_at(words, i)
         if m is None:
-            return []
+            return [], False
         form, n, exact = m
         if not exact and not self.case_sensitive:
             nxt = self.match_at(words, i + n)
             if nxt is not None and nxt[2]:
-                form, i, n = nxt[0], i + n, nxt[1]
+                form, i, n, exact = nxt[0], i + n, nxt[1], True
         out = [form.label]
         j = i + n
-        while j < len(words):
-            k = j + 1 if words[j].casefold() in _JOINERS else j
+        while j + 1 < len(words) and words[j].casefold() in _JOINERS:
+            k = j + 2 if words[j] == "," and j + 2 < len(words) and words[j + 1].casefold() in _JOINERS else j + 1
             nxt = self.match_at(words, k)
             if nxt is None:
                 break
             out.append(nxt[0].label)
             j = k + nxt[1]
-        return out
+        return out, exact
 
     def mentions(self, words: list[str]) -> list[tuple[str, bool, bool]]:
         """Every label mention: (label, written in the label's case, negated)."""
@@ -250,21 +253,25 @@ def _parse(text: str, vocab: _Vocabulary) -> LabelParse:
     if not raw.strip():
         return LabelParse(None, None, [], "empty answer")
     plain = re.sub(r"[*`#]+", " ", raw)
+    if not vocab.has_slash:  # "Commit/Likely" names two labels
+        plain = re.sub(r"(?<=\w)\s*/\s*(?=\w)", " or ", plain)
     # 1. the whole answer is a label, maybe quoted, bold, or after "Answer:"
     whole = _MARKER.sub(" ", plain, count=1) if _MARKER.match(plain.strip()) else plain
     for candidate in (plain, whole):
         lab = vocab.lookup(candidate)
         if lab is not None:
             return LabelParse(lab, "exact", [lab], f"read {lab!r} (exact)")
-    # 2. an explicit marker: "Answer: X", "the tier for this account is X"
-    found = []
-    for m in _MARKER.finditer(plain):
-        found += vocab.labels_at(_WORD.findall(plain[m.end():])[:12])
-    decided = _decide(found, "marker")
+    # 2. the answer starts with a label, then explains ("Likely. The account ...")
+    labels, _ = vocab.labels_at(_TOKEN.findall(_LIST_LEAD.sub("", plain.strip(), count=1))[:16])
+    decided = _decide(labels, "leading")
     if decided:
         return decided
-    # 3. the answer starts with a label, then explains ("Likely. The account ...")
-    decided = _decide(vocab.labels_at(_WORD.findall(_LIST_LEAD.sub("", plain.strip(), count=1))[:12]), "leading")
+    # 3. an explicit marker: "Answer: X", "the tier for this account is X"; a label in its own case wins
+    runs = [vocab.labels_at(_TOKEN.findall(plain[m.end():])[:16]) for m in _MARKER.finditer(plain)]
+    runs = [r for r in runs if r[0]]
+    if not vocab.case_sensitive and any(exact for _, exact in runs):
+        runs = [r for r in runs if r[1]]
+    decided = _decide([lab for labels, _ in runs for lab in labels], "marker")
     if decided:
         return decided
     # 4. emphasis: **X**, `X`, a heading
@@ -272,7 +279,7 @@ def _parse(text: str, vocab: _Vocabulary) -> LabelParse:
     for m in _EMPHASIS.finditer(raw):
         span = next(g for g in m.groups() if g is not None)
         lab = vocab.lookup(span)
-        found += [lab] if lab is not None else vocab.labels_at(_WORD.findall(_MARKER.sub(" ", span))[:12])
+        found += [lab] if lab is not None else vocab.labels_at(_TOKEN.findall(_MARKER.sub(" ", span))[:16])[0]
     decided = _decide(found, "emphasis")
     if decided:
         return decided
