@@ -142,6 +142,29 @@ def test_summary_classification_beside_baseline_with_flag():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # A: P=1 R=.5; B: P=2/3 R=1
 
 
+def test_summary_label_numbers_match_metrics_module():
+    """The summary's vectorised bootstrap agrees with metrics.classification_summary on the same cells."""
+    import random
+
+    from promptkit import metrics
+
+    rnd = random.Random(1)
+    gold = [rnd.choice("AAABBC") for _ in range(120)]
+    pred = [g if rnd.random() < 0.6 else rnd.choice(["A", "B", "C", "??"]) for g in gold]
+    res = Results([cell_result(str(i), g, p) for i, (g, p) in enumerate(zip(gold, pred))])
+    row = res.summary().iloc[0]
+    ref = metrics.classification_summary(gold, [None if p == "??" else p for p in pred], res.labels(), n_boot=2000)
+    for ours, theirs in [("accuracy", ref.accuracy), ("accuracy_low", ref.accuracy_ci.low),
+                         ("baseline", ref.majority_rate), ("balanced_accuracy", ref.balanced_accuracy),
+                         ("macro_f1", ref.macro_f1), ("chance", ref.chance)]:
+        assert row[ours] == pytest.approx(theirs), ours
+    assert row["beats_baseline"] == ref.beats_baseline and row["unparseable"] == ref.unparseable
+    for ours, theirs in [("balanced_accuracy_low", ref.balanced_accuracy_ci.low),
+                         ("balanced_accuracy_high", ref.balanced_accuracy_ci.high),
+                         ("macro_f1_low", ref.macro_f1_ci.low), ("macro_f1_high", ref.macro_f1_ci.high)]:
+        assert row[ours] == pytest.approx(theirs, abs=0.03), ours  # same bootstrap, other random draws
+
+
 def test_summary_does_not_flag_a_score_clearly_above_baseline():
     gold = ["A"] * 15 + ["B"] * 15
     res = Results([cell_result(str(i), g, g) for i, g in enumerate(gold)])
