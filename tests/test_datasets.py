@@ -146,6 +146,50 @@ def test_cx_driver_evidence_quotes_are_in_the_conversation():
     assert set(primaries) == set(ds.labels) and min(primaries.values()) >= 8, primaries
 
 
+def test_renewal_email_rubrics_are_checkable_and_consistent_with_the_inputs():
+    ds = load_dataset("renewal_email")
+    stages = Counter(r.input["days_out"] for r in ds)
+    assert set(stages) == {"90", "60", "30"} and min(stages.values()) >= 10, stages
+    for r in ds:
+        crit = {c["id"]: c for c in r.target}
+        assert 5 <= len(crit) <= 9, r.id
+        assert crit["length_limit"]["check"]["max_words"] <= 200, r.id
+        assert any(name in r.input["contact"] for name in crit["addresses_contact"]["check"]["contains_any"]), r.id
+        for c in r.target:
+            if "regex" in c.get("check", {}):
+                re.compile(c["check"]["regex"])
+        if "mentions_renewal_date" in crit:
+            assert re.search(crit["mentions_renewal_date"]["check"]["regex"], r.input["renewal_date"], re.I), r.id
+
+
+def test_rubric_targets_are_validated(bad_dir):
+    row = {"id": "e1", "split": "test", "target": [
+        {"id": "a", "description": "States the date."}, {"id": "b", "description": "Under 100 words.",
+                                                          "check": {"max_words": "100"}},
+        {"id": "c", "description": "Greets Ana."}],
+        "input": {"account": "A", "contact": "Ana", "csm": "B", "renewal_date": "1 May", "days_out": "45",
+                  "context": "x"}}
+    path = _write(bad_dir, [row], name="renewal_email.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == "renewal_email.jsonl line 1: field 'input.days_out': '45' is not one of 90, 60, 30"
+    row["input"]["days_out"] = "60"
+    _write(bad_dir, [row], name="renewal_email.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == "renewal_email.jsonl line 1: field 'target[1].check.max_words': '100' is not of type 'integer'"
+    row["target"][1] = {"id": "a", "description": "Dup."}
+    _write(bad_dir, [row], name="renewal_email.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == "renewal_email.jsonl line 1: field 'target[1].id': duplicate criterion id 'a'"
+    row["target"][1] = {"id": "b"}
+    _write(bad_dir, [row], name="renewal_email.jsonl")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(path)
+    assert str(exc.value) == "renewal_email.jsonl line 1: field 'target[1].description': missing"
+
+
 def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
     words = re.findall(r"[a-z0-9%$]+", text.lower())
     return {tuple(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
