@@ -38,9 +38,8 @@ def require_key(var: str, provider: str) -> str:
     value = env(var)
     if not value:
         raise MissingKeyError(
-            f"{provider} needs an API key: set the environment variable {var} "
-            f"(export {var}=... in your shell, or add a line {var}=... to a .env file "
-            f"in the folder you start from)"
+            f"{provider} needs an API key: set the environment variable {var} in your shell, "
+            f"or add a line for {var} to a .env file in the folder you start from"
         )
     return value
 
