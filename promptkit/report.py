@@ -72,7 +72,9 @@ def plot_scores(results: "Results", grader: str | None = None, *, metric: str | 
     fig = _figure(max(5.0, 1.2 + 0.9 * max(1, len(results.variants)) * max(1, len(results.models)) ** 0.5), 3.6)
     if not results.grader_names:
         return _empty(fig, "no grades: grade the results to plot scores")
-    s = results.summary(("variant", "model"), grader)
+    s = results.summary(None, grader)
+    if "settings_label" in s:  # a sweep: one bar per model and settings
+        s = s.assign(model=[f"{m} · {lab or 'default'}" for m, lab in zip(s["model"], s["settings_label"])])
     classify = "accuracy" in s.columns
     metric = metric or ("accuracy" if classify else "score")
     if metric not in s.columns:
@@ -204,7 +206,7 @@ def html_report(
 
     graded = bool(results.grader_names)
     g = results._grader(grader) if graded else None
-    summary = results.summary(("variant", "model"), g)
+    summary = results.summary(None, g)
     parts.append("<h2>Summary</h2>")
     parts.append(_summary_html(summary))
     notes = [f"Errors are counted and left out of every score. Score CI: {_e(summary.attrs['score_ci'])}."]
@@ -347,7 +349,7 @@ def _table_html(df: Any, flag_col: str | None = None) -> str:
 
 
 SUMMARY_COLUMNS: Sequence[str] = (
-    "variant", "model", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline", "majority_label",
+    "variant", "model", "settings_label", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline", "majority_label",
     "flag", "balanced_accuracy", "balanced_accuracy CI", "chance", "macro_f1", "unparseable", "wrong",
     "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
 )

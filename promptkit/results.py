@@ -98,6 +98,11 @@ class Results:
     def models(self) -> list[str]:
         return list(dict.fromkeys(r.cell.model for r in self.results))
 
+    def default_by(self) -> list[str]:
+        """variant and model, and settings_label when there is more than one (never pool a sweep)."""
+        many = len({r.cell.settings_label for r in self.results}) > 1
+        return ["variant", "model", "settings_label"] if many else ["variant", "model"]
+
     def _grader(self, grader: str | None) -> str:
         names = self.grader_names
         if grader is None:
@@ -220,7 +225,7 @@ class Results:
 
     def summary(
         self,
-        by: str | Sequence[str] = ("variant", "model"),
+        by: str | Sequence[str] | None = None,
         grader: str | None = None,
         *,
         n_boot: int = 2000,
@@ -232,9 +237,10 @@ class Results:
         gets accuracy beside the majority baseline of its rows, balanced
         accuracy, macro-F1, unparseable count and a `flag` when accuracy does
         not beat the baseline by more than its interval. The CI methods are in
-        `df.attrs["score_ci"]` and `df.attrs["accuracy_ci"]`.
+        `df.attrs["score_ci"]` and `df.attrs["accuracy_ci"]`. `by` defaults to
+        variant and model, plus settings_label when the run swept settings.
         """
-        by = [by] if isinstance(by, str) else list(by)
+        by = self.default_by() if by is None else [by] if isinstance(by, str) else list(by)
         memo = (tuple(by), grader, n_boot)
         if memo not in self._summaries:
             self._summaries[memo] = self._summary(by, grader, n_boot)

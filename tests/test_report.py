@@ -71,6 +71,17 @@ def test_plot_scores_balanced_accuracy_draws_chance_and_rejects_unknown_metric(r
         plot_scores(results, metric="bleu")
 
 
+def test_plot_scores_draws_one_bar_per_model_and_setting_of_a_sweep():
+    cells = make("v", "m1", GOLD)
+    for c in make("v", "m1", ["A"] * 8):
+        c.cell.settings_label = "temperature=0.7"
+        cells.append(c)
+    ax = plot_scores(Results(cells)).axes[0]
+    assert len(ax.patches) == 2
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "m1 · temperature=0.7" in legend and "m1 · default" in legend
+
+
 def test_plot_latency_one_box_per_model_and_every_call_drawn(results):
     fig = plot_latency(results)
     ax = fig.axes[0]

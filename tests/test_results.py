@@ -200,6 +200,15 @@ def test_summary_by_other_columns_and_bad_column():
         res.summary(by=("variant", "colour"))
 
 
+def test_summary_keeps_a_settings_sweep_apart_by_default():
+    cells = [cell_result(str(i), "A", ans, settings_label=lab)
+             for lab, ans in (("temperature=0", "A"), ("temperature=0.7", "B")) for i in range(4)]
+    s = Results(cells).summary()
+    assert list(s["settings_label"]) == ["temperature=0", "temperature=0.7"]
+    assert list(s["score"]) == [1.0, 0.0]
+    assert len(Results(cells).summary(by=("variant", "model"))) == 1
+
+
 def test_summary_of_ungraded_results_has_measurements_only():
     c = cell_result("1", "A", "A", graders=())
     s = Results([c]).summary().iloc[0]
