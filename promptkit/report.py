@@ -243,16 +243,18 @@ def html_report(
     if g is not None and results.is_classification(g):
         parts.append("<h2>Confusion matrices</h2>")
         parts.append('<p class="note">Gold labels down, answers across; failed calls left out.</p>')
-        pairs = list(dict.fromkeys(zip(summary["variant"], summary["model"])))
-        for variant, model in pairs[:max_confusions]:
+        keys = [k for k in ("variant", "model", "settings_label") if k in summary]
+        groups = [dict(zip(keys, vals)) for vals in dict.fromkeys(zip(*(summary[k] for k in keys)))]
+        for where in groups[:max_confusions]:
+            name = " · ".join(_e(v or "default") for v in where.values())
             try:
-                cm = results.confusion(variant=variant, model=model, grader=g)
-            except Exception as exc:  # e.g. every call of this pair failed
-                parts.append(f'<div class="cm"><b>{_e(variant)} · {_e(model)}</b><p>{_e(str(exc))}</p></div>')
+                cm = results.confusion(grader=g, **where)
+            except Exception as exc:  # e.g. every call of this group failed
+                parts.append(f'<div class="cm"><b>{name}</b><p>{_e(str(exc))}</p></div>')
                 continue
-            parts.append(f'<div class="cm"><b>{_e(variant)} · {_e(model)}</b>{_confusion_html(cm)}</div>')
-        if len(pairs) > max_confusions:
-            parts.append(f'<p class="note">{len(pairs) - max_confusions} more pairs not shown.</p>')
+            parts.append(f'<div class="cm"><b>{name}</b>{_confusion_html(cm)}</div>')
+        if len(groups) > max_confusions:
+            parts.append(f'<p class="note">{len(groups) - max_confusions} more not shown.</p>')
 
     parts.append(f"<h2>Side by side ({_e(across)}s across)</h2>")
     sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,

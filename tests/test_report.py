@@ -163,3 +163,13 @@ def test_report_cuts_long_side_by_side_and_says_so(results):
 def test_public_names_are_exposed_lazily():
     assert pk.Results is Results
     assert pk.plot_scores is plot_scores and pk.plot_latency is plot_latency and pk.html_report is html_report
+
+
+def test_report_survives_a_group_where_every_call_failed(results):
+    dead = make("broken", "m1", ["A"] * 8, error_rows=range(8))
+    res = Results(results.results + dead, results.meta)
+    s = res.summary().set_index("variant")
+    assert s.loc["broken", "errors"] == 8 and s.loc["broken", "flag"] == "no labelled rows"
+    text = html_report(res)
+    assert "broken · m1" in text and "no successful cells" in text
+    assert len(re.findall(r"data:image/png;base64,", text)) == 3
