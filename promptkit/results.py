@@ -258,7 +258,6 @@ class Results:
         g = self._grader(grader) if self.grader_names else None
         classify = g is not None and self.is_classification(g)
         labels = self.labels(g) if classify else []
-        index_of = {r.cell.key: r for r in self.results}
         rows = []
         for keys, part in df.groupby(by, sort=False, dropna=False):
             keys = keys if isinstance(keys, tuple) else (keys,)
@@ -286,7 +285,7 @@ class Results:
             rec["input_tokens_mean"] = float(tin.mean()) if len(tin) else math.nan
             rec["output_tokens_mean"] = float(tout.mean()) if len(tout) else math.nan
             rec["tokens_per_100"] = (
-                100 * (rec["input_tokens_mean"] if len(tin) else 0.0) + 100 * (rec["output_tokens_mean"] if len(tout) else 0.0)
+                100 * (float(tin.mean() if len(tin) else 0.0) + float(tout.mean() if len(tout) else 0.0))
                 if len(tin) or len(tout) else math.nan
             )
             cost = part["cost_usd"].dropna()
@@ -295,8 +294,8 @@ class Results:
             rec["cost_per_100"] = 100 * float(ok_cost.mean()) if len(ok_cost) else math.nan
             rec["cached"] = int(part["cached"].sum())
             if classify:
-                rec.update(self._classification(
-                    [index_of[k] for k in ok["key"]], g, labels, n_boot=min(n_boot, 1000)))
+                rec.update(self._classification(  # df rows are in results order (keys may repeat)
+                    [self.results[i] for i in ok.index], g, labels, n_boot=min(n_boot, 1000)))
             rows.append(rec)
         out = pd.DataFrame(rows)
         out.attrs["grader"] = g

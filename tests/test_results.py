@@ -200,6 +200,14 @@ def test_summary_by_other_columns_and_bad_column():
         res.summary(by=("variant", "colour"))
 
 
+def test_cells_sharing_a_key_keep_their_own_targets():
+    """Two rows with the same rendered prompt share a cell key; each is still scored on its own gold."""
+    a, b = cell_result("1", "A", "A"), cell_result("2", "B", "A")
+    b.cell.key = a.cell.key
+    s = Results([a, b]).summary().iloc[0]
+    assert s["accuracy"] == 0.5 and s["baseline"] == 0.5 and s["balanced_accuracy"] == 0.5
+
+
 def test_summary_keeps_a_settings_sweep_apart_by_default():
     cells = [cell_result(str(i), "A", ans, settings_label=lab)
              for lab, ans in (("temperature=0", "A"), ("temperature=0.7", "B")) for i in range(4)]
