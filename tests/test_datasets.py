@@ -190,6 +190,20 @@ def test_rubric_targets_are_validated(bad_dir):
     assert str(exc.value) == "renewal_email.jsonl line 1: field 'target[1].description': missing"
 
 
+def test_interview_rubrics_name_themes_attributions_and_invented_fact_traps():
+    ds = load_dataset("interview_synthesis")
+    for r in ds:
+        ids = [c["id"] for c in r.target]
+        assert "no_invented_facts" in ids, r.id
+        assert sum(i.startswith("theme_") for i in ids) >= 3, r.id
+        for c in r.target:
+            for name in c.get("check", {}).get("contains_any", []):
+                assert name in r.input["notes"], (r.id, c["id"], name)
+            if c["id"].startswith("quote_"):
+                assert c.get("check", {}).get("contains_any"), f"{r.id}: {c['id']} should check the name"
+    assert sum(any(c["id"].startswith("quote_") for c in r.target) for r in ds) >= 30
+
+
 def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
     words = re.findall(r"[a-z0-9%$]+", text.lower())
     return {tuple(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
