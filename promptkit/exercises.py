@@ -1,0 +1,247 @@
+"""Self-checking exercises: the learner writes a prompt, a check runs it on held-out rows and grades it.
+
+Exercises are data (`data/exercises.yaml`): the task, the dataset split the
+check runs on, the goal (a metric and a bound) and hints keyed to what fell
+short. Reference answers live apart, in `notebooks/solutions/`, and a test
+proves each one passes, so every exercise is solvable on the model it names.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import PromptkitError
+from .templates import Template, load_template
+from .types import Message, Settings
+
+EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
+SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement")
+
+
+class ExerciseError(PromptkitError, ValueError):
+    """An exercise definition or a submitted answer is malformed."""
+
+
+@dataclass(frozen=True)
+class Hint:
+    """Shown when the measured metric falls on the wrong side of a bound."""
+
+    text: str
+    metric: str | None = None
+    below: float | None = None
+    above: float | None = None
+
+    def applies(self, measured: Mapping[str, float]) -> bool:
+        if self.metric is None:
+            return True
+        v = measured.get(self.metric)
+        if v is None:
+            return False
+        return (self.below is None or v < self.below) and (self.above is None or v > self.above)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: what to write, the rows it is checked on, and what counts as done."""
+
+    id: str
+    chapter: str
+    title: str
+    task: str
+    dataset: str
+    metric: str
+    at_least: float
+    split: str = "test"
+    rows: int = 8
+    model: str = "local:smollm2"
+    settings: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 1
+    allow_settings: tuple[str, ...] = ()
+    hints: tuple[Hint, ...] = ()
+
+    def starter(self) -> Template:
+        """The dataset's default template: a place to start, not the answer."""
+        from .datasets import load_dataset
+
+        return load_dataset(self.dataset).template()
+
+    def _repr_html_(self) -> str:
+        return (f"<div style='border:1px solid #90caf9;background:#f3f8fe;padding:8px 12px;border-radius:6px'>"
+                f"<b>Exercise {html.escape(self.id)}: {html.escape(self.title)}</b><br>{html.escape(self.task)}"
+                f"<br><small>Checked on {self.rows} {self.split} rows of <code>{self.dataset}</code> with "
+                f"<code>{self.model}</code>; goal: {self.metric} ≥ {self.at_least:g}.</small></div>")
+
+
+@dataclass
+class CheckResult:
+    """What a check measured, whether it passed, and the hint to try next."""
+
+    exercise: Exercise
+    passed: bool
+    measured: dict[str, float]
+    hint: str | None
+    results: Any = field(repr=False, default=None)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _repr_html_(self) -> str:
+        ex = self.exercise
+        nums = ", ".join(f"{k} {v:.2f}" for k, v in self.measured.items())
+        if self.passed:
+            head = (f"<b>✓ Passed</b> {html.escape(ex.title)}: {ex.metric} {self.measured[ex.metric]:.2f}"
+                    f" ≥ {ex.at_least:g}")
+            colour = "#2e7d32", "#edf7ed"
+        else:
+            head = (f"<b>Not yet</b> {html.escape(ex.title)}: {ex.metric} {self.measured.get(ex.metric, float('nan')):.2f}"
+                    f" &lt; {ex.at_least:g}")
+            colour = "#b26a00", "#fff4e5"
+        hint = f"<br><b>Hint:</b> {html.escape(self.hint)}" if self.hint and not self.passed else ""
+        return (f"<div style='border-left:5px solid {colour[0]};background:{colour[1]};padding:8px 12px'>"
+                f"{head}<br><small>{html.escape(nums)}</small>{hint}</div>")
+
+    def __str__(self) -> str:
+        state = "PASSED" if self.passed else "not yet"
+        nums = ", ".join(f"{k}={v:.2f}" for k, v in self.measured.items())
+        out = f"[{state}] {self.exercise.id}: {nums}"
+        return out + (f"\nHint: {self.hint}" if self.hint and not self.passed else "")
+
+
+def _hint(d: Mapping[str, Any], where: str) -> Hint:
+    extra = sorted(set(d) - {"text", "metric", "below", "above"})
+    if extra or "text" not in d:
+        raise ExerciseError(f"{where}: a hint has 'text' and optionally 'metric', 'below', 'above'; got {sorted(d)}")
+    return Hint(text=d["text"], metric=d.get("metric"), below=d.get("below"), above=d.get("above"))
+
+
+def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
+    """Every exercise in the file, validated, by id."""
+    p = Path(path) if path else EXERCISES_PATH
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or []
+    out: dict[str, Exercise] = {}
+    known = set(Exercise.__dataclass_fields__)
+    for i, d in enumerate(data):
+        where = f"{p.name} exercise {i + 1} ({d.get('id', '?')})"
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ExerciseError(f"{where}: unknown field(s) {unknown}")
+        if d.get("metric") not in METRICS:
+            raise ExerciseError(f"{where}: field 'metric' must be one of {METRICS}, got {d.get('metric')!r}")
+        d = dict(d)
+        d["hints"] = tuple(_hint(h, where) for h in d.get("hints", ()))
+        d["allow_settings"] = tuple(d.get("allow_settings", ()))
+        Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
+        ex = Exercise(**d)
+        if ex.id in out:
+            raise ExerciseError(f"{where}: duplicate exercise id {ex.id!r}")
+        out[ex.id] = ex
+    return out
+
+
+def exercises(chapter: str | None = None) -> list[Exercise]:
+    return [e for e in load_exercises().values() if chapter is None or e.chapter == chapter]
+
+
+def get_exercise(exercise_id: str) -> Exercise:
+    all_ = load_exercises()
+    if exercise_id not in all_:
+        raise ExerciseError(f"unknown exercise {exercise_id!r}; exercises are {sorted(all_)}")
+    return all_[exercise_id]
+
+
+def as_template(prompt: Any, exercise: Exercise) -> Template:
+    """Accept what a learner naturally writes: a Template, a file path, a dict, or the user turn as text."""
+    if isinstance(prompt, Template):
+        return prompt
+    if isinstance(prompt, Path) or (isinstance(prompt, str) and prompt.endswith((".yaml", ".yml", ".toml"))):
+        return load_template(prompt)
+    if isinstance(prompt, Mapping):
+        d = dict(prompt)
+        d.setdefault("name", "my_answer")
+        if "user" in d:
+            d["turns"] = [Message("user", d.pop("user"))]
+        return Template.from_dict(d)
+    if isinstance(prompt, str):
+        return Template(name="my_answer", turns=(Message("user", prompt),))
+    raise ExerciseError(f"exercise {exercise.id}: give a Template, a template file, a dict or the user text, "
+                        f"got {type(prompt).__name__}")
+
+
+def measure(results: Any) -> dict[str, float]:
+    """The metrics an exercise can ask for, read from the run's own summary (one place computes them)."""
+    row = results.summary(by=["variant"]).iloc[0]
+    answered = int(row["n"]) - int(row["errors"])
+    out: dict[str, float] = {"mean_score": float(row.get("score", 0.0))}
+    if "unparseable" in row.index and answered:
+        out["parse_rate"] = 1 - float(row["unparseable"]) / answered
+        for k in ("accuracy", "balanced_accuracy", "macro_f1"):
+            out[k] = float(row[k])
+        out["majority_baseline"] = float(row["baseline"])
+    df = results.df
+    if df["repeat"].nunique() > 1:
+        out["agreement"] = float((df.groupby("row_id")["output"].nunique() == 1).mean())
+    out["errors"] = float(row["errors"])
+    return out
+
+
+def check(
+    exercise_id: str,
+    prompt: Any,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    rows: int | None = None,
+    progress: bool = True,
+) -> CheckResult:
+    """Run the learner's prompt on the exercise's held-out rows, grade it, and say what to try next."""
+    from .datasets import load_dataset
+    from .experiment import Experiment
+    from .graders import default_grader
+    from .runner import run
+
+    ex = get_exercise(exercise_id)
+    template = as_template(prompt, ex)
+    ds = load_dataset(ex.dataset)
+    held_out = ds.split(ex.split)
+    used = template.variables
+    fields = set(held_out.rows[0].input)
+    if not used & fields:
+        raise ExerciseError(
+            f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
+            f"see the data; put {{{{{sorted(fields)[0]}}}}} where the input belongs"
+        )
+    extra = dict(settings or {})
+    refused = sorted(set(extra) - set(ex.allow_settings))
+    if refused:
+        raise ExerciseError(f"exercise {ex.id}: settings {refused} are fixed in this exercise; "
+                            f"you may change {list(ex.allow_settings) or 'none'}")
+    s = Settings.from_dict({**ex.settings, **extra})
+    grader = default_grader(ds.task)
+    exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
+                     rows=held_out.rows[: rows or ex.rows], settings=s, repeats=ex.repeats, graders=[grader],
+                     name=f"exercise {ex.id}")
+    res = run(exp, progress=progress)
+    measured = measure(res)
+    value = measured.get(ex.metric, 0.0)
+    passed = value >= ex.at_least and measured["errors"] == 0
+    hint = next((h.text for h in ex.hints if h.applies(measured)), None)
+    if measured["errors"]:
+        hint = f"{int(measured['errors'])} calls failed (see results.df['error']); fix those first."
+    return CheckResult(exercise=ex, passed=passed, measured=measured, hint=hint, results=res)
+
+
+def solution(exercise_id: str) -> Template:
+    """The reference answer (kept apart from the notebooks; open it only after trying)."""
+    path = SOLUTIONS_DIR / f"{exercise_id}.yaml"
+    if not path.exists():
+        raise ExerciseError(f"no reference answer for {exercise_id!r} at {path}")
+    return load_template(path)
+
+
+__all__ = ["CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
+           "load_exercises", "measure", "solution"]

@@ -1,0 +1,180 @@
+"""Short calls for the tour's cells: evaluate prompts on a dataset and read the result honestly.
+
+Notebooks stay thin: a lesson cell is one call here, and the logic it composes
+(runner, graders, results, metrics) is tested where it lives.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .types import Settings
+
+HONEST_COLUMNS = (
+    "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
+    "unparseable", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
+)
+
+
+def evaluate(
+    variants: Any,
+    dataset: str = "renewal_tier",
+    *,
+    split: str = "dev",
+    n: int | None = None,
+    models: Sequence[str] | str = ("local:smollm2",),
+    repeats: int = 1,
+    graders: Sequence[Any] | None = None,
+    sweep: dict[str, Sequence[Any]] | None = None,
+    progress: bool = True,
+    name: str | None = None,
+    **settings: Any,
+) -> Any:
+    """Run prompt variants on a dataset split with the task's default grader; returns Results."""
+    from .datasets import load_dataset
+    from .experiment import Experiment
+    from .graders import default_grader
+    from .runner import run
+
+    ds = load_dataset(dataset)
+    rows = ds.split(split).rows if split else ds.rows
+    rows = rows[:n] if n else rows
+    variants = variants if isinstance(variants, (list, tuple)) else [variants]
+    exp = Experiment(
+        variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
+        settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
+        graders=list(graders) if graders is not None else [default_grader(ds.task)],
+        name=name or f"{dataset} ({split})",
+    )
+    return run(exp, progress=progress)
+
+
+def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
+    """The summary columns that keep a classification score honest, in reading order."""
+    s = results.summary(by=list(by))
+    cols = [c for c in HONEST_COLUMNS if c in s.columns or c in by]
+    extra = [b for b in by if b not in cols]
+    return s[extra + cols]
+
+
+def answer_counts(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
+    """How often each label was answered (and how often nothing readable): degenerate prompts show here."""
+    df = results.df
+    g = results.primary_grader
+    col = f"{g}_label"
+    answers = df[col].where(df[f"{g}_parsed"].astype("boolean").fillna(False), "unparseable")
+    answers = answers.where(df["error_kind"].isna(), "error")
+    table = df.assign(answer=answers).groupby(list(by))["answer"].value_counts().unstack(fill_value=0)
+    gold = df.drop_duplicates("row_id")["target"].map(lambda t: t if isinstance(t, str) else str(t)).value_counts()
+    table.loc[("gold labels",) + ("",) * (len(by) - 1) if len(by) > 1 else "gold labels", :] = [
+        gold.get(c, 0) for c in table.columns
+    ]
+    return table.astype(int)
+
+
+def what_the_model_sees(prompt: Any, model: str = "local:smollm2", variables: dict[str, Any] | None = None) -> str:
+    """The exact text a local model reads (its chat template applied); for an API model, the messages as JSON."""
+    import json
+
+    from .complete import build_request
+    from .providers import get_provider, parse_spec
+
+    if hasattr(prompt, "render"):
+        req = prompt.render(variables or {})
+    else:
+        req = build_request(prompt)
+    if parse_spec(model).provider == "local":
+        return get_provider(model).loaded().render(req)
+    msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+    if req.prefill:
+        msgs.append({"role": "assistant", "content": req.prefill})
+    return json.dumps(msgs, indent=2, ensure_ascii=False)
+
+
+def effect(
+    results: Any,
+    baseline: str,
+    variant: str,
+    *,
+    metric: str = "balanced_accuracy",
+    paper: str | None = None,
+    paper_says: str | None = None,
+    model: str | None = None,
+) -> str:
+    """One plain paragraph: what a change did to the score, whether it is significant, and how it sits with a paper.
+
+    `paper_says` is "helps", "no effect" or "hurts" (what the cited source found on its models).
+    """
+    where = {"model": model} if model else {}
+    s = results.summary(by=["variant", "model"])
+    if model:
+        s = s[s["model"] == model]
+    row = {v: s[s["variant"] == v].iloc[0] for v in (baseline, variant)}
+    test = results.compare(variant, baseline, metric=metric, **where)
+    a, b = float(row[variant][metric]), float(row[baseline][metric])
+    parse = ""
+    if "unparseable" in s.columns:
+        parse = (f" Unreadable answers: {int(row[baseline]['unparseable'])} → {int(row[variant]['unparseable'])}"
+                 f" of {int(row[baseline]['n'])}.")
+    measured = "no significant effect" if not test.significant else ("helps" if a > b else "hurts")
+    text = (f"{variant} vs {baseline}: {metric.replace('_', ' ')} {b:.2f} → {a:.2f} "
+            f"({a - b:+.2f}; {test.test}, p = {test.p_value:.2f}: {measured}).{parse}")
+    if paper and paper_says:
+        if measured == paper_says:
+            text += f" This agrees with {paper}, which reported that it {paper_says}."
+        else:
+            text += (f" {paper} reported that it {paper_says} on its (much larger) models; "
+                     f"our measurement here does not show that.")
+    return text
+
+
+def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accuracy", model: str | None = None) -> Any:
+    """Each variant's measured effect against the baseline on the same rows, with a paired test and a verdict."""
+    import pandas as pd
+
+    from .phrases import default_library
+
+    lib = {p.id: p for p in default_library()}
+    s = results.summary(by=["variant", "model"])
+    models = [model] if model else list(dict.fromkeys(s["model"]))
+    rows = []
+    for m in models:
+        sm = s[s["model"] == m].set_index("variant")
+        base = sm.loc[baseline]
+        for v in sm.index:
+            if v == baseline:
+                continue
+            test = results.compare(v, baseline, metric=metric, model=m)
+            diff = float(sm.loc[v, metric]) - float(base[metric])
+            ids = [part for part in v.split("+")[1:] if part in lib]
+            verdict = "no significant effect" if not test.significant else ("helped" if diff > 0 else "hurt")
+            rows.append({
+                "model": m, "variant": v,
+                "category": ", ".join(sorted({lib[i].category for i in ids})) or "",
+                metric: float(sm.loc[v, metric]), f"Δ {metric}": diff, "p": test.p_value, "verdict": verdict,
+                "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else None,
+                "published evidence": "; ".join(lib[i].source for i in ids)[:160],
+            })
+    return pd.DataFrame(rows).sort_values(["model", f"Δ {metric}"], ascending=[True, False]).reset_index(drop=True)
+
+
+def plot_effects(table: Any, metric: str = "balanced_accuracy") -> Any:
+    """Horizontal bars of each variant's effect; significant ones solid, the rest hatched."""
+    from matplotlib.figure import Figure
+
+    col = f"Δ {metric}"
+    models = list(dict.fromkeys(table["model"]))
+    fig = Figure(figsize=(8, 0.35 * len(table) + 1.2))
+    ax = fig.subplots()
+    labels, ys = [], []
+    for i, (_, r) in enumerate(table.iterrows()):
+        color = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a"][models.index(r["model"]) % 4]
+        sig = r["verdict"] != "no significant effect"
+        ax.barh(i, r[col], color=color if sig else "white", edgecolor=color, hatch=None if sig else "//")
+        labels.append(f"{r['variant']} [{r['model'].split(':')[-1]}]")
+        ys.append(i)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"change in {metric.replace('_', ' ')} vs baseline (hatched: not significant)")
+    fig.tight_layout()
+    return fig
