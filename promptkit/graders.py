@@ -442,7 +442,7 @@ def extract_json(text: str) -> tuple[Any, str | None]:
                 value, _ = decoder.raw_decode(chunk, i)
             except json.JSONDecodeError as exc:
                 if first_error is None:
-                    first_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                    first_error = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
                 continue
             if isinstance(value, (dict, list)):
                 return value, None
@@ -557,8 +557,9 @@ class _JsonMatch(BaseGrader):
                 g.reason += " (the answer was cut off at max_tokens)"
             gold = gold_of(target)
             if gold is not None:  # count the gold labels as missed, so summaries over rows stay honest
-                empty = self._compare({} if isinstance(gold, Mapping) and self.key is None
-                                      and _label_list(gold, None) is None else [], gold)
+                empty = self._compare({}, gold)
+                if isinstance(empty, Grade):
+                    empty = self._compare([], gold)
                 if not isinstance(empty, Grade):
                     g.details.update(per_field=empty["per_field"], tp=0, fp=0, fn=empty["fn"])
             return g
@@ -588,9 +589,11 @@ class _JsonMatch(BaseGrader):
         return Grade(score=score, passed=ok, reason=reason, details=details)
 
     def _compare(self, value: Any, gold: Any) -> dict[str, Any] | Grade:
-        gold_is_set = isinstance(gold, (list, tuple, set)) or (
-            isinstance(gold, Mapping) and (_label_list(gold, self.key) is not None)
-        )
+        named_fields = (isinstance(gold, Mapping) and bool(self.fields) and self.key is None
+                        and not all(isinstance(v, bool) for v in gold.values())
+                        and all(any(label_key(k) == label_key(f) for k in gold) for f in self.fields))
+        gold_is_set = not named_fields and (isinstance(gold, (list, tuple, set)) or (
+            isinstance(gold, Mapping) and (_label_list(gold, self.key) is not None)))
         if not gold_is_set:
             if not isinstance(gold, Mapping):
                 raise GraderError(f"{self.name}: the target must be a list of labels or a JSON object, got {gold!r}")
@@ -618,7 +621,8 @@ class _JsonMatch(BaseGrader):
             return unparsed(f"expected a JSON object with the fields {list(gold)}, got a {type(value).__name__}")
         per_field = {}
         for f in self.fields or list(gold):
-            g, p = gold.get(f), value.get(f)
+            g = gold.get(f, next((v for k, v in gold.items() if label_key(k) == label_key(f)), None))
+            p = value.get(f)
             if p is None:  # tolerate other spellings of the key ("Renewal Tier" for "renewal_tier")
                 p = next((v for k, v in value.items() if label_key(k) == label_key(f)), None)
             same = g is not None and p is not None and _same(p, g)
@@ -1196,13 +1200,22 @@ def llm_judge(
 
 
 def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrader:
-    """The usual grader for a dataset task: label -> label_match, multilabel -> json_match, rubric -> llm_judge."""
+    """The usual grader for a dataset task (a TaskInfo or a dict with type, labels, labels_field, ...).
+
+    label -> label_match; multilabel -> json_match F1 over the labels (the task's target_schema checked
+    but not zeroing the score), averaged with the primary label when the task has one; rubric -> llm_judge.
+    """
     get = task.get if isinstance(task, Mapping) else (lambda k, d=None: getattr(task, k, d))
     kind, labels = get("type", "label"), list(get("labels", None) or [])
     if kind == "label":
         return label_match(labels)
     if kind == "multilabel":
-        return json_match(fields=labels, key=get("labels_field", None))
+        field_name, primary = get("labels_field", None), get("primary_field", None)
+        schema = get("target_schema", None)
+        found = json_match(schema, fields=labels, key=field_name, strict=False, name=field_name or "json_match")
+        if not primary:
+            return found
+        return mean(found, json_match(fields=[primary], name=primary), name=f"{field_name}+{primary}")
     if kind == "rubric":
         return llm_judge(model=judge_model)
     raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric")

@@ -475,6 +475,33 @@ def test_default_grader_per_task_type():
         G.default_grader({"type": "ranking"})
 
 
+def test_json_match_named_fields_of_a_dict_gold():
+    g = G.json_match(fields=["primary"])
+    gold = {"drivers": ["customer_effort", "strong_emotion"], "primary": "customer_effort"}
+    assert g(C('{"drivers": ["strong_emotion"], "primary": "Customer Effort"}'), gold).score == 1.0
+    r = g(C('{"drivers": ["customer_effort"], "primary": "strong_emotion"}'), gold)
+    assert r.score == 0.0 and r.details["per_field"]["primary"] == {"tp": 0, "fp": 1, "fn": 1}
+
+
+def test_default_grader_passes_every_gold_answer_of_every_dataset():
+    """Each dataset's gold target, written as the answer its template asks for, passes its default grader."""
+    import json
+
+    checked = 0
+    for name in pk.list_datasets():
+        ds = pk.load_dataset(name)
+        if ds.task.type == "rubric":
+            assert G.default_grader(ds.task).name == "llm_judge"
+            continue
+        g = G.default_grader(ds.task)
+        for row in ds.rows[:8]:
+            answer = row.target if ds.task.type == "label" else json.dumps(row.target)
+            grade = g(C(answer), row)
+            assert grade.passed and grade.score == 1.0, (name, row.id, grade.reason)
+            checked += 1
+    assert checked >= 8
+
+
 def test_default_grader_on_the_real_renewal_dataset():
     ds = pk.load_dataset("renewal_tier")
     g = G.default_grader(ds.task)
