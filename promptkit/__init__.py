@@ -27,6 +27,8 @@ _LAZY: dict[str, str] = {
     "install_model": "promptkit.local_models:install_model",
     "prompt_builder": "promptkit.widgets:prompt_builder",
     "PromptBuilder": "promptkit.widgets:PromptBuilder",
+    "exercises": "promptkit.exercises:",
+    "lessons": "promptkit.lessons:",
     "catalog": "promptkit.catalog:catalog",
     "Experiment": "promptkit.experiment:Experiment",
     "load_experiment": "promptkit.experiment:load_experiment",
