@@ -9,38 +9,64 @@ storage can change (SQLite, Redis, object store) without touching the runner.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir
-from .types import Completion, Request
+from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
+_KEY_RE = re.compile(r"[0-9a-f]{1,64}")
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
     """sha256 hex (64 lowercase characters) of everything that changes a cell's answer."""
-    from .providers import parse_spec
-    from .catalog import catalog
-
-    spec = parse_spec(model)
-    req = request.to_dict()
-    for name in ("temperature", "top_p"):  # 0 and 0.0 ask the same thing: one key
-        req["settings"][name] = float(req["settings"][name])
+    provider, base_url, resolved = _model_identity(model)
     payload = {
         "v": KEY_VERSION,
-        "provider": spec.provider,
-        "base_url": spec.base_url,
-        "model": catalog().resolve(spec.provider, spec.model),
-        "request": req,
+        "provider": provider,
+        "base_url": base_url,
+        "model": resolved,
+        "request": {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "settings": _settings_dict(request.settings),
+            "prefill": request.prefill,
+        },
         "repeat": int(repeat),
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _model_identity(model: str) -> tuple[str, str | None, str]:
+    """(provider, base_url, canonical model id) of a spec, memoised per catalog file (keys are hot in re-runs)."""
+    from .catalog import CATALOG_PATH
+
+    return _identity(model, os.environ.get("PROMPTKIT_MODELS_FILE") or str(CATALOG_PATH))
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity(model: str, catalog_file: str) -> tuple[str, str | None, str]:
+    from .catalog import catalog
+    from .providers import parse_spec
+
+    spec = parse_spec(model)
+    return spec.provider, spec.base_url, catalog().resolve(spec.provider, spec.model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as the key sees them (shared, never mutated)."""
+    d = settings.to_dict()
+    for name in ("temperature", "top_p"):  # 0 and 0.0 ask the same thing: one key
+        d[name] = float(d[name])
+    return d
 
 
 class Cache(Protocol):
@@ -62,7 +88,7 @@ class DiskCache:
         self.root = Path(root) if root is not None else cache_dir()
 
     def _path(self, key: str) -> Path:
-        if len(key) > 64 or not all(c in "0123456789abcdef" for c in key):
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
         return self.root / key[:2] / f"{key}.json"
 
