@@ -18,9 +18,10 @@ from .errors import GraderError
 from .types import Completion, Grade
 
 __all__ = [
-    "BaseGrader", "LabelParse", "all_of", "any_of", "contains", "default_grader", "error_grade",
-    "extract_json", "extraction_summary", "gold_of", "json_match", "label_key", "label_match", "length",
-    "llm_judge", "mean", "numeric", "parse_label", "prf", "regex", "weighted",
+    "BaseGrader", "Criterion", "LabelParse", "Verdict", "all_of", "any_of", "contains", "default_grader",
+    "error_grade", "extract_json", "extraction_summary", "gold_of", "json_match", "judge_grammar", "label_key",
+    "label_match", "length", "llm_judge", "mean", "numeric", "parse_label", "parse_number", "parse_verdict", "prf",
+    "regex", "rubric_criteria", "unparsed", "weighted",
 ]
 
 
@@ -406,12 +407,12 @@ class _Regex(BaseGrader):
         m = self.pattern.fullmatch(text) if self.fullmatch else self.pattern.search(text)
         if m is None:
             return Grade(0.0, False, f"no match for /{self.pattern.pattern}/")
-        got = next((g for g in m.groups() if g is not None), m.group(0))
-        return Grade(1.0, True, f"matched {m.group(0)[:60]!r}", label=got, details={"match": m.group(0)})
+        group = next((g for g in m.groups() if g is not None), None)
+        return Grade(1.0, True, f"matched {m.group(0)[:60]!r}", details={"match": m.group(0), "group": group})
 
 
 def regex(pattern: str, flags: int = re.IGNORECASE, fullmatch: bool = False, *, name: str = "regex") -> BaseGrader:
-    """Passes when the pattern is found (or matches the whole answer); the first group becomes the label."""
+    """Passes when the pattern is found (or matches the whole answer); the first group is kept in details."""
     return _Regex(pattern, flags, fullmatch, name)
 
 
@@ -443,10 +444,31 @@ def extract_json(text: str) -> tuple[Any, str | None]:
             except json.JSONDecodeError as exc:
                 if first_error is None:
                     first_error = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+                if chunk[i + 1:].lstrip()[:1] in ("{", "["):
+                    continue  # a doubled opener, e.g. a prefilled "{" that the model wrote again
+                if not _closes(chunk, i):
+                    break  # cut off: a list inside it must not pass for the whole answer
                 continue
             if isinstance(value, (dict, list)):
                 return value, None
     return None, first_error or "no JSON object or array in the answer"
+
+
+def _closes(text: str, i: int) -> bool:
+    """Whether the bracket at i is closed later (string contents skipped)."""
+    depth, in_str, esc = 0, False, False
+    for c in text[i:]:
+        if in_str:
+            esc, in_str = (not esc and c == "\\"), in_str and (esc or c != '"')
+        elif c == '"':
+            in_str = True
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
 
 
 _TRUE = {"true", "yes", "y", "1", "present", "met", "pass"}

@@ -217,7 +217,7 @@ def test_contains_uses_target_when_no_text_given():
 def test_regex_match_label_and_bad_pattern():
     g = G.regex(r"health:\s*(green|yellow|red)")
     r = g(C("Health: Yellow, because adoption is shallow"), None)
-    assert r.passed and r.label == "Yellow"
+    assert r.passed and r.details["group"] == "Yellow" and r.label is None
     assert not g(C("healthy"), None).passed
     assert G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C(" Red \n"), None).passed
     assert not G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C("Red."), None).passed
@@ -248,6 +248,10 @@ def test_extract_json_array_and_errors():
     assert G.extract_json("no braces here") == (None, "no JSON object or array in the answer")
     assert G.extract_json("") == (None, "empty answer")
     assert G.extract_json("{'single': 'quotes'}")[0] is None
+    # a cut-off object must not pass off its inner list as the answer
+    value, err = G.extract_json('{"signals": ["declining usage"], "evidence": "logins fell by')
+    assert value is None and "Unterminated string" in err
+    assert G.extract_json('{"a": "say \\"hi\\" {"}, more')[0] == {"a": 'say "hi" {'}
 
 
 def test_prf_known_cases():
