@@ -178,3 +178,78 @@ def plot_effects(table: Any, metric: str = "balanced_accuracy") -> Any:
     ax.set_xlabel(f"change in {metric.replace('_', ' ')} vs baseline (hatched: not significant)")
     fig.tight_layout()
     return fig
+
+
+def _rss_mb() -> float | None:
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def model_footprint(model: str, prompt: str = "Write two sentences about renewal risk.", max_tokens: int = 48) -> dict[str, Any]:
+    """Load time, memory gained at load (local models) and decode speed, measured now on this machine."""
+    from .complete import complete
+    from .providers import get_provider, parse_spec
+
+    rec: dict[str, Any] = {"model": model}
+    if parse_spec(model).provider == "local":
+        prov = get_provider(model)
+        before = _rss_mb()
+        lm = prov.loaded()
+        after = _rss_mb()
+        rec["load_s"] = round(lm.load_s, 2)
+        rec["memory_gained_mb"] = round(after - before) if before is not None and after is not None else None
+        rec["file_mb"] = round(prov.path.stat().st_size / 1e6)
+    c = complete(prompt, model, max_tokens=max_tokens)
+    rec["error"] = c.error_kind
+    if c.ok and c.output_tokens and c.latency_s:
+        decode = (c.latency_s - (c.ttft_s or 0.0))
+        rec["first_token_s"] = round(c.ttft_s or 0.0, 3)
+        rec["tokens_per_s"] = round((c.output_tokens - 1) / decode, 1) if decode > 0 and c.output_tokens > 1 else None
+        rec["output_tokens"] = c.output_tokens
+    return rec
+
+
+def repeat_variance(results: Any) -> Any:
+    """Per model: how often a row's repeats agree, and how much the score moves from repeat to repeat."""
+    import pandas as pd
+
+    df = results.df
+    g = results.primary_grader
+    rows = []
+    for m, part in df.groupby("model", sort=False):
+        agree = part.groupby("row_id")["output"].nunique().eq(1).mean()
+        per_repeat = part.groupby("repeat")[f"{g}_score"].mean() if g else pd.Series(dtype=float)
+        rows.append({"model": m, "rows whose repeats agree": float(agree),
+                     "score mean over repeats": float(per_repeat.mean()) if len(per_repeat) else None,
+                     "score sd between repeats": float(per_repeat.std(ddof=1)) if len(per_repeat) > 1 else 0.0,
+                     "distinct answers per row": float(part.groupby("row_id")["output"].nunique().mean())})
+    return pd.DataFrame(rows)
+
+
+def honest_summary(text_results: Any, likelihood: Any, calibrated: Any, forced: Any, tolerance: float = 0.05) -> str:
+    """A paragraph per model saying which method moved balanced accuracy above the text answers, from the tables."""
+    text = text_results.summary(by=["model"]).set_index("model")
+    forced_s = forced.summary(by=["model"]).set_index("model")
+    lines = []
+    for m in likelihood["model"]:
+        base = float(text.loc[m, "balanced_accuracy"]) if m in text.index else float("nan")
+        auc = float(likelihood.set_index("model").loc[m, "ROC AUC of P(Yes)"])
+        cal = calibrated[calibrated["model"] == m].set_index("method")["balanced accuracy"]
+        grammar = float(forced_s.loc[m, "balanced_accuracy"]) if m in forced_s.index else float("nan")
+        methods = {**{k: float(v) for k, v in cal.items()}, "grammar-constrained text": grammar}
+        better = {k: v for k, v in methods.items() if v > base + tolerance}
+        signal = ("carry real signal" if auc >= 0.6 else "carry little signal" if auc > 0.55 else "carry no usable signal")
+        line = (f"{m}: text answers reach balanced accuracy {base:.2f}; the label probabilities {signal} "
+                f"(ROC AUC {auc:.2f}). ")
+        if better:
+            best = max(better, key=better.get)
+            line += f"Best here: {best} at {better[best]:.2f} ({better[best] - base:+.2f})."
+        else:
+            line += "Nothing moved balanced accuracy more than {:.2f} above the text answers in this run.".format(tolerance)
+        lines.append(line)
+    return "\n".join(lines)
