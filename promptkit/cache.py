@@ -124,7 +124,10 @@ class DiskCache:
         return self._path(key).exists()
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0
+        """Entries under their final names (a write killed part-way leaves only a `.tmp-` file, not counted)."""
+        if not self.root.exists():
+            return 0
+        return sum(1 for p in self.root.glob("*/*.json") if not p.name.startswith("."))
 
 
 class MemoryCache:
