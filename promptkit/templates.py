@@ -435,6 +435,10 @@ def _parse_yaml(text: str, source: str) -> Any:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         context = getattr(e, "context", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        start = getattr(e, "context_mark", None)
+        if context and start is not None and mark is not None and start.line != mark.line:
+            # an unclosed quote or bracket is found where the file ends: say where it was opened
+            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
         detail = f"{problem} ({context})" if context else f"{problem}"
         raise TemplateError(f"{source}{where}: not valid YAML: {detail}") from None
 

@@ -187,7 +187,7 @@ def test_invalid_yaml_names_file_line_and_column(tmp_path):
     with pytest.raises(pk.TemplateError) as e:
         load_template(p)
     assert str(e.value) == (f"{p}, line 5, column 8: not valid YAML: expected ',' or ']', but got ':' "
-                            "(while parsing a flow sequence)")
+                            "(while parsing a flow sequence that starts at line 4, column 14)")
 
 
 def test_unknown_field_names_field_file_line_and_suggestion(tmp_path):
