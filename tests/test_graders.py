@@ -495,7 +495,12 @@ def test_default_grader_passes_every_gold_answer_of_every_dataset():
     for name in pk.list_datasets():
         ds = pk.load_dataset(name)
         if ds.task.type == "rubric":
-            assert G.default_grader(ds.task).name == "llm_judge"
+            judge = G.default_grader(ds.task)
+            assert judge.name == "llm_judge"
+            for row in ds.rows:  # every row's rubric reads, and the judge is asked about each criterion
+                rubric, task = judge._rubric_and_task(row)
+                user = judge.request("An answer.", rubric, task).messages[-1].content
+                assert all(f"- {c.id}: " in user for c in rubric) and task[:40] in user
             continue
         g = G.default_grader(ds.task)
         for row in ds.rows[:8]:
