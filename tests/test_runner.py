@@ -214,15 +214,23 @@ def test_retry_after_is_honoured_then_succeeds(fake):
 
 
 def test_retry_after_pauses_the_whole_provider(fake):
+    said_429_at = []
+
     async def first_call_limited(provider, request):
         if len(fake.starts) == 1:
+            said_429_at.append(time.perf_counter())
             return Completion(error_kind="rate_limit", error="429", retry_after_s=0.4)
+        await asyncio.sleep(0.05)
         return Completion(text="fine", input_tokens=1, output_tokens=1)
 
     FakeProvider.behaviour = staticmethod(first_call_limited)
-    go(exp(n=3), concurrency=1)
-    # after the 429, no call to that provider starts before Retry-After has passed
-    assert all(t - fake.starts[0] >= 0.4 for t in fake.starts[1:])
+    res = go(exp(n=6), concurrency=2)
+    assert all(r.completion.ok for r in res.results)
+    # once the 429 is in, no call to that provider starts (on any worker) before Retry-After has passed;
+    # only a call the other worker began at the same moment is let through
+    t429 = said_429_at[0]
+    assert sum(1 for t in fake.starts if t > t429 + 0.03) >= 4
+    assert all(t - t429 >= 0.39 for t in fake.starts if t > t429 + 0.03)
 
 
 def test_gives_up_after_max_attempts_and_keeps_an_error_cell(fake):
@@ -509,3 +517,18 @@ def test_local_model_timeout_frees_the_model_for_the_next_call():
     c = pk.complete("Say hi.", "local:smollm2", max_tokens=2)
     assert c.ok and c.output_tokens <= 2
     assert time.perf_counter() - t0 < 30  # not stuck behind 4,000 tokens of the cancelled story
+
+
+def test_progress_bar_shows_errors_cache_hits_and_cost(fake, capsys):
+    async def one_fails(provider, request):
+        if request.messages[-1].content.endswith("account 3"):
+            return Completion(error_kind="bad_request", error="400")
+        return Completion(text="ok", input_tokens=1, output_tokens=1, cost_usd=0.25)
+
+    FakeProvider.behaviour = staticmethod(one_fails)
+    store = MemoryCache()
+    go(exp(n=2), cache_backend=store)
+    capsys.readouterr()
+    run(exp(n=4), cache_backend=store, progress=True)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "errors=1 cached=2 cost=$0.2500" in err
