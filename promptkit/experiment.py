@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -349,7 +350,10 @@ def experiment_from_dict(
     try:
         settings = Settings.from_dict(d.get("settings") or {})
     except PromptkitError as exc:
-        raise where.error("settings", msg=str(exc)) from None
+        bad = re.match(r"Settings\.(\w+) ", str(exc))  # point at the line of the setting that is out of range
+        raw = d.get("settings")
+        at = ("settings", bad.group(1)) if bad and isinstance(raw, Mapping) and bad.group(1) in raw else ("settings",)
+        raise where.error(*at, msg=str(exc)) from None
     sweep = d.get("sweep") or {}
     if not isinstance(sweep, Mapping):
         raise where.error("sweep", msg="expected a mapping of setting -> list of values, e.g. {temperature: [0, 0.7]}")

@@ -127,7 +127,7 @@ def test_the_example_file_loads():
     ("prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\nsweep: {temperature: [0, 3]}\n",
      ["field 'sweep.temperature[1]'", "between 0 and 2"]),
     ("prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\nsettings: {max_tokens: 0}\n",
-     ["field 'settings'", "max_tokens"]),
+     ["line 4, field 'settings.max_tokens'", "at least 1, got 0"]),
     ("prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: {name: no_such_dataset}\n",
      ["field 'dataset.name'", "no dataset named 'no_such_dataset'"]),
     ("prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\nrepeats: zero\n", ["field 'repeats'"]),
