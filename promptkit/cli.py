@@ -135,6 +135,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return _run_and_report(experiment_from_dict(data, source="promptkit compare"), args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    return serve(args.notebooks, port=args.port, show_tracebacks=args.show_tracebacks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="promptkit", description="The Prompt Intelligence study kit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -172,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default=None, help="run name (default compare-DATASET)")
     _run_options(k)
     k.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser("dashboard", help="serve the tour and the live builder as web pages on 127.0.0.1 (Voila)")
+    d.add_argument("--port", type=int, default=8866, help="port to listen on (default 8866)")
+    d.add_argument("--notebooks", default=None, help="folder of .ipynb chapters (default ./notebooks)")
+    d.add_argument("--show-tracebacks", action="store_true", help="show full tracebacks of failing cells in the page")
+    d.set_defaults(func=cmd_dashboard)
     return p
 
 
