@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import replace
@@ -78,6 +79,7 @@ class _Run:
         self.max_in_flight = 0
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
+        self.unpriced_models: list[str] = []
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -107,6 +109,10 @@ class _Run:
             except BaseException:
                 for w in workers:
                     w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                done = sum(1 for r in self.results if r is not None and r.completion.ok)
+                print(f"promptkit: run interrupted; {done} answered cell(s) are in the cache"
+                      + (", run again to continue" if self.store is not None else ""), file=sys.stderr)
                 raise
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
@@ -153,6 +159,10 @@ class _Run:
                 except PromptkitError as exc:
                     prov = Completion(error_kind="config", error=str(exc), model=cell.model)
                 providers[cell.model] = prov
+                if self.budget.usd is not None and not isinstance(prov, Completion) and self._unpriced(prov):
+                    self.unpriced_models.append(cell.model)
+                    print(f"promptkit: no price is known for {cell.model}, so budget_usd cannot limit its calls "
+                          f"(budget_tokens can; prices live in promptkit/data/models.yaml)", file=sys.stderr)
             if isinstance(prov, Completion):
                 self._store_all(key, replace(prov), {}, hit=False)
                 continue
@@ -167,6 +177,12 @@ class _Run:
                     raise ExperimentError(f"run limits: {exc}") from None
             queues.setdefault(gk, deque()).append((prov, key))
         return queues
+
+    @staticmethod
+    def _unpriced(provider: "Provider") -> bool:
+        from .catalog import catalog
+
+        return catalog().cost(provider.cost_provider, provider.model, 1, 1) is None
 
     async def _worker(self, gate: Gate, queue: deque[tuple["Provider", str]]) -> None:
         while queue:
@@ -341,6 +357,7 @@ class _Run:
             "spent_usd": round(self.budget.spent_usd, 8),
             "spent_tokens": self.budget.spent_tokens,
             "unpriced_calls": self.budget.unpriced_calls,
+            "unpriced_models": self.unpriced_models,
             "budget": {"usd": self.budget.usd, "tokens": self.budget.tokens},
             "cache": self.mode,
             "limits": {
@@ -440,5 +457,43 @@ async def arun(
 
 
 def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
-    """Sync `arun` for scripts, the CLI and notebook cells (works where an event loop already runs)."""
-    return run_sync(arun(experiment, **kwargs))
+    """Sync `arun` for scripts, the CLI and notebook cells (works where an event loop already runs).
+
+    Interrupting it (Ctrl-C, Jupyter's stop button) cancels the calls in flight and starts no
+    more; answers already received stay in the cache, so running again continues the grid.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
+    # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
+    # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
+    import concurrent.futures
+
+    held: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def main() -> "Results":
+        held["loop"], held["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await arun(experiment, **kwargs)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-run")
+    try:
+        future = pool.submit(asyncio.run, main())
+        try:
+            while True:  # short waits, so an interrupt is seen however it is delivered
+                try:
+                    return future.result(timeout=0.1)
+                except concurrent.futures.TimeoutError:
+                    continue
+        except KeyboardInterrupt:
+            if started.wait(timeout=5):
+                held["loop"].call_soon_threadsafe(held["task"].cancel)
+            try:
+                future.result(timeout=30)
+            except BaseException:
+                pass
+            raise
+    finally:
+        pool.shutdown(wait=False)

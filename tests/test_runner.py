@@ -532,3 +532,42 @@ def test_progress_bar_shows_errors_cache_hits_and_cost(fake, capsys):
     run(exp(n=4), cache_backend=store, progress=True)
     err = capsys.readouterr().err
     assert "4/4" in err and "errors=1 cached=2 cost=$0.2500" in err
+
+
+def test_interrupting_run_inside_a_loop_cancels_calls_in_flight(fake):
+    import os
+    import signal
+    import threading
+
+    cancelled = []
+
+    async def hang(provider, request):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(time.perf_counter())
+            raise
+        return Completion(text="never")
+
+    FakeProvider.behaviour = staticmethod(hang)
+
+    async def notebook_cell():
+        return run(exp(n=20), cache_backend=MemoryCache(), progress=False, concurrency=4)
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))  # what Jupyter's stop button sends
+    timer.start()
+    t0 = time.perf_counter()
+    loop = asyncio.new_event_loop()  # like ipykernel's loop: no SIGINT handler of asyncio.run
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(notebook_cell())
+    finally:
+        loop.close()
+    assert time.perf_counter() - t0 < 20  # not the 30 s the calls would hang
+    assert len(cancelled) == 4 and sum(fake.calls.values()) == 4  # the 4 in flight stopped, no new one began
+
+
+def test_usd_budget_warns_about_models_without_a_price(fake, capsys):
+    res = go(exp(n=2), budget_usd=1.0)
+    assert res.meta["unpriced_models"] == ["fake:m"] and res.meta["unpriced_calls"] == 2
+    assert "no price is known for fake:m" in capsys.readouterr().err
