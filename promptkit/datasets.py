@@ -78,7 +78,7 @@ def _task_from_yaml(name: str, raw: Any, where: str, directory: Path) -> TaskInf
 
     if not isinstance(raw, dict):
         raise DatasetError(f"{where}: task '{name}': expected a mapping, got {type(raw).__name__}")
-    known = {f for f in TaskInfo.__dataclass_fields__ if f != "directory"} | {"file"}
+    known = {f for f in TaskInfo.__dataclass_fields__ if f not in ("name", "directory")}
     for key in raw:
         if key not in known:
             raise bad(key, f"unknown field (allowed: {', '.join(sorted(known))})")

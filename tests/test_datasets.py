@@ -210,19 +210,31 @@ def _shingles(text: str, k: int = 3) -> set[tuple[str, ...]]:
 
 
 def test_no_near_duplicate_rows_within_or_across_datasets():
+    """Word 3-shingle Jaccard between the input texts of any two rows: hand-written rows stay far apart."""
     texts = []
     for name in FILE_TASKS:
         for r in load_dataset(name):
-            texts.append((f"{name}/{r.id}", _shingles(" ".join(r.input.values()))))
-    worst = (0.0, None, None)
-    for (a, sa), (b, sb) in itertools.combinations(texts, 2):
+            texts.append((name, r.id, _shingles(" ".join(r.input.values()))))
+    worst_within, worst_across = (0.0,), (0.0,)
+    for (ta, a, sa), (tb, b, sb) in itertools.combinations(texts, 2):
         j = len(sa & sb) / len(sa | sb)
-        if j > worst[0]:
-            worst = (j, a, b)
-    assert worst[0] < 0.5, f"near-duplicate rows: {worst}"
+        if ta == tb and j > worst_within[0]:
+            worst_within = (j, a, b)
+        if ta != tb and j > worst_across[0]:
+            worst_across = (j, f"{ta}/{a}", f"{tb}/{b}")
+    # some renewal emails are about accounts from renewal_tier, so across tasks a little overlap is expected
+    assert worst_within[0] < 0.25, f"near-duplicate rows in one dataset: {worst_within}"
+    assert worst_across[0] < 0.4, f"near-duplicate rows across datasets: {worst_across}"
 
 
-@pytest.mark.parametrize("name", FILE_TASKS)
+def test_shingle_similarity_flags_a_near_copy():
+    a = load_dataset("renewal_tier")[1].input["notes"]
+    b = a.replace("Eastmoor", "Westmoor").replace("Tuesday", "Thursday")
+    sa, sb = _shingles(a), _shingles(b)
+    assert len(sa & sb) / len(sa | sb) > 0.6
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_default_template_loads_and_uses_exactly_the_input_fields(name):
     ds = load_dataset(name)
     tpl = ds.template()
@@ -230,6 +242,22 @@ def test_default_template_loads_and_uses_exactly_the_input_fields(name):
     row = ds.rows[0]
     req = tpl.render(row.input)
     assert any(row.input[f][:40] in m.content for m in req.messages for f in row.input)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_suggested_grader_exists_and_reads_a_gold_answer(name):
+    from promptkit import graders
+    from promptkit.types import Completion
+
+    ds = load_dataset(name)
+    assert callable(getattr(graders, ds.task.grader)), ds.task.grader
+    if ds.task.type == "rubric":
+        assert [c.id for c in graders.rubric_criteria(ds[0].target)] == [c["id"] for c in ds[0].target]
+        return
+    grader = graders.default_grader(ds.task)
+    for row in ds.split("dev"):
+        gold = row.target if isinstance(row.target, str) else json.dumps(row.target)
+        assert grader(Completion(text=gold, provider="echo", model="x"), row).score == 1.0, row.id
 
 
 def test_card_counts_table_matches_the_files():
