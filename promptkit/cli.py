@@ -130,7 +130,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "models": [m.strip() for m in args.models.split(",") if m.strip()],
         "dataset": {"name": args.dataset, "split": args.split, "n": args.n, "seed": args.seed},
         "settings": {"temperature": args.temperature, "max_tokens": args.max_tokens},
-        "graders": [args.grader] if args.grader else [],
+        "graders": [] if args.grader in ("", "none") else [args.grader],
     }
     return _run_and_report(experiment_from_dict(data, source="promptkit compare"), args)
 
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="test", help="dataset split (default test)")
     k.add_argument("--n", type=int, default=20, help="rows to sample (default 20)")
     k.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    k.add_argument("--grader", default=None, help="grader name, e.g. label (labels from the dataset)")
+    k.add_argument("--grader", default="default",
+                   help="grader name, e.g. label (labels from the dataset); default: the dataset's usual grader; none: no grading")
     k.add_argument("-t", "--temperature", type=float, default=0.0)
     k.add_argument("--max-tokens", type=int, default=64)
     k.add_argument("--name", default=None, help="run name (default compare-DATASET)")

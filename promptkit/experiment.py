@@ -224,7 +224,7 @@ DATASET_FIELDS: tuple[str, ...] = ("name", "path", "split", "n", "seed")
 RUN_FIELDS: tuple[str, ...] = (
     "cache", "concurrency", "provider_concurrency", "rpm", "timeout_s", "max_attempts", "budget_usd", "budget_tokens",
 )
-GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match"}
+GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 
 
 class _Where:
@@ -491,7 +491,10 @@ def _load_prompts(spec: Any, where: _Where, base: Path, dataset: Any) -> list[An
 
 
 def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
-    """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's."""
+    """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's.
+
+    `default` is the dataset's usual grader as tasks.yaml names it (label_match, json_match, llm_judge).
+    """
     from . import graders as gmod
 
     if isinstance(spec, str):
@@ -501,6 +504,11 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     else:
         raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
     name = GRADER_ALIASES.get(name, name)
+    if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
+        task = getattr(dataset, "task", None)
+        if task is None:
+            raise GraderError("'default' means the dataset's usual grader, but no dataset is given")
+        return gmod.default_grader(task, **args)
     public = [n for n in getattr(gmod, "__all__", []) if callable(getattr(gmod, n, None)) and n[0].islower()]
     factory = getattr(gmod, name, None) if name in public else None
     if factory is None:

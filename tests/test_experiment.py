@@ -221,3 +221,19 @@ def test_cli_compare(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "compare-renewal_tier: 8 cells" in text and "echo:a" in text and "echo:b" in text and "baseline" in text
     assert (tmp_path / "runs" / "compare-renewal_tier" / "report.html").exists()
+
+
+def test_default_grader_is_the_datasets_usual_one(tmp_path):
+    p = write(tmp_path, """\
+        prompts: [{template: default}]
+        models: [echo:a]
+        dataset: {name: renewal_tier, n: 2}
+        graders: [default]
+        """)
+    g = load_experiment(p).graders[0]
+    from promptkit.types import Completion
+
+    assert g(Completion(text="At-Risk"), "At-Risk").passed and not g(Completion(text="Commit"), "At-Risk").passed
+    p2 = write(tmp_path, "prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\ngraders: [default]\n", "e2.yaml")
+    g2 = load_experiment(p2).graders[0]  # a learner's own file: labels inferred from its targets
+    assert g2(Completion(text="Commit"), "Commit").passed
