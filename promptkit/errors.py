@@ -52,12 +52,28 @@ class GraderError(PromptkitError, ValueError):
     """A grader was configured wrongly."""
 
 
+# A credential's name, as a header, a keyword argument, a dict or JSON key, or an environment variable.
+_SECRET_NAME = (
+    r"(?:proxy-)?authorization|x-api-key|\w*api[_-]?key|\w*(?:auth|access|refresh|session)[_-]?token"
+    r"|\w*_token|\w*secret(?:[_-]?key)?|password"
+)
+_DONE = r"(?!(?-i:b)?['\"]?\[REDACTED\])"  # already masked: leave it (redact is idempotent)
 _KEY_PATTERNS = [
-    re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer\s+)?[^\s,'\"}]+"),
-    re.compile(r"(?i)(x-api-key\s*[:=]\s*)[^\s,'\"}]+"),
-    re.compile(r"(?i)(api[_-]?key\s*[:=]\s*['\"]?)[^\s,'\"}]+"),
-    re.compile(r"()\bsk-[A-Za-z0-9_\-]{8,}"),
+    # a name then its value: "Authorization: Bearer x", "'x-api-key': 'x'", '"api_key": "x"', "OPENAI_API_KEY=x",
+    # "(b'authorization', b'Bearer x')"; the scheme word (Bearer, Basic, Token) goes with the value
+    re.compile(r"(?i)(\b(?:" + _SECRET_NAME + r")\b['\"]?(?:\s*[:=]\s*|['\"]\s*,\s*)" + _DONE
+               + r"(?:(?-i:b)?['\"])?)((?:bearer|basic|token)\s+)?" + _DONE + r"([^\s,'\"})\]]+)"),
+    re.compile(r"(?i)([?&](?:key|api[_-]?key|access[_-]?token|token)=)" + _DONE + r"([^&\s'\"]+)"),  # in a URL
+    re.compile(r"(\bBearer\s+)()([A-Za-z0-9._~+/=-]{12,})"),  # a bearer token quoted on its own
+    re.compile(r"()()(\bsk-[A-Za-z0-9_\-]{8,})"),  # OpenAI / Anthropic key shapes wherever they appear
 ]
+
+
+def _mask(m: re.Match[str]) -> str:
+    value = m.group(m.lastindex or 0)  # the last group of each pattern is the secret
+    if not any(ch.isalnum() for ch in value):  # "OPENAI_API_KEY=..." in a hint is not a key
+        return m.group(0)
+    return m.group(1) + "[REDACTED]"
 
 
 def secret_values() -> list[str]:
@@ -76,5 +92,5 @@ def redact(text: str) -> str:
     for v in secret_values():
         text = text.replace(v, "[REDACTED]")
     for pat in _KEY_PATTERNS:
-        text = pat.sub(lambda m: m.group(1) + "[REDACTED]", text)
+        text = pat.sub(_mask, text)
     return text
