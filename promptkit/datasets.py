@@ -465,10 +465,15 @@ def _infer_labels(rows: list[Row]) -> tuple[str, ...]:
 def _count_cell(ds: Dataset, rows: list[Row]) -> str:
     if ds.task.type == "rubric":
         sizes = [len(r.target) for r in rows]
-        return f"{sum(sizes)} criteria ({min(sizes)}-{max(sizes)} per row)"
+        per_row = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
+        return f"{sum(sizes)} criteria ({per_row} per row)"
     counts = Dataset(ds.name, ds.task, rows).label_counts().get(rows[0].split, Counter())
     order = list(ds.task.labels) + (["(none)"] if ds.task.type == "multilabel" else [])
-    return ", ".join(f"{lab} {counts[lab]}" for lab in order if counts[lab] or lab != "(none)")
+    cell = ", ".join(f"{lab} {counts[lab]}" for lab in order if counts[lab] or lab != "(none)")
+    if ds.task.primary_field:
+        primary = Counter(r.target[ds.task.primary_field] for r in rows)
+        cell += "; primary: " + ", ".join(f"{lab} {primary[lab]}" for lab in ds.task.labels)
+    return cell
 
 
 def counts_table(names: list[str] | None = None) -> str:
