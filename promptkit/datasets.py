@@ -65,7 +65,7 @@ class TaskInfo:
     def label_set(self, row_target: Any) -> list[str]:
         """The labels present in one target (a label task's one label, a multilabel task's list)."""
         if self.type == "label":
-            return [row_target]
+            return [row_target] if isinstance(row_target, str) else []
         if self.type == "multilabel":
             return list(row_target[self.labels_field] if self.labels_field else row_target)
         return []

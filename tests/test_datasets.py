@@ -321,6 +321,10 @@ def test_a_learners_own_file_without_tasks_yaml_loads_and_infers_labels(tmp_path
                  '{"id": "2", "split": "dev", "input": {"q": "ho"}, "target": "No"}\n')
     ds = load_dataset(str(p))
     assert ds.name == "mine" and ds.labels == ["No", "Yes"] and len(ds) == 2
+    assert ds.label_counts() == {"test": Counter({"Yes": 1}), "dev": Counter({"No": 1})}
+    p.write_text('{"id": "1", "split": "test", "input": {"q": "hi"}, "target": {"answer": 4}}\n')
+    ds = load_dataset(p)
+    assert ds.labels == [] and ds[0].target == {"answer": 4} and ds.label_counts() == {"test": Counter()}
 
 
 def test_card_update_rewrites_only_the_table(tmp_path, monkeypatch):
