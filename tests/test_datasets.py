@@ -314,6 +314,19 @@ def test_save_round_trips_and_leaves_no_temp_file(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["renewal_tier.jsonl", "tasks.yaml"]
 
 
+def test_a_failed_save_keeps_the_old_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "rows.jsonl"
+    target.write_text("old contents\n")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("promptkit.datasets.os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        load_dataset("renewal_tier").save(target)
+    assert target.read_text() == "old contents\n" and list(tmp_path.iterdir()) == [target]
+
+
 def test_a_learners_own_file_without_tasks_yaml_loads_and_infers_labels(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text('{"id": "1", "split": "test", "input": {"q": "hi"}, "target": "Yes"}\n'
