@@ -202,7 +202,7 @@ class _Run:
         """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
         est_usd, est_tokens = self._estimate(cell, provider)
         if not await self.budget.reserve(est_usd, est_tokens):
-            return Completion(error_kind="budget", error="not run: " + self._budget_message())
+            return Completion(error_kind="budget", error="not run: " + self._budget_message(final=False))
         comp: Completion | None = None
         try:
             attempt = 0
@@ -321,15 +321,16 @@ class _Run:
         return tqdm(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
                     dynamic_ncols=True, leave=True)
 
-    def _budget_message(self) -> str:
+    def _budget_message(self, final: bool = True) -> str:
+        """Why the run stopped; `final=False` gives the one fixed text every skipped cell carries."""
         b = self.budget
         caps = []
         if b.usd is not None:
-            caps.append(f"${b.usd:g} (spent ${b.spent_usd:.4f})")
+            caps.append(f"${b.usd:g}" + (f" (spent ${b.spent_usd:.4f})" if final else ""))
         if b.tokens is not None:
-            caps.append(f"{b.tokens} tokens (spent {b.spent_tokens})")
+            caps.append(f"{b.tokens} tokens" + (f" (spent {b.spent_tokens})" if final else ""))
         n = self.errors.get("budget", 0)
-        tail = f"; {n} cell(s) were not run and are marked error_kind 'budget'" if n else ""
+        tail = f"; {n} cell(s) were not run and are marked error_kind 'budget'" if n and final else ""
         return "stopped for budget: the next call could exceed the cap of " + " and ".join(caps) + tail
 
     def _meta(self, started: datetime, finished: datetime, wall_s: float) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from fakeservers import FakeServer, Fault
-from promptkit.cache import DiskCache
+from fakeservers import FakeServer, Fault, Reply
+from promptkit.cache import DiskCache, MemoryCache
 from promptkit.complete import complete
 from promptkit.experiment import Experiment
 from promptkit.limits import RetryPolicy
@@ -130,3 +130,69 @@ def test_500_cell_grid_under_faults_then_a_rerun_calls_only_the_failed_cells(ser
     third = go(store)
     assert len(server.calls) == len(failed2) and all(r.completion.ok for r in third.results)
     assert third.meta["counts"]["cache_hits"] == GRID - len(failed2)
+
+
+# ---- budget under concurrency ------------------------------------------------------------------------------
+
+PRICED = "openai:gpt-4o-mini"  # $0.15 / $0.60 per million tokens in models.yaml; OPENAI_BASE_URL points at the fake
+
+
+def budget_grid(n_rows: int) -> Experiment:
+    rows = [Row(id=f"r{i:03d}", input={"notes": f"account {i}"}) for i in range(n_rows)]
+    return Experiment(variants=VARIANTS[:2], models=[PRICED], rows=rows, settings=Settings(max_tokens=16),
+                      name="budget")
+
+
+def check_budget_stop(res, n_cells: int, capsys) -> None:
+    kinds = Counter(r.completion.error_kind for r in res.results)
+    assert len(res) == n_cells and set(kinds) == {None, "budget"} and kinds[None] >= 1
+    assert res.meta["stopped_for_budget"] is True and res.meta["counts"]["budget_skipped"] == kinds["budget"]
+    assert res.meta["unpriced_calls"] == 0
+    spent = sum(r.completion.cost_usd for r in res.results if r.completion.ok)
+    assert abs(res.meta["spent_usd"] - spent) < 1e-9
+    reason = res.meta["stop_reason"]
+    assert reason == (f"stopped for budget: the next call could exceed the cap of ${res.meta['budget']['usd']:g} "
+                      f"(spent ${spent:.4f}); {kinds['budget']} cell(s) were not run and are marked error_kind 'budget'")
+    assert f"promptkit: {reason}\n" in capsys.readouterr().err
+    cap = res.meta["budget"]["usd"]
+    assert {r.completion.error for r in res.results if r.completion.error_kind == "budget"} == {
+        f"not run: stopped for budget: the next call could exceed the cap of ${cap:g}"}  # one text, not a running count
+
+
+@pytest.fixture
+def priced_server(monkeypatch):
+    def reply(call):  # the server bills far more tokens than the runner can estimate before the call
+        return Reply(text="Commit", input_tokens=2000, output_tokens=500)
+
+    with FakeServer(reply, latency=0.05) as srv:
+        for k, v in srv.env("openai", key="sk-fake-budget-key").items():
+            monkeypatch.setenv(k, v)
+        clear_providers()
+        yield srv
+        clear_providers()
+
+
+def test_budget_cap_is_exceeded_by_at_most_the_calls_in_flight_at_concurrency_16(priced_server, capsys):
+    per_call = (2000 * 0.15 + 500 * 0.60) / 1e6  # $0.0006
+    cap = 20 * per_call
+    res = run(budget_grid(100), cache_backend=MemoryCache(), concurrency=16, budget_usd=cap, progress=False)
+    check_budget_stop(res, 200, capsys)
+    ok = [r for r in res.results if r.completion.ok]
+    assert all(abs(r.completion.cost_usd - per_call) < 1e-12 for r in ok)
+    assert res.meta["max_in_flight"] == 16  # the calls really overlapped
+    # every call started while the spend so far was under the cap: at most 16 more were in flight when it was crossed
+    assert len(ok) <= 20 + 16 and res.meta["spent_usd"] <= cap + 16 * per_call + 1e-12
+    assert len(priced_server.calls) == len(ok)  # no call was made for a cell marked 'budget'
+
+
+def test_budget_cap_holds_exactly_when_estimates_cover_the_bill(monkeypatch, capsys):
+    with FakeServer(latency=0.02) as srv:  # echo replies: fewer tokens than the estimate of each call
+        for k, v in srv.env("openai", key="sk-fake-budget-key").items():
+            monkeypatch.setenv(k, v)
+        clear_providers()
+        cap = 0.0001
+        res = run(budget_grid(60), cache_backend=MemoryCache(), concurrency=16, budget_usd=cap, progress=False)
+        clear_providers()
+        check_budget_stop(res, 120, capsys)
+        assert res.meta["spent_usd"] <= cap and len(srv.calls) == res.meta["counts"]["ok"]
+        assert res.meta["max_in_flight"] > 1
