@@ -9,7 +9,7 @@ written, every log record, stdout/stderr and every exception text and repr.
 from __future__ import annotations
 
 import logging
-import os
+import traceback
 from pathlib import Path
 
 import pytest
@@ -147,8 +147,6 @@ def test_canary_keys_appear_in_no_file_log_output_exception_or_repr(canary_env, 
             try:
                 raise make()
             except PromptkitError as exc:
-                import traceback
-
                 caught.append("".join(traceback.format_exception(exc)) + repr(exc) + repr(exc.args))
         texts["exceptions"] = "\n".join(caught)
 
