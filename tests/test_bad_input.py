@@ -129,7 +129,8 @@ def test_template_file_that_does_not_parse_names_file_line_and_column(tmp_path):
     with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == (f"{p}, line 4, column 4: not valid YAML: expected <block end>, but found "
-                            "'<block mapping start>' (while parsing a block collection that starts at line 3, column 3)")
+                            "'<block mapping start>' "
+                            "(while parsing a block collection that starts at line 3, column 3)")
 
 
 # ---- the command line: exit 2, one message, nothing written ---------------------------------------------
@@ -138,7 +139,8 @@ EXP = "prompts: [{template}]\nmodels: [{models}]\ndataset: {dataset}\n{extra}"
 CLI_CASES = {
     "malformed dataset line": (
         dict(dataset="bad.jsonl"),
-        "exp.yaml, line 3, field 'dataset.path': bad.jsonl line 2: not valid JSON: Expecting ',' delimiter (column 55)"),
+        "exp.yaml, line 3, field 'dataset.path': bad.jsonl line 2: not valid JSON: "
+        "Expecting ',' delimiter (column 55)"),
     "empty dataset": (
         dict(dataset="empty.jsonl"), "exp.yaml, line 3, field 'dataset.path': empty.jsonl: empty file (no rows)"),
     "empty split": (
