@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..catalog import catalog
 from ..errors import MissingPackageError, PromptkitError
@@ -51,6 +51,7 @@ class LoadedModel:
     executor: concurrent.futures.ThreadPoolExecutor = field(repr=False)
     grammars: dict[str, Any] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _scored: list[int] | None = field(default=None, repr=False)  # prompt tokens continuation_logprobs left in the cache
 
     def render(self, request: Request) -> str:
         """The model's chat template applied to the request, ending where the model should continue."""
@@ -64,6 +65,97 @@ class LoadedModel:
         if self.llm._model.add_bos_token() and bos >= 0 and (not toks or toks[0] != bos):
             toks = [bos] + toks
         return toks
+
+    def continuation_logprobs(
+        self, context: str, continuations: Sequence[str], *, append_eos: bool = False,
+    ) -> list[list[tuple[str, float]]]:
+        """Per-token log-probabilities of each continuation after `context`, the context evaluated once.
+
+        The context is decoded once (reusing the prefix left by the previous
+        call, e.g. a shared system prompt); each continuation is then decoded in
+        one batch after it with logits kept for its positions, and dropped from
+        the cache afterwards. Spaces at the end of the context move to the start
+        of the continuation, where the tokenizer expects them (" Commit" is one
+        token, " " + "Commit" an unusual two). Every decode holds at least two
+        tokens: llama.cpp computes a lone token with another kernel whose
+        results differ (by up to ~0.1 nats on SmolLM2 Q4), so scores would
+        otherwise depend on what was scored before. Must run on `executor`
+        while holding `lock`.
+        """
+        import numpy as np
+
+        lc = _llama_cpp()
+        llm = self.llm
+        stripped = context.rstrip(" ")
+        lead = context[len(stripped):]
+        ctx_tokens = self.tokenize(stripped)
+        conts = [self._continuation_tokens(stripped, ctx_tokens, lead + c) for c in continuations]
+        if append_eos:
+            conts = [t + [llm.token_eos()] for t in conts]
+        n = len(ctx_tokens)
+        longest = max((len(t) for t in conts), default=0)
+        if n + longest > self.n_ctx:
+            raise PromptkitError(
+                f"the prompt is {n} tokens and the longest continuation {longest}, more than the context "
+                f"window of {self.n_ctx} tokens; shorten the input or the few-shot examples"
+            )
+        n_vocab = llm.n_vocab()
+
+        def log_softmax(i: int) -> Any:
+            x = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm._ctx.ctx, i), shape=(n_vocab,)).astype(np.float64)
+            m = x.max()
+            return x - (m + np.log(np.exp(x - m).sum()))
+
+        # reuse only a prefix this method decoded itself, and only if nothing has run on the model since
+        common = 0
+        prev = self._scored
+        if prev is not None and llm.n_tokens == max(0, len(prev) - 2) and \
+                llm.input_ids[: llm.n_tokens].tolist() == prev[: llm.n_tokens]:
+            for a, b in zip(prev, ctx_tokens):
+                if a != b:
+                    break
+                common += 1
+        self._scored = None
+        start = max(0, min(common, llm.n_tokens, n - 2))  # the cache holds only llm.n_tokens positions
+        llm.n_tokens = start
+        i = start
+        while i < n:  # llm.eval would leave a lone last token when n - start = n_batch + 1
+            j = min(n, i + llm.n_batch)
+            if n - j == 1:
+                j -= 1
+            llm.eval(ctx_tokens[i:j])
+            i = j
+        first = log_softmax(-1)
+        out = []
+        try:
+            for toks in conts:
+                lps = [float(first[toks[0]])]
+                if len(toks) > 1:
+                    # the prompt's last token again, then the label's: a batch of at least two
+                    llm._ctx.kv_cache_seq_rm(-1, n - 1, -1)
+                    llm._batch.set_batch([ctx_tokens[-1]] + toks[:-1], n_past=n - 1, logits_all=True)
+                    llm._ctx.decode(llm._batch)
+                    lps += [float(log_softmax(k)[t]) for k, t in enumerate(toks[1:], start=1)]
+                out.append([(self.token_text(t), lp) for t, lp in zip(toks, lps)])
+        finally:
+            # the last logits now belong to a continuation: the next call re-decodes the prompt's last two tokens
+            keep = max(0, n - 2)
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llm.n_tokens = keep
+        self._scored = ctx_tokens
+        return out
+
+    def _continuation_tokens(self, context: str, ctx_tokens: list[int], cont: str) -> list[int]:
+        """Tokens of `cont` as the model would write them after `context` (tokenized together when they split cleanly)."""
+        if not cont:
+            raise PromptkitError("cannot score an empty continuation (a label must have at least one character)")
+        full = self.tokenize(context + cont)
+        if len(full) > len(ctx_tokens) and full[: len(ctx_tokens)] == ctx_tokens:
+            return full[len(ctx_tokens):]
+        return self.llm.tokenize(cont.encode("utf-8"), add_bos=False, special=False)
+
+    def token_text(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def grammar(self, gbnf: str) -> Any:
         g = self.grammars.get(gbnf)

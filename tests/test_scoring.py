@@ -1,0 +1,170 @@
+"""Label scoring on the real embedded model, checked against an independent full-sequence evaluation."""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+import promptkit as pk
+from promptkit.complete import build_request
+from promptkit.errors import GraderError, ModelSpecError
+from promptkit.providers import get_provider
+from promptkit.scoring import (
+    LabelScore, auc, label_logprobs, label_probs, loaded_model, normalise, predictions, score_from_completion,
+    score_labels, score_request, scoring_model, summarize,
+)
+from promptkit.templates import Template
+from promptkit.types import Row, Settings
+
+pytestmark = pytest.mark.local_model
+
+TIERS = ["Commit", "Likely", "At-Risk"]
+PROMPT = "Notes: budget cut, champion left, no reply to emails.\nAnswer with one of: Commit, Likely, At-Risk."
+
+
+def reference_logprob(context: str, label: str) -> float:
+    """log P(label | context) the slow way: the logits_all model evaluates context+label in full, one pass."""
+    lm = get_provider("local:smollm2").loaded(logits=True)
+    stripped = context.rstrip(" ")
+    ctx = lm.tokenize(stripped)
+    full = lm.tokenize(context + label)
+    assert full[: len(ctx)] == ctx
+    llm = lm.llm
+    with lm.lock:
+        llm.reset()
+        llm.eval(full)
+        rows = np.array(llm.scores[: len(full)], dtype=np.float64)
+        llm.reset()
+    total = 0.0
+    for i in range(len(ctx), len(full)):
+        row = rows[i - 1]
+        total += row[full[i]] - (row.max() + math.log(np.exp(row - row.max()).sum()))
+    return total
+
+
+def test_multi_token_labels_count_every_token():
+    s = score_request("local:smollm2", PROMPT, TIERS)
+    assert len(s.tokens["At-Risk"]) >= 2 and len(s.tokens["Likely"]) >= 2, s.tokens
+    assert "".join(s.tokens["At-Risk"]) == "At-Risk"
+    context = loaded_model("local:smollm2").render(build_request(PROMPT))
+    for lab in TIERS:
+        assert s.logprobs[lab] == pytest.approx(reference_logprob(context, lab), abs=1e-3)
+    assert sum(s.probs.values()) == pytest.approx(1.0)
+    assert s.label == max(TIERS, key=s.logprobs.__getitem__)
+
+
+def test_two_token_label_matches_the_full_evaluation():
+    labels = ["Renew", "Churn", "Maybe"]  # 2, 2 and 1 tokens on SmolLM2
+    s = score_request("local:smollm2", "Will this customer renew? One word.", labels)
+    assert [len(s.tokens[lab]) for lab in labels] == [2, 2, 1]
+    context = loaded_model("local:smollm2").render(build_request("Will this customer renew? One word."))
+    for lab in labels:
+        assert s.logprobs[lab] == pytest.approx(reference_logprob(context, lab), abs=1e-3)
+
+
+def test_whole_label_differs_from_first_token_only():
+    lm = loaded_model("local:smollm2")
+    context = lm.render(build_request(PROMPT))
+    with lm.lock:
+        per_token = lm.continuation_logprobs(context, TIERS)
+    first_only = {lab: toks[0][1] for lab, toks in zip(TIERS, per_token)}
+    whole = label_logprobs("local:smollm2", PROMPT, TIERS)
+    assert whole["At-Risk"] < first_only["At-Risk"]  # later tokens have probability < 1
+    assert whole["Commit"] == pytest.approx(sum(lp for _, lp in per_token[0]))
+    assert normalise(whole) != pytest.approx(normalise(first_only))
+
+
+def test_prefill_with_trailing_space_is_scored_as_the_model_writes_it():
+    got = label_logprobs("local:smollm2", PROMPT, ["Commit", "At-Risk"], prefill="Answer: ")
+    context = loaded_model("local:smollm2").render(build_request(PROMPT, prefill="Answer: "))
+    assert got["Commit"] == pytest.approx(reference_logprob(context, "Commit"), abs=1e-3)
+    without = label_logprobs("local:smollm2", PROMPT, ["Commit", "At-Risk"])
+    assert got["Commit"] != pytest.approx(without["Commit"])
+
+
+def test_mean_normalisation_and_end_of_answer():
+    s = score_request("local:smollm2", PROMPT, TIERS)
+    mean = label_logprobs("local:smollm2", PROMPT, TIERS, normalize="mean")
+    for lab in TIERS:
+        assert mean[lab] == pytest.approx(s.logprobs[lab] / len(s.tokens[lab]))
+    eos = score_request("local:smollm2", PROMPT, TIERS, end_of_answer=True)
+    assert all(eos.logprobs[lab] < s.logprobs[lab] for lab in TIERS)
+    assert all(len(eos.tokens[lab]) == len(s.tokens[lab]) + 1 for lab in TIERS)
+
+
+def test_scoring_keeps_the_cache_consistent_and_generation_unchanged():
+    prov = get_provider("local:smollm2")
+    lm = prov.loaded()
+    req = build_request(PROMPT, max_tokens=8)
+    before = prov._generate(lm, req, threading.Event()).text
+    a = label_logprobs("local:smollm2", PROMPT, TIERS)
+    label_logprobs("local:smollm2", "Something else entirely. Yes or No?", ["Yes", "No"])
+    b = label_logprobs("local:smollm2", PROMPT, TIERS)
+    assert a == pytest.approx(b, abs=1e-6)
+    after = prov._generate(lm, req, threading.Event()).text
+    assert before == after
+    # a prompt that extends the one left in the cache (same prompt + prefill) reuses only what is cached
+    label_logprobs("local:smollm2", PROMPT, TIERS)
+    extended = label_logprobs("local:smollm2", PROMPT, ["Commit", "Likely"], prefill="Answer:")
+    context = lm.render(build_request(PROMPT, prefill="Answer:"))
+    assert extended["Commit"] == pytest.approx(reference_logprob(context, "Commit"), abs=1e-3)
+
+
+def test_score_labels_over_rows_carries_ids_targets_and_splits():
+    tpl = Template(name="tier", turns="Notes: {{notes}}\nAnswer with one of: Commit, Likely, At-Risk.")
+    rows = [
+        Row("r1", {"notes": "Signed the renewal early, expanding seats."}, "Commit", "test"),
+        Row("r2", {"notes": "Champion left, usage down 60%, evaluating a competitor."}, "At-Risk", "test"),
+    ]
+    scores = score_labels("local:smollm2", tpl, rows, TIERS, progress=False)
+    assert [s.row_id for s in scores] == ["r1", "r2"]
+    assert [s.target for s in scores] == ["Commit", "At-Risk"] and {s.split for s in scores} == {"test"}
+    one = score_request("local:smollm2", tpl.to_request(rows[1].input, Settings()), TIERS)
+    assert scores[1].logprobs == pytest.approx(one.logprobs, abs=1e-6)
+    assert predictions(scores) == [s.label for s in scores]
+    summary = summarize(scores, TIERS, n_boot=50)
+    assert summary.n == 2 and summary.unparseable == 0
+
+
+def test_too_long_prompt_is_recorded_not_raised():
+    s = score_request("local:smollm2", "word " * 6000, ["Yes", "No"])
+    assert not s.ok and "context window" in s.error and s.label is None
+
+
+def test_runner_form_answers_the_label_and_carries_probabilities():
+    spec = scoring_model("local:smollm2", TIERS)
+    assert spec == "score:smollm2[Commit|Likely|At-Risk]"
+    c = pk.complete(PROMPT, spec)
+    assert c.ok, c.error
+    direct = score_request("local:smollm2", PROMPT, TIERS)
+    assert c.text == direct.label and c.finish_reason == "scored"
+    assert label_probs(c) == pytest.approx(direct.probs, abs=1e-6)
+    back = score_from_completion(c, row_id="x", target="At-Risk")
+    assert back.label == direct.label and back.correct == (direct.label == "At-Risk")
+    pre = pk.complete(PROMPT, spec, prefill="Answer: ")
+    assert pre.text.startswith("Answer: ") and pre.text[len("Answer: "):] in TIERS
+
+
+def test_bad_inputs_say_what_is_wrong():
+    with pytest.raises(GraderError, match="at least two labels"):
+        label_logprobs("local:smollm2", PROMPT, ["Yes"])
+    with pytest.raises(GraderError, match="normalize"):
+        label_logprobs("local:smollm2", PROMPT, ["Yes", "No"], normalize="max")
+    with pytest.raises(ModelSpecError, match="only local models"):
+        label_logprobs("echo:x", PROMPT, ["Yes", "No"])
+    with pytest.raises(ModelSpecError, match="must look like"):
+        pk.complete(PROMPT, "score:smollm2")
+    with pytest.raises(GraderError, match="cannot be used in a scoring spec"):
+        scoring_model("local:smollm2", ["A|B", "C"])
+
+
+def test_auc_of_hand_made_scores():
+    def ls(rid, p_yes, target):
+        return LabelScore(rid, "Yes" if p_yes >= 0.5 else "No", {"Yes": p_yes, "No": 1 - p_yes}, {}, target=target)
+
+    # every row's argmax is "No", yet P(Yes) ranks the rows perfectly
+    scores = [ls("a", 0.4, "Yes"), ls("b", 0.3, "Yes"), ls("c", 0.2, "No"), ls("d", 0.1, "No")]
+    assert set(predictions(scores)) == {"No"}
+    assert auc(scores, "Yes") == 1.0
