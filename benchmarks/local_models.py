@@ -46,6 +46,7 @@ def measure(name: str) -> dict:
         "overall_tok_s": round(c.output_tokens / c.latency_s, 1),
         "rss_loaded_mb": round(rss_loaded - rss0), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "n_threads": lm.llm.n_threads if hasattr(lm.llm, "n_threads") else None,
+        "loadavg_1min": float(open("/proc/loadavg").read().split()[0]),  # other work on the machine skews speed
     }
 
 
@@ -54,6 +55,7 @@ def main(names: list[str]) -> None:
     from promptkit.local_models import status
 
     names = names or list(catalog().local)
+    base = None
     for name in names:
         st = status(catalog().local_model(name))
         if not st.ready:
@@ -63,7 +65,11 @@ def main(names: list[str]) -> None:
         if out.returncode:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
             continue
-        print(json.dumps(json.loads(out.stdout.strip().splitlines()[-1])))
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        base = base or r["decode_tok_s"]
+        if base and r["decode_tok_s"]:
+            r["decode_speed_vs_first"] = round(r["decode_tok_s"] / base, 2)
+        print(json.dumps(r))
 
 
 if __name__ == "__main__":
