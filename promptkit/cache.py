@@ -9,12 +9,12 @@ storage can change (SQLite, Redis, object store) without touching the runner.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,6 +69,18 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     return d
 
 
+_COMPLETION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Completion))
+
+
+def completion_dict(completion: Completion) -> dict[str, Any]:
+    """A completion as stored: plain JSON values, `cached` False (dataclasses.asdict is 5x slower)."""
+    d = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
+    if completion.logprobs is not None:
+        d["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in completion.logprobs]
+    d["cached"] = False
+    return d
+
+
 class Cache(Protocol):
     """What the runner needs from a cache: answers by cell key."""
 
@@ -84,8 +96,11 @@ class DiskCache:
     machines on a shared filesystem) can read and write the same folder.
     """
 
+    threaded_puts = True  # the runner may write from one background thread (file I/O releases the GIL)
+
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else cache_dir()
+        self._made: set[Path] = set()  # folders known to exist (a mkdir per write is measurable)
 
     def _path(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
@@ -106,11 +121,21 @@ class DiskCache:
         if not completion.ok:
             return
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data: dict[str, Any] = {"key": key, "completion": {**completion.to_dict(), "cached": False}}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        folder = path.parent
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        data = {"key": key, "completion": completion_dict(completion)}
+        # a name no other writer uses (process, host-random part), so concurrent writers never collide
+        tmp = folder / f".tmp-{key[:16]}-{os.getpid()}-{os.urandom(4).hex()}.json"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except FileNotFoundError:  # the folder was removed under us: make it again, once
+            self._made.discard(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(data, f, ensure_ascii=False)
             os.replace(tmp, path)
         except BaseException:
@@ -146,7 +171,7 @@ class MemoryCache:
 
     def put(self, key: str, completion: Completion) -> None:
         if completion.ok:
-            self.data[key] = {**completion.to_dict(), "cached": False}
+            self.data[key] = completion_dict(completion)
 
     def __len__(self) -> int:
         return len(self.data)

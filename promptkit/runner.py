@@ -10,6 +10,7 @@ reached. `run` is the sync wrapper for scripts and notebook cells.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import threading
@@ -80,6 +81,10 @@ class _Run:
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
         self.unpriced_models: list[str] = []
+        self.writer: concurrent.futures.ThreadPoolExecutor | None = None
+        if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
+            self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-cache")
+        self.pending_writes: list[concurrent.futures.Future[None]] = []
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -120,11 +125,23 @@ class _Run:
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
             self.bar.close()
+            self._flush_writes()
         finished = datetime.now(timezone.utc)
         if self.budget.exhausted:
             msg = self._budget_message()
             print(f"promptkit: {msg}", file=sys.stderr)
         return Results(list(self.results), self._meta(started, finished, time.perf_counter() - t0))  # type: ignore[arg-type]
+
+    def _flush_writes(self) -> None:
+        """Wait until every answer is on disk (also when interrupted), and note any that failed."""
+        if self.writer is None:
+            return
+        self.writer.shutdown(wait=True)
+        for f in self.pending_writes:
+            exc = f.exception()
+            if exc is not None:
+                self.cache_write_errors.append(redact(f"{type(exc).__name__}: {exc}"))
+        self.pending_writes.clear()
 
     async def _answer_from_cache(self) -> list[str]:
         """Fill every cell the cache already answers; return the keys still to call."""
@@ -270,10 +287,13 @@ class _Run:
     async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
         if not hit:
             if comp.ok and self.store is not None and self.mode != "off":
-                try:
-                    self.store.put(key, comp)
-                except OSError as exc:  # a full disk must not lose the answer in memory
-                    self.cache_write_errors.append(redact(str(exc)))
+                if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
+                    self.pending_writes.append(self.writer.submit(self.store.put, key, comp))
+                else:
+                    try:
+                        self.store.put(key, comp)
+                    except OSError as exc:  # a full disk must not lose the answer in memory
+                        self.cache_write_errors.append(redact(str(exc)))
         grades = await self._grade(self.cells[self.groups[key][0]], comp)
         self._store_all(key, comp, grades, hit)
 
@@ -469,8 +489,6 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
         return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
     # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
     # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
-    import concurrent.futures
-
     held: dict[str, Any] = {}
     started = threading.Event()
 
