@@ -119,10 +119,11 @@ def effect(
     text = (f"{variant} vs {baseline}: {metric.replace('_', ' ')} {b:.2f} → {a:.2f} "
             f"({a - b:+.2f}; {test.test}, p = {test.p_value:.2f}: {measured}).{parse}")
     if paper and paper_says:
+        said = {"helps": "it helps", "hurts": "it hurts", "no significant effect": "it made no significant difference"}[paper_says]
         if measured == paper_says:
-            text += f" This agrees with {paper}, which reported that it {paper_says}."
+            text += f" This agrees with {paper}, which found that {said}."
         else:
-            text += (f" {paper} reported that it {paper_says} on its (much larger) models; "
+            text += (f" {paper} found that {said} on its (much larger) models; "
                      f"our measurement here does not show that.")
     return text
 
@@ -253,3 +254,23 @@ def honest_summary(text_results: Any, likelihood: Any, calibrated: Any, forced: 
             line += "Nothing moved balanced accuracy more than {:.2f} above the text answers in this run.".format(tolerance)
         lines.append(line)
     return "\n".join(lines)
+
+
+def what_moved(results: Any, baseline: str, model: str | None = None) -> str:
+    """Sentences, computed from a run, on which variants made answers readable and which beat the baseline."""
+    s = results.summary(by=["variant", "model"])
+    if model:
+        s = s[s["model"] == model]
+    s = s.set_index("variant")
+    b = s.loc[baseline]
+    out = []
+    readable = [v for v in s.index if v != baseline and s.loc[v, "unparseable"] < b["unparseable"]]
+    worse = [v for v in s.index if v != baseline and s.loc[v, "unparseable"] > b["unparseable"]]
+    beat = [v for v in s.index if bool(s.loc[v, "beats_baseline"])]
+    above_chance = [v for v in s.index if s.loc[v, "balanced_accuracy_low"] > s.loc[v, "chance"]]
+    out.append(f"The baseline prompt left {int(b['unparseable'])} of {int(b['n'])} answers unreadable.")
+    out.append("Fewer unreadable answers with: " + (", ".join(readable) or "none") + ".")
+    out.append("More unreadable answers with: " + (", ".join(worse) or "none") + ".")
+    out.append("Accuracy above the majority baseline (beyond its interval): " + (", ".join(beat) or "none") + ".")
+    out.append("Balanced accuracy above chance (beyond its interval): " + (", ".join(above_chance) or "none") + ".")
+    return "\n".join(out)

@@ -26,6 +26,7 @@ MAX_TOKENS = 16
 REPEATS = 3
 
 # %%
+%matplotlib inline
 import pandas as pd
 
 import promptkit as pk
@@ -107,8 +108,10 @@ lessons.scoreboard(clarity)
 print(lessons.effect(clarity, "vague", "clear", metric="accuracy"))
 
 # %% [markdown]
-# The vague prompt's answers are mostly unreadable as a tier: the grader cannot tell what the model meant.
-# Clarity first buys **readable** answers; whether they are *right* is the next question.
+# Read the `unparseable` column before the accuracy: a vague request invites answers that no grader can
+# read as a tier, and an unreadable answer is a different failure from a wrong one. Whether the clear
+# prompt fixed that *on this model* is in the line above, measured; on a 135M model even a clear prompt
+# can leave many answers unreadable, which is what the next sections work on.
 #
 # ## 4. Context and audience
 #
@@ -158,6 +161,16 @@ print(lessons.effect(fewshot, base.name, "3-shot"))
 lessons.answer_counts(fewshot)
 
 # %% [markdown]
+# Zhao et al. 2021 (arXiv 2102.09690) name a **recency bias**: models favour the label of the last example
+# they saw. Check it on this run:
+
+# %%
+last = tier.split("train").rows[2].target
+answers = fewshot.filter(variant="3-shot").df
+share = (answers[f"{fewshot.primary_grader}_label"] == last).mean()
+print(f"The last example's label is {last!r}; {share:.0%} of the 3-shot answers are {last!r}.")
+
+# %% [markdown]
 # ## 7. Separate data from instructions with tags
 #
 # Anthropic's prompt-engineering guide recommends wrapping material in XML tags such as `<notes>` so the
@@ -177,8 +190,9 @@ print(lessons.effect(tags, base.name, tagged.name))
 # ## 8. Prefill the answer
 #
 # You can write the first words of the model's answer yourself. The model then continues from there, which
-# is a strong way to fix a format: a small model that likes to chat ("Based on the notes, I think…") is put
-# straight at the point where the label goes.
+# vendor guides recommend for fixing a format: a model that likes to chat ("Based on the notes, I think…")
+# is put straight at the point where the label goes. Read the answers below: a small model may continue a
+# prefill in ways you did not intend (a number, a restated definition), which the grader counts as unreadable.
 
 # %%
 prefilled = base.replace(name="prefill 'Tier:'", prefill="Tier:")
@@ -214,7 +228,9 @@ pd.concat([agree, lessons.scoreboard(sampling, by=["settings_label"]).set_index(
 # %%
 df = first.df
 tokens_in, tokens_out = df["input_tokens"].sum(), df["output_tokens"].sum()
-cat = pk.catalog()
+from promptkit.catalog import catalog
+
+cat = catalog()
 prices = [
     {"model": f"{m.provider}:{m.id}", "USD for this run": cat.cost(m.provider, m.id, tokens_in, tokens_out),
      "USD per 1,000 rows": cat.cost(m.provider, m.id, tokens_in, tokens_out) * 1000 / len(df)}
@@ -238,14 +254,19 @@ board
 # %%
 from promptkit.report import plot_scores
 
-plot_scores(together);
+plot_scores(together)
 
 # %% [markdown]
 # Read the plot against the baseline line: a bar below it, or one whose interval crosses it, has not shown
-# that the model learned the task from that prompt. On a 135M-parameter model, the techniques that change
-# the *form* of the answer (clarity, prefill, examples) tend to move the numbers more than those that change
-# its *voice* (roles); the published gains were measured on models hundreds of times larger. Trust the
-# table above over any sentence here.
+# that the model learned the task from that prompt. Computed from this run:
+
+# %%
+print(lessons.what_moved(together, base.name))
+
+# %% [markdown]
+# The published gains for these techniques were measured on models hundreds of times larger than this
+# one (see the evidence file). Where this run shows no effect, the honest reading is "not shown on this model
+# with these rows", and the next chapters test it on more rows and larger models.
 #
 # ## Exercises
 #

@@ -18,6 +18,7 @@ N_ROWS = 18
 MAX_TOKENS = 48
 
 # %%
+%matplotlib inline
 import pandas as pd
 
 import promptkit as pk

@@ -18,6 +18,7 @@ REPEATS = 3
 MAX_TOKENS = 12
 
 # %%
+%matplotlib inline
 import pandas as pd
 
 import promptkit as pk
@@ -76,10 +77,10 @@ lessons.answer_counts(by_model["competitor_mention"])
 # %%
 from promptkit.report import plot_latency, plot_scores
 
-plot_scores(by_model["competitor_mention"]);
+plot_scores(by_model["competitor_mention"])
 
 # %%
-plot_latency(by_model["competitor_mention"]);
+plot_latency(by_model["competitor_mention"])
 
 # %% [markdown]
 # ### Reading the outputs side by side
