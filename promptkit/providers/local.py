@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..catalog import catalog
-from ..errors import MissingPackageError, PromptkitError
+from ..errors import MissingPackageError, PromptkitError, SettingsError
 from ..local_models import gguf_path
 from ..types import Completion, Request, TokenLogprob
 from .base import ModelSpec, Provider
@@ -158,9 +158,19 @@ class LoadedModel:
         return self.llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def grammar(self, gbnf: str) -> Any:
+        """The parsed grammar; raises SettingsError for GBNF llama.cpp rejects (it would crash the process later)."""
         g = self.grammars.get(gbnf)
         if g is None:
-            g = _llama_cpp().LlamaGrammar.from_string(gbnf, verbose=False)
+            lc = _llama_cpp()
+            probe = lc.llama_sampler_init_grammar(self.llm._model.vocab, gbnf.encode("utf-8"), b"root")
+            if not probe:
+                first = gbnf.strip().splitlines()[0][:80] if gbnf.strip() else ""
+                raise SettingsError(
+                    f"Settings.grammar is not valid GBNF with a 'root' rule (llama.cpp printed the reason on stderr); "
+                    f"it starts {first!r}. Build grammars with promptkit.grammars.label_grammar or json_grammar"
+                )
+            lc.llama_sampler_free(probe)
+            g = lc.LlamaGrammar.from_string(gbnf, verbose=False)
             self.grammars[gbnf] = g
         return g
 
@@ -271,7 +281,10 @@ class LocalProvider(Provider):
         if s.logprobs:
             kwargs["logprobs"] = max(1, s.top_logprobs)
         if s.grammar:
-            kwargs["grammar"] = lm.grammar(s.grammar)
+            try:
+                kwargs["grammar"] = lm.grammar(s.grammar)
+            except SettingsError as exc:
+                return Completion(error_kind="bad_request", error=str(exc), input_tokens=len(tokens))
         with lm.lock:
             out = lm.llm.create_completion(tokens, **kwargs)
         choice = out["choices"][0]
