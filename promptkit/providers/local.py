@@ -175,6 +175,20 @@ class LoadedModel:
         return g
 
 
+def threads() -> int:
+    """CPU threads for llama.cpp: PROMPTKIT_THREADS, else every core (one thread is faster on a busy machine)."""
+    value = os.environ.get("PROMPTKIT_THREADS")
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise PromptkitError(f"PROMPTKIT_THREADS must be a whole number of threads, got {value!r}") from None
+        if n >= 1:
+            return n
+        raise PromptkitError(f"PROMPTKIT_THREADS must be at least 1, got {value!r}")
+    return max(1, os.cpu_count() or 1)
+
+
 _LOADED: dict[tuple[str, bool], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -204,7 +218,7 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         t0 = time.perf_counter()
         llm = lc.Llama(
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False,
-            n_threads=max(1, os.cpu_count() or 1), seed=0,
+            n_threads=threads(), seed=0,
         )
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -301,15 +315,22 @@ class LocalProvider(Provider):
 
     @classmethod
     def status(cls, spec: ModelSpec) -> tuple[bool, str]:
+        """Ready when the GGUF file is on disk or its chunk packages can be joined; never joins here."""
+        from ..local_models import status as local_status
+
+        if "/" in spec.model or spec.model.endswith(".gguf"):
+            try:
+                path = gguf_path(spec.model)
+            except PromptkitError as exc:
+                return False, str(exc)
+            return True, f"ready ({path.name}, {path.stat().st_size / 1e6:.0f} MB)"
         try:
-            path = gguf_path(spec.model)
+            st = local_status(catalog().local_model(spec.model))
         except PromptkitError as exc:
             return False, str(exc)
-        try:
-            _llama_cpp()
-        except PromptkitError as exc:
-            return False, str(exc)
-        return True, f"ready ({path.name}, {path.stat().st_size / 1e6:.0f} MB)"
+        if st.path is not None:
+            return True, f"ready ({st.path.name}, {st.path.stat().st_size / 1e6:.0f} MB)"
+        return st.ready, st.state
 
 
 def _logprobs(lp: dict[str, Any] | None) -> list[TokenLogprob] | None:
