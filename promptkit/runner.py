@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from .aio import run_sync
-from .cache import Cache, DiskCache
+from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
 from .types import Cell, CellResult, Completion, Grade
@@ -401,10 +401,8 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
         raise ExperimentError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}")
     if cache == "off":
         return None
-    if cache_backend is None:
-        return DiskCache()
-    if isinstance(cache_backend, (str, Path, os.PathLike)):
-        return DiskCache(cache_backend)
+    if cache_backend is None or isinstance(cache_backend, (str, Path, os.PathLike)):
+        return open_cache(cache_backend)
     return cache_backend
 
 
@@ -438,7 +436,8 @@ async def arun(
     Args:
         cache: "use" answers from the cache and stores new answers; "refresh" calls again and
             overwrites; "off" neither reads nor writes.
-        cache_backend: a Cache object or a folder for a DiskCache (default: promptkit's cache folder).
+        cache_backend: a Cache object, a .sqlite3 file (SqliteCache) or a folder (DiskCache, for shared
+            filesystems); default: the SqliteCache in promptkit's cache folder.
         concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).

@@ -379,10 +379,26 @@ def test_cache_use_refresh_off(fake, tmp_path):
     assert sum(fake.calls.values()) == 15
 
 
-def test_default_cache_is_on_disk_under_promptkit_home(fake):
+def test_default_cache_is_one_sqlite_file_under_promptkit_home(fake):
+    from promptkit.cache import SqliteCache
+    from promptkit.config import cache_dir
+
+    assert not cache_dir().exists() or not list(cache_dir().iterdir())
     run(exp(n=2), progress=False)
     again = run(exp(n=2), progress=False)
-    assert again.meta["counts"]["cache_hits"] == 2 and len(DiskCache()) == 2
+    assert again.meta["counts"]["cache_hits"] == 2 and len(SqliteCache()) == 2
+    assert (cache_dir() / "cache.sqlite3").is_file()
+
+
+@pytest.mark.parametrize("where", ["answers.sqlite3", "folder"])
+def test_cache_backend_by_path(fake, tmp_path, where):
+    from promptkit.cache import SqliteCache
+
+    go(exp(n=3), cache_backend=tmp_path / where)
+    again = go(exp(n=3), cache_backend=tmp_path / where)
+    assert again.meta["counts"]["cache_hits"] == 3
+    store = SqliteCache(tmp_path / where) if where.endswith(".sqlite3") else DiskCache(tmp_path / where)
+    assert len(store) == 3 and (tmp_path / where).is_file() == where.endswith(".sqlite3")
 
 
 def test_changing_one_prompt_reruns_only_its_cells(fake):
@@ -571,3 +587,51 @@ def test_usd_budget_warns_about_models_without_a_price(fake, capsys):
     res = go(exp(n=2), budget_usd=1.0)
     assert res.meta["unpriced_models"] == ["fake:m"] and res.meta["unpriced_calls"] == 2
     assert "no price is known for fake:m" in capsys.readouterr().err
+
+
+# ---- the SQLite store ------------------------------------------------------------------------------
+
+
+def test_sqlite_cache_round_trip_and_errors_not_cached(tmp_path):
+    from promptkit.cache import SqliteCache
+    from promptkit.types import TokenLogprob
+
+    path = tmp_path / "c.sqlite3"
+    store = SqliteCache(path)
+    assert store.get("ab" * 32) is None and len(store) == 0 and not path.exists()  # reading creates nothing
+    ok = Completion(text="Likely", provider="openai", model="m", input_tokens=5, output_tokens=1, cost_usd=0.001,
+                    logprobs=[TokenLogprob("Likely", -0.2, {"Likely": -0.2, "Commit": -1.9})])
+    store.put("ab" * 32, ok)
+    store.put("cd" * 32, Completion(error_kind="server", error="500"))
+    again = SqliteCache(path).get("ab" * 32)  # another connection sees it
+    assert again.cached and again.text == "Likely" and again.logprobs[0].top["Commit"] == -1.9
+    assert again.cost_usd == 0.001 and ("cd" * 32) not in store and len(store) == 1
+    with pytest.raises(ValueError, match="lowercase hex"):
+        store.get("../etc/passwd")
+
+
+def test_sqlite_cache_shared_by_processes(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom promptkit.cache import SqliteCache\nfrom promptkit.types import Completion\n"
+        "s = SqliteCache(sys.argv[1])\n"
+        "for i in range(150):\n"
+        "    s.put(f'{int(sys.argv[2]) * 1000 + i:064x}', Completion(text=str(i), output_tokens=1))\n"
+    )
+    path = tmp_path / "shared.sqlite3"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)]) for n in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    from promptkit.cache import SqliteCache
+
+    store = SqliteCache(path)
+    assert len(store) == 450 and store.get(f"{2 * 1000 + 149:064x}").text == "149"
+
+
+def test_unreadable_sqlite_cache_is_a_miss_and_the_run_goes_on(fake, tmp_path):
+    path = tmp_path / "broken.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    res = go(exp(n=2), cache_backend=path)
+    assert all(r.completion.ok for r in res.results) and res.meta["counts"]["calls"] == 2
+    assert "cache_write_errors" in res.meta  # the answers are in the results, the store said why it failed
