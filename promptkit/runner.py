@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers import Provider
     from .results import Results
 
+_timeout = getattr(asyncio, "timeout", None)
+
 CacheMode = Literal["use", "refresh", "off"]
 CACHE_MODES: tuple[str, ...] = ("use", "refresh", "off")
 
@@ -181,7 +183,7 @@ class _Run:
                     print(f"promptkit: no price is known for {cell.model}, so budget_usd cannot limit its calls "
                           f"(budget_tokens can; prices live in promptkit/data/models.yaml)", file=sys.stderr)
             if isinstance(prov, Completion):
-                self._store_all(key, replace(prov), {}, hit=False)
+                self._store_all(key, replace(prov), [{}] * len(self.groups[key]), hit=False)
                 continue
             spec = parse_spec(cell.model)
             gk = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
@@ -268,6 +270,9 @@ class _Run:
         if self.timeout_s is None:
             return await provider.complete(cell.request)
         try:
+            if _timeout is not None:  # Python 3.11+: no extra task per call
+                async with _timeout(self.timeout_s):
+                    return await provider.complete(cell.request)
             return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
         except asyncio.TimeoutError:
             return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
@@ -294,16 +299,23 @@ class _Run:
                         self.store.put(key, comp)
                     except OSError as exc:  # a full disk must not lose the answer in memory
                         self.cache_write_errors.append(redact(str(exc)))
-        grades = await self._grade(self.cells[self.groups[key][0]], comp)
+        # cells that share a key (identical prompts) share one answer, but each is graded against its own target
+        by_target: dict[str, dict[str, Grade]] = {}
+        grades: list[dict[str, Grade]] = []
+        for i in self.groups[key]:
+            tkey = repr(self.cells[i].target)
+            if tkey not in by_target:
+                by_target[tkey] = await self._grade(self.cells[i], comp)
+            grades.append(by_target[tkey])
         self._store_all(key, comp, grades, hit)
 
-    def _store_all(self, key: str, comp: Completion, grades: dict[str, Grade], hit: bool) -> None:
+    def _store_all(self, key: str, comp: Completion, grades: list[dict[str, Grade]], hit: bool) -> None:
         idxs = self.groups[key]
         for j, i in enumerate(idxs):
             # a second cell with the same key (identical rows) shares the one call's answer
             if self.results[i] is not None:  # exactly one result per cell, whatever happens
                 raise RuntimeError(f"cell {self.cells[i].key} answered twice")
-            self.results[i] = CellResult(self.cells[i], comp if j == 0 else replace(comp, cached=True), dict(grades))
+            self.results[i] = CellResult(self.cells[i], comp if j == 0 else replace(comp, cached=True), dict(grades[j]))
         if hit:
             self.counts["cache_hits"] += len(idxs)
         self.counts["duplicates"] += len(idxs) - 1

@@ -635,3 +635,21 @@ def test_unreadable_sqlite_cache_is_a_miss_and_the_run_goes_on(fake, tmp_path):
     res = go(exp(n=2), cache_backend=path)
     assert all(r.completion.ok for r in res.results) and res.meta["counts"]["calls"] == 2
     assert "cache_write_errors" in res.meta  # the answers are in the results, the store said why it failed
+
+
+def test_identical_prompts_are_called_once_but_graded_against_each_rows_own_target():
+    """Two rows with the same text share one call; each keeps its own gold label (a grading bug once copied the first)."""
+    import promptkit as pk
+    from promptkit.cache import MemoryCache
+    from promptkit.experiment import Experiment
+    from promptkit.runner import run
+
+    t = pk.Template(name="t", turns=[{"role": "user", "content": "{{notes}}"}])
+    rows = [pk.Row(id="a", input={"notes": "Commit"}, target="Commit"),
+            pk.Row(id="b", input={"notes": "Commit"}, target="Likely")]
+    exp = Experiment(variants=[t], models=["echo:x"], rows=rows, graders=[pk.label_match(["Commit", "Likely", "At-Risk"])])
+    res = run(exp, cache_backend=MemoryCache(), progress=False)
+    by_row = {r.cell.row_id: r for r in res.results}
+    assert res.meta["counts"]["calls"] == 1
+    assert by_row["a"].grades["label_match"].passed is True
+    assert by_row["b"].grades["label_match"].passed is False
