@@ -24,9 +24,15 @@ tour: setup
 	@echo "promptkit: opening the Prompt Intelligence tour; open the URL printed below in a browser"
 	cd notebooks && ../$(VENV)/bin/jupyter lab $(JUPYTER_ARGS) 00_welcome.ipynb
 
-test: setup
+# The tests also cover the opt-in 1.5B model (three-way comparison, exercises): install it for them.
+QWEN15 := $(VENV)/.promptkit-qwen15
+$(QWEN15): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,qwen05,qwen15]'
+	@touch $@
+
+test: setup $(QWEN15)
 	$(PY) -m pytest
-	PROMPTKIT_HOME=$$(mktemp -d) $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 test-artifacts/notebooks
+	PROMPTKIT_HOME=$$(mktemp -d) PROMPTKIT_MODELS_DIR=$${PROMPTKIT_MODELS_DIR:-$$HOME/.cache/promptkit/models} $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 test-artifacts/notebooks
 
 clean:
 	rm -rf $(VENV)

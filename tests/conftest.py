@@ -1,7 +1,17 @@
-"""Shared fixtures: an isolated promptkit home so tests never touch a user's cache."""
+"""Shared fixtures: an isolated promptkit home so tests never touch a user's cache.
+
+Joined local models are the exception: they are verified, read-only and large (0.5-1.1 GB), so
+every test shares the user's models folder instead of joining them again per test.
+"""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from promptkit.config import models_dir
+
+SHARED_MODELS_DIR = str(models_dir())
 
 
 @pytest.fixture(autouse=True)
@@ -9,4 +19,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("pkhome")
     monkeypatch.setenv("PROMPTKIT_HOME", str(home))
     monkeypatch.delenv("PROMPTKIT_CACHE_DIR", raising=False)
+    if not os.environ.get("PROMPTKIT_MODELS_DIR"):
+        monkeypatch.setenv("PROMPTKIT_MODELS_DIR", SHARED_MODELS_DIR)
     yield
