@@ -107,7 +107,7 @@ def test_dataset_by_name_with_split_and_sample(tmp_path):
 
 def test_the_example_file_loads():
     e = load_experiment(ROOT / "examples" / "renewal_tier.yaml")
-    assert e.models == ["local:smollm2"] and len(e.variants) == 4 and len(e.rows) == 10
+    assert e.models == ["local:smollm2"] and len(e.variants) == 4 and len(e.rows) == 8
     assert e.run_options["concurrency"] == 8
 
 
@@ -237,3 +237,19 @@ def test_default_grader_is_the_datasets_usual_one(tmp_path):
     p2 = write(tmp_path, "prompts: [tier.yaml]\nmodels: [echo:a]\ndataset: rows.jsonl\ngraders: [default]\n", "e2.yaml")
     g2 = load_experiment(p2).graders[0]  # a learner's own file: labels inferred from its targets
     assert g2(Completion(text="Commit"), "Commit").passed
+
+
+def test_python_experiment_takes_a_dataset_and_its_template():
+    from promptkit.datasets import load_dataset
+    from promptkit.experiment import Experiment
+    from promptkit.graders import label_match
+
+    ds = load_dataset("renewal_tier", split="test").sample(3, seed=2)
+    e = Experiment(variants=[ds.template()], models=["echo:a"], rows=ds, graders=[label_match(ds.labels)],
+                   settings={"max_tokens": 4}, sweep={"temperature": [0.0, 1]})
+    cells = e.expand()
+    assert len(cells) == 6 and {c.row_id for c in cells} == {r.id for r in ds.rows}
+    assert {c.settings_label for c in cells} == {"temperature=0", "temperature=1"}
+    assert all(c.target in ds.labels for c in cells) and cells[0].settings.max_tokens == 4
+    res = run(e, cache_backend=MemoryCache(), progress=False)
+    assert len(res) == 6 and all("label_match" in r.grades for r in res.results)
