@@ -118,8 +118,9 @@ class _Run:
                     w.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 done = sum(1 for r in self.results if r is not None and r.completion.ok)
-                print(f"promptkit: run interrupted; {done} answered cell(s) are in the cache"
-                      + (", run again to continue" if self.store is not None else ""), file=sys.stderr)
+                kept = ("are in the cache; run again to continue" if self.store is not None and self.mode != "off"
+                        else "were not kept (cache off)")
+                print(f"promptkit: run interrupted; {done} answered cell(s) {kept}", file=sys.stderr)
                 raise
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
