@@ -138,7 +138,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .dashboard import serve
 
-    return serve(args.notebooks, port=args.port, show_tracebacks=args.show_tracebacks)
+    from .dashboard import parse_params
+
+    return serve(args.notebooks, port=args.port, show_tracebacks=args.show_tracebacks,
+                 params=parse_params(args.param or []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="serve the tour and the live builder as web pages on 127.0.0.1 (Voila)")
     d.add_argument("--port", type=int, default=8866, help="port to listen on (default 8866)")
     d.add_argument("--notebooks", default=None, help="folder of .ipynb chapters (default ./notebooks)")
+    d.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="set a chapter parameter like papermill, e.g. -p N_ROWS 6 (chapters without it ignore it)")
     d.add_argument("--show-tracebacks", action="store_true", help="show full tracebacks of failing cells in the page")
     d.set_defaults(func=cmd_dashboard)
     return p

@@ -8,7 +8,10 @@ and point Voilà at it through JUPYTER_PATH (nothing inside the venv changes).
 """
 from __future__ import annotations
 
+import ast
 import errno
+import functools
+import inspect
 import os
 import re
 import signal
@@ -16,7 +19,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from .errors import PromptkitError
 
@@ -180,9 +183,51 @@ def build_template(dest: str | Path) -> Path:
 # ------------------------------------------------------------------ the server
 
 
-def prepare_notebook(req_handler: Any, notebook: Any, cwd: str) -> Any:
-    """Voilà prelaunch hook: drop cells tagged no-dashboard (code-only exercises); title the page by its heading."""
+def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """`-p NAME VALUE` pairs to values, read as YAML like papermill does (6 -> int, [a, b] -> list, false -> bool)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for name, text in pairs:
+        if not name.isidentifier():
+            raise DashboardError(f"-p {name!r}: a parameter name must be a Python variable name, e.g. N_ROWS")
+        try:
+            out[name] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DashboardError(f"-p {name} {text!r}: not a readable value ({exc.__class__.__name__})") from None
+    return out
+
+
+def _assigned_names(source: str) -> set[str]:
+    code = "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())  # IPython magics
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set(re.findall(r"^([A-Za-z_]\w*)\s*[:=]", code, re.M))
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def inject_params(notebook: Any, params: Mapping[str, Any]) -> Any:
+    """Papermill's trick: after the cell tagged `parameters`, a cell setting the values that chapter declares."""
+    import nbformat
+
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            own = {k: v for k, v in params.items() if k in _assigned_names(cell.source)}
+            if own:
+                src = "# set by promptkit dashboard -p\n" + "".join(f"{k} = {v!r}\n" for k, v in own.items())
+                notebook.cells.insert(i + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
+            break
+    return notebook
+
+
+def prepare_notebook(req_handler: Any, notebook: Any, cwd: str, params: Mapping[str, Any] | None = None) -> Any:
+    """Voilà prelaunch hook: drop cells tagged no-dashboard (code-only exercises), apply -p parameters, and
+    title the page by the chapter's heading."""
     notebook.cells = [c for c in notebook.cells if SKIP_TAG not in c.get("metadata", {}).get("tags", [])]
+    if params:
+        inject_params(notebook, params)
     title, _ = title_and_summary(notebook)
     if title:
         notebook.metadata["title"] = f"{title} · Prompt Intelligence"
@@ -200,7 +245,8 @@ def check_port(ip: str, port: int) -> None:
             raise DashboardError(f"cannot listen on {ip}:{port}: {exc}") from None
 
 
-def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool) -> Any:
+def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool,
+                 params: Mapping[str, Any] | None = None) -> Any:
     """The Voilà settings of the dashboard, as a traitlets Config."""
     from traitlets.config import Config
 
@@ -216,7 +262,7 @@ def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool) -> An
     c.VoilaConfiguration.show_margins = True
     c.VoilaConfiguration.show_tracebacks = show_tracebacks
     c.VoilaConfiguration.allow_template_override = "NO"
-    c.VoilaConfiguration.prelaunch_hook = prepare_notebook
+    c.VoilaConfiguration.prelaunch_hook = functools.partial(prepare_notebook, params=dict(params or {}))
     # a tab closed without its unload beacon leaves a kernel (~100-300 MB): cull it once idle and disconnected
     c.MappingKernelManager.cull_idle_timeout = CULL_IDLE_S
     c.MappingKernelManager.cull_interval = 60
@@ -226,6 +272,7 @@ def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool) -> An
 
 def _app_class() -> type:
     from voila.app import Voila
+    from voila.tornado.handler import TornadoVoilaHandler
 
     class DashboardApp(Voila):
         """Voilà with the chapter list for the landing page, and Ctrl-C that stops it with its kernels."""
@@ -247,7 +294,26 @@ def _app_class() -> type:
             settings["voila_jinja2_env"].globals["promptkit_chapters"] = lambda: chapters(root)
             return settings
 
+        def init_handlers(self) -> list:
+            return [(h[0], _sets_xsrf_cookie(h[1]), *h[2:]) if isinstance(h, tuple) and h[1] is TornadoVoilaHandler
+                    else h for h in super().init_handlers()]
+
     return DashboardApp
+
+
+def _sets_xsrf_cookie(handler: type) -> type:
+    """A chapter page that sets the _xsrf cookie: without it Voilà's unload beacon is refused (403) and the
+    closed tab's kernel lives on (voila-dashboards/voila#1458)."""
+
+    class Handler(handler):  # type: ignore[misc, valid-type]
+        async def prepare(self, *args: Any, **kwargs: Any) -> None:
+            result = super().prepare(*args, **kwargs)
+            if inspect.isawaitable(result):
+                await result
+            self.xsrf_token  # noqa: B018 (reading it sets the cookie)
+
+    Handler.__name__ = handler.__name__
+    return Handler
 
 
 class _jupyter_path:
@@ -271,7 +337,7 @@ def url(ip: str, port: int) -> str:
 
 
 def serve(notebooks: str | Path | None = None, port: int = DEFAULT_PORT, *, ip: str = "127.0.0.1",
-          show_tracebacks: bool = False) -> int:
+          show_tracebacks: bool = False, params: Mapping[str, Any] | None = None) -> int:
     """Serve the tour until Ctrl-C (Voilà then shuts its kernels down); returns an exit status."""
     root = notebooks_dir(notebooks)
     check_port(ip, port)
@@ -279,11 +345,15 @@ def serve(notebooks: str | Path | None = None, port: int = DEFAULT_PORT, *, ip: 
         build_template(tmp)
         with _jupyter_path(Path(tmp)):
             print(f"promptkit dashboard: serving {root} at {url(ip, port)}  (Ctrl-C stops it)", flush=True)
-            app = _app_class()(config=voila_config(root, port=port, ip=ip, show_tracebacks=show_tracebacks))
+            if params:
+                print("promptkit dashboard: chapter parameters " + ", ".join(f"{k}={v!r}" for k, v in params.items()),
+                      flush=True)
+            config = voila_config(root, port=port, ip=ip, show_tracebacks=show_tracebacks, params=params)
+            app = _app_class()(config=config)
             app.initialize([])
             app.start()
     return 0
 
 
-__all__ = ["Chapter", "DashboardError", "build_template", "chapters", "default_notebooks", "notebooks_dir",
-           "read_chapter", "serve", "strip_off_host"]
+__all__ = ["Chapter", "DashboardError", "build_template", "chapters", "default_notebooks", "inject_params",
+           "notebooks_dir", "parse_params", "prepare_notebook", "read_chapter", "serve", "strip_off_host"]

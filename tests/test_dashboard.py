@@ -35,7 +35,11 @@ CHROMIUM_ARGS = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 WIDGET_REPR = re.compile(r"\b(VBox|HBox|Output|HTML|Button|Textarea|Accordion)\((children|value|description|layout|outputs)=")
 START_TIMEOUT_S = 90
-PAGE_TIMEOUT_MS = 300_000  # the machine is slow and shared; a chapter runs from the top on open
+# chapters run small in CI, as in test_notebooks.py; learners get each chapter's defaults
+CI_PARAMS = {"N_ROWS": "3", "REPEATS": "2"}
+PAGE_TIMEOUT_MS = 600_000  # the machine is slow and shared; a chapter runs from the top on open
+STEP_TIMEOUT_MS = 60_000  # one click or keystroke and the kernel's answer
+RUN_TIMEOUT_MS = 600_000  # a run of the local model
 
 
 # ------------------------------------------------------------------ unit tests (no server)
@@ -87,6 +91,27 @@ def test_prelaunch_hook_drops_tagged_cells_and_titles_the_page():
     assert out.metadata["title"] == "Power phrases · Prompt Intelligence"
 
 
+def test_params_are_injected_after_the_parameters_cell_of_chapters_that_declare_them():
+    params = dashboard.parse_params([("N_ROWS", "3"), ("MODELS", "[local:smollm2, 'echo:x']"), ("AUTORUN", "true")])
+    assert params == {"N_ROWS": 3, "MODELS": ["local:smollm2", "echo:x"], "AUTORUN": True}
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("%matplotlib inline\nN_ROWS = 18\nMODELS: list = []", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(N_ROWS)"),
+    ])
+    out = dashboard.inject_params(nb, params)
+    assert [c.source.splitlines()[0] for c in out.cells] == ["# Title", "%matplotlib inline", "# set by promptkit dashboard -p",
+                                                              "print(N_ROWS)"]
+    assert out.cells[2].source.splitlines()[1:] == ["N_ROWS = 3", "MODELS = ['local:smollm2', 'echo:x']"]  # no AUTORUN
+    untouched = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("N_ROWS = 1")])  # no parameters tag
+    assert len(dashboard.inject_params(untouched, params).cells) == 1
+
+
+def test_bad_param_name_is_refused():
+    with pytest.raises(dashboard.DashboardError, match="-p 'N-ROWS': a parameter name must be a Python variable name"):
+        dashboard.parse_params([("N-ROWS", "3")])
+
+
 def test_cli_refuses_a_folder_without_notebooks(tmp_path, capsys):
     from promptkit.cli import main
 
@@ -120,7 +145,7 @@ def _free_port() -> int:
 class Server:
     """A `promptkit dashboard` subprocess in its own process group, as a terminal would run it."""
 
-    def __init__(self, notebooks: Path, log: Path, home: Path) -> None:
+    def __init__(self, notebooks: Path, log: Path, home: Path, params: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
@@ -130,7 +155,8 @@ class Server:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "promptkit.cli"]
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd + ["dashboard", "--port", str(self.port), "--notebooks", str(notebooks), "--show-tracebacks"],
+            cmd + ["dashboard", "--port", str(self.port), "--notebooks", str(notebooks), "--show-tracebacks"]
+            + [a for k, v in (params or {}).items() for a in ("-p", k, v)],
             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), start_new_session=True,
         )
         self.wait_for_port()
@@ -181,7 +207,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(NOTEBOOKS, tmp_path_factory.mktemp("dashlog") / "server.log", tmp_path_factory.mktemp("dashhome"))
+    srv = Server(NOTEBOOKS, tmp_path_factory.mktemp("dashlog") / "server.log", tmp_path_factory.mktemp("dashhome"),
+                 params=CI_PARAMS)
     yield srv
     srv.kill()
 
@@ -210,7 +237,7 @@ class Visit:
 
     def __init__(self, browser) -> None:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.context.set_default_timeout(PAGE_TIMEOUT_MS)
+        self.context.set_default_timeout(STEP_TIMEOUT_MS)
         self.requests: list[str] = []
         self.bad: list[str] = []
         self.context.on("request", lambda r: self.requests.append(r.url))
@@ -250,8 +277,16 @@ class Visit:
     def text(self) -> str:
         return self.page.inner_text("body")
 
+    def leave(self) -> None:
+        """Navigate away: Voilà's unload beacon asks the server to shut the page's kernel down."""
+        self.page.goto("about:blank")
+        self.page.wait_for_timeout(300)
+
     def close(self) -> None:
-        self.context.close()
+        try:
+            self.leave()
+        finally:
+            self.context.close()
 
 
 @pytest.fixture
@@ -266,12 +301,16 @@ def _page_is_clean(text: str) -> None:
     assert not WIDGET_REPR.search(text), f"raw widget repr in the page: {WIDGET_REPR.search(text).group(0)}"
 
 
+def _kernels(server: Server) -> list[int]:
+    return [pid for pid, cmd in server.children().items() if "ipykernel" in cmd]
+
+
 def _open_chapter(v: Visit, server: Server, name: str) -> float:
     """Open a chapter and wait until Voilà has run it and shown the cells; returns seconds to that point."""
     t0 = time.monotonic()
-    v.page.goto(f"{server.url}voila/render/{name}")
-    v.page.wait_for_selector("#rendered_cells", state="visible")
-    v.page.wait_for_selector("#loading", state="detached")
+    v.page.goto(f"{server.url}voila/render/{name}", timeout=PAGE_TIMEOUT_MS)
+    v.page.wait_for_selector("#rendered_cells", state="visible", timeout=PAGE_TIMEOUT_MS)
+    v.page.wait_for_selector("#loading", state="detached", timeout=PAGE_TIMEOUT_MS)
     return time.monotonic() - t0
 
 
@@ -348,15 +387,20 @@ def test_live_builder_runs_a_prompt_on_the_local_model(server, visit):
     # toggle a power phrase: open its section, tick it, see its text join the prompt
     phrase = get_phrase("only_label")
     section = next(c.title for c in default_library().categories if c.id == phrase.category)
-    page.locator(".pk-builder .jp-Collapse-header, .pk-builder .lm-AccordionPanel-title", has_text=section).first.click()
+    page.locator(".pk-builder .jupyter-widget-Collapse-header", has_text=section).first.click()
     box = _field(visit, "checkbox", re.escape(phrase.title)).locator("input[type=checkbox]")
     box.check()
     assert box.is_checked()
     page.locator(".pk-builder pre", has_text=phrase.text).first.wait_for()
 
+    # two rows keep the run short: focus the Rows slider and step it down with the keyboard
+    rows_slider = _field(visit, "hslider", "Rows")
+    handle = rows_slider.locator(".noUi-handle")
+    while int(rows_slider.locator(".widget-readout").inner_text()) > 2:
+        handle.press("ArrowLeft")
     page.get_by_role("button", name="Run").click()
     status = page.locator(".pk-builder .widget-html", has_text=re.compile(r"Done: \d+ calls"))
-    status.wait_for()
+    status.wait_for(timeout=RUN_TIMEOUT_MS)
     done = status.inner_text()
     assert page.locator(".pk-builder .pk-error").count() == 0, page.locator(".pk-error").inner_text()
     n_rows = int(_field(visit, "hslider", "Rows").locator(".widget-readout").inner_text())
@@ -369,9 +413,7 @@ def test_live_builder_runs_a_prompt_on_the_local_model(server, visit):
     for col in ("n", "errors", "score", "accuracy", "baseline", "latency_p50"):
         assert col in heads, heads
     rows = summary.locator("tbody tr")
-    assert rows.count() == 2
-    variants = sorted(rows.nth(i).locator("th").first.inner_text() for i in range(2))
-    assert variants == ["with phrases", "without phrases"]
+    assert rows.count() == 2  # with and without the phrase
     for i in range(2):
         cells = [c.strip() for c in rows.nth(i).locator("td").all_inner_texts()]
         values = dict(zip(heads[-len(cells):], cells))
@@ -379,13 +421,22 @@ def test_live_builder_runs_a_prompt_on_the_local_model(server, visit):
         assert 0.0 <= float(values["accuracy"]) <= 1.0 and 0.0 <= float(values["score"]) <= 1.0
         assert 0.0 < float(values["latency_p50"]) < 120
 
-    # side by side: each row's answers under each variant, and the per-call metrics
+    # side by side: each row's gold label, then each variant's answer with its grade
     text = page.locator(".pk-results").inner_text()
     assert "Side by side" in text and "Per call: latency, tokens, cost" in text
     sbs = page.locator(".pk-results table").nth(1)
-    assert sbs.locator("tbody tr").count() >= n_rows
-    answers = [t.strip() for t in sbs.locator("tbody td").all_inner_texts()]
-    assert sum(bool(a) for a in answers) >= n_rows, answers
+    sbs_heads = [h.strip() for h in sbs.locator("thead tr").first.locator("th").all_inner_texts()]
+    assert {"target", "with phrases", "without phrases"} <= set(sbs_heads), sbs_heads
+    body = sbs.locator("tbody tr")
+    assert body.count() == n_rows
+    gold = {"Commit", "Likely", "At-Risk"}
+    for i in range(n_rows):
+        cells = [c.strip() for c in body.nth(i).locator("td").all_inner_texts()]
+        assert cells[0] in gold, cells
+        for answer in cells[1:]:  # "<model output>\n— <mark> <score> <parsed label or 'unparseable'>"
+            assert re.search(r"— [✓✗?] [01]\.\d\d (Commit|Likely|At-Risk|unparseable)$", answer), answer
+    per_call = page.locator(".pk-results details table")
+    assert per_call.locator("tbody tr").count() == 2 * n_rows
     _page_is_clean(visit.text())
     visit.screenshot("chapter_04_live_builder_after_run")
     visit.check_offline()
@@ -406,6 +457,14 @@ def test_builder_callback_error_is_shown_in_the_page(server, visit):
     visit.screenshot("chapter_04_live_builder_error")
     visit.check_offline()
 
+    # leaving the page shuts its kernel down (each open tab holds one)
+    before = _kernels(server)
+    visit.leave()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_kernels(server)) >= len(before):
+        time.sleep(0.5)
+    assert len(_kernels(server)) == len(before) - 1, (before, _kernels(server))
+
 
 # ------------------------------------------------------------------ Ctrl-C stops the server and its kernels
 
@@ -415,11 +474,12 @@ def test_ctrl_c_stops_server_and_kernels(tmp_path):
     nbdir.mkdir()
     _nb(nbdir / "01_tiny.ipynb", [
         nbformat.v4.new_markdown_cell("# 1. A tiny chapter\n\nIt prints and then fails."),
-        nbformat.v4.new_code_cell("print('visible ' + 'output')"),
+        nbformat.v4.new_code_cell("WORD = 'default'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('visible ' + WORD)"),
         nbformat.v4.new_code_cell("print('hidden ' + 'cell')", metadata={"tags": ["no-dashboard"]}),
         nbformat.v4.new_code_cell("raise ValueError('boom ' + 'from a cell')"),
     ])
-    srv = Server(nbdir, tmp_path / "server.log", tmp_path / "home")
+    srv = Server(nbdir, tmp_path / "server.log", tmp_path / "home", params={"WORD": "output"})
     try:
         assert f"promptkit dashboard: serving {nbdir.resolve()} at {srv.url}" in srv.output()
         # a GET of a notebook executes it in a fresh kernel, which stays up for the page's widgets
