@@ -94,7 +94,7 @@ def test_mean_normalisation_and_end_of_answer():
     assert all(len(eos.tokens[lab]) == len(s.tokens[lab]) + 1 for lab in TIERS)
 
 
-def test_scoring_keeps_the_cache_consistent_and_generation_unchanged():
+def test_scoring_leaves_generation_unchanged_and_is_repeatable():
     prov = get_provider("local:smollm2")
     lm = prov.loaded()
     req = build_request(PROMPT, max_tokens=8)
@@ -102,14 +102,42 @@ def test_scoring_keeps_the_cache_consistent_and_generation_unchanged():
     a = label_logprobs("local:smollm2", PROMPT, TIERS)
     label_logprobs("local:smollm2", "Something else entirely. Yes or No?", ["Yes", "No"])
     b = label_logprobs("local:smollm2", PROMPT, TIERS)
-    assert a == pytest.approx(b, abs=1e-6)
+    assert a == b
     after = prov._generate(lm, req, threading.Event()).text
     assert before == after
-    # a prompt that extends the one left in the cache (same prompt + prefill) reuses only what is cached
-    label_logprobs("local:smollm2", PROMPT, TIERS)
-    extended = label_logprobs("local:smollm2", PROMPT, ["Commit", "Likely"], prefill="Answer:")
-    context = lm.render(build_request(PROMPT, prefill="Answer:"))
-    assert extended["Commit"] == pytest.approx(reference_logprob(context, "Commit"), abs=1e-3)
+
+
+def count_decoded(monkeypatch) -> list[int]:
+    """Record how many prompt tokens each llm.eval call decodes."""
+    llm = loaded_model("local:smollm2").llm
+    sizes: list[int] = []
+    real = llm.eval
+
+    def counting(tokens):
+        sizes.append(len(tokens))
+        return real(tokens)
+
+    monkeypatch.setattr(llm, "eval", counting)
+    return sizes
+
+
+def test_reused_prefix_gives_the_same_scores_on_smollm2(monkeypatch):
+    # SmolLM2 gives identical numbers for any batch of two or more tokens, so reuse must not change a score;
+    # the rows extend each other (same prompt, then with a prefill) to exercise a cache shorter than the match
+    reqs = {"a": build_request(PROMPT), "b": build_request(PROMPT, prefill="Answer:"),
+            "c": build_request("Other notes: all good.\nAnswer with one of: Commit, Likely, At-Risk."),
+            "d": build_request(PROMPT, prefill="Answer:")}
+    rows = [Row(k, {}, "Commit", "test") for k in reqs]
+    sizes = count_decoded(monkeypatch)
+    fresh = score_labels("local:smollm2", lambda r: reqs[r.id], rows, TIERS, progress=False)
+    fresh_decoded = sum(sizes)
+    sizes.clear()
+    reused = score_labels("local:smollm2", lambda r: reqs[r.id], rows, TIERS, progress=False, reuse_prefix=True)
+    assert sum(sizes) < fresh_decoded / 2, (sizes, fresh_decoded)  # b and d extend what is cached
+    for f, r in zip(fresh, reused):
+        assert r.logprobs == pytest.approx(f.logprobs, abs=1e-6), f.row_id
+    context = loaded_model("local:smollm2").render(reqs["b"])
+    assert reused[1].logprobs["Commit"] == pytest.approx(reference_logprob(context, "Commit"), abs=1e-3)
 
 
 def test_score_labels_over_rows_carries_ids_targets_and_splits():

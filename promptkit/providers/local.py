@@ -67,20 +67,26 @@ class LoadedModel:
         return toks
 
     def continuation_logprobs(
-        self, context: str, continuations: Sequence[str], *, append_eos: bool = False,
+        self, context: str, continuations: Sequence[str], *, append_eos: bool = False, reuse_prefix: bool = False,
     ) -> list[list[tuple[str, float]]]:
         """Per-token log-probabilities of each continuation after `context`, the context evaluated once.
 
-        The context is decoded once (reusing the prefix left by the previous
-        call, e.g. a shared system prompt); each continuation is then decoded in
-        one batch after it with logits kept for its positions, and dropped from
-        the cache afterwards. Spaces at the end of the context move to the start
-        of the continuation, where the tokenizer expects them (" Commit" is one
-        token, " " + "Commit" an unusual two). Every decode holds at least two
-        tokens: llama.cpp computes a lone token with another kernel whose
-        results differ (by up to ~0.1 nats on SmolLM2 Q4), so scores would
-        otherwise depend on what was scored before. Must run on `executor`
-        while holding `lock`.
+        The context is decoded once; each continuation is then decoded in one
+        batch after it (with the context's last token, so no decode holds a
+        lone token) with logits kept for its positions, and dropped from the
+        cache afterwards. Spaces at the end of the context move to the start of
+        the continuation, where the tokenizer expects them (" Commit" is one
+        token, " " + "Commit" an unusual two).
+
+        llama.cpp's numbers depend slightly on how tokens are batched: a lone
+        token takes another kernel (up to ~0.1 nats apart on SmolLM2), and on
+        the Qwen Q4_K_M files any change of batch size moves log-probabilities
+        by ~0.01-0.05 nats. So by default the context is decoded from position
+        0 in fixed chunks and a score depends only on its prompt.
+        `reuse_prefix=True` keeps the prefix shared with the previous call in
+        the cache (faster for long few-shot prompts) at the price of scores
+        that can depend on the order of calls. Must run on `executor` while
+        holding `lock`.
         """
         import numpy as np
 
@@ -109,7 +115,7 @@ class LoadedModel:
         # reuse only a prefix this method decoded itself, and only if nothing has run on the model since
         common = 0
         prev = self._scored
-        if prev is not None and llm.n_tokens == max(0, len(prev) - 2) and \
+        if reuse_prefix and prev is not None and llm.n_tokens == max(0, len(prev) - 2) and \
                 llm.input_ids[: llm.n_tokens].tolist() == prev[: llm.n_tokens]:
             for a, b in zip(prev, ctx_tokens):
                 if a != b:
@@ -300,6 +306,10 @@ class LocalProvider(Provider):
             except SettingsError as exc:
                 return Completion(error_kind="bad_request", error=str(exc), input_tokens=len(tokens))
         with lm.lock:
+            # Evaluate every prompt from position 0: reusing a cached prefix changes how tokens are
+            # batched, which moves llama.cpp's logits enough to flip greedy answers (measured: 1 of 6
+            # renewal-tier rows answered differently when the rows ran in another order).
+            lm.llm.reset()
             out = lm.llm.create_completion(tokens, **kwargs)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
