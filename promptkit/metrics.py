@@ -248,6 +248,39 @@ def bootstrap_interval(
     return Interval(float(lo), float(hi), level, f"bootstrap (n={n_boot}, seed={seed})")
 
 
+def _encode(gold: list[Any], pred: list[Any], labels: list[Any]) -> tuple[Any, Any, int]:
+    """Labels as ints 0..k-1; any other answer (None, out-of-set) is k, which matches no gold."""
+    code = {lab: i for i, lab in enumerate(labels)}
+    k = len(labels)
+    g = np.array([code[x] for x in gold], dtype=np.int64)
+    p = np.array([code.get(x, k) if x is not None else k for x in pred], dtype=np.int64)
+    return g, p, k
+
+
+def _class_metrics(g: Any, p: Any, k: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy and macro-F1 for each row of index matrices (B x n), all at once."""
+    onehot_g = g[..., None] == np.arange(k)  # B x n x k
+    onehot_p = p[..., None] == np.arange(k)
+    support = onehot_g.sum(axis=-2)
+    predicted = onehot_p.sum(axis=-2)
+    tp = (onehot_g & onehot_p).sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    return {
+        "accuracy": (g == p).mean(axis=-1),
+        "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
+        "macro_f1": f1.mean(axis=-1),
+    }
+
+
+def _percentile(vals: Any, level: float, how: str) -> Interval:
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(lo), float(hi), level, how)
+
+
 # ---------------------------------------------------------------- summary
 
 
@@ -347,20 +380,20 @@ def classification_summary(
     stats = per_class(gold, pred, labs)
     present = [s for s in stats.values() if s.support > 0]
 
-    def bal(g: list[Any], p: list[Any]) -> float:
-        return balanced_accuracy(g, p, labs)
-
-    def mf1(g: list[Any], p: list[Any]) -> float:
-        return macro_f1(g, p, labs)
+    _z(level)
+    g, p, k = _encode(gold, pred, labs)
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))  # the same draws as bootstrap_interval
+    boot = _class_metrics(g[idx], p[idx], k)
+    how = f"bootstrap (n={n_boot}, seed={seed})"
 
     return ClassificationSummary(
         n=n, labels=labs, accuracy=correct / n, accuracy_ci=acc_ci,
         majority_label=maj_label, majority_rate=maj_rate, beats_baseline=acc_ci.low > maj_rate,
         balanced_accuracy=sum(s.recall for s in present) / len(present),
-        balanced_accuracy_ci=bootstrap_interval(bal, gold, pred, n_boot=n_boot, seed=seed, level=level),
+        balanced_accuracy_ci=_percentile(boot["balanced_accuracy"], level, how),
         chance=1 / len(present),
         macro_f1=sum(s.f1 for s in stats.values()) / len(stats),
-        macro_f1_ci=bootstrap_interval(mf1, gold, pred, n_boot=n_boot, seed=seed, level=level),
+        macro_f1_ci=_percentile(boot["macro_f1"], level, how),
         correct=correct, wrong=n - correct - unparseable, unparseable=unparseable,
         per_class=stats, confusion=confusion_matrix(gold, pred, labs),
         predicted_counts={lab: c for lab, c in _counts(pred).items()},
@@ -442,11 +475,7 @@ def mcnemar_test(
     )
 
 
-_METRICS: dict[str, Callable[..., float]] = {
-    "accuracy": lambda g, p, labels: sum(x == y for x, y in zip(g, p)) / len(g),
-    "balanced_accuracy": balanced_accuracy,
-    "macro_f1": macro_f1,
-}
+_PAIRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def paired_bootstrap_test(
@@ -469,29 +498,17 @@ def paired_bootstrap_test(
     shifted to the null), with +1 smoothing so it is never exactly 0. Works for
     any metric, including balanced accuracy and macro-F1 where McNemar does not apply.
     """
-    if metric not in _METRICS:
-        raise GraderError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    if metric not in _PAIRED_METRICS:
+        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     gold, a = _check(gold, pred_a, "pred_a")
     _, b = _check(gold, pred_b, "pred_b")
     labs = _label_set(gold, a + b, labels)
-    fn = _METRICS[metric]
-
-    def safe(g: list[Any], p: list[Any]) -> float:
-        try:
-            return fn(g, p, labs)
-        except ZeroDivisionError:  # a resample without any row of some class
-            return float("nan")
-
-    observed = fn(gold, a, labs) - fn(gold, b, labs)
-    rng = np.random.default_rng(seed)
+    g, pa, k = _encode(gold, a, labs)
+    _, pb, _ = _encode(gold, b, labs)
+    observed = float(_class_metrics(g, pa, k)[metric] - _class_metrics(g, pb, k)[metric])
     n = len(gold)
-    diffs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        g = [gold[i] for i in idx]
-        diffs.append(safe(g, [a[i] for i in idx]) - safe(g, [b[i] for i in idx]))
-    d = np.asarray(diffs)
-    d = d[~np.isnan(d)]
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    d = _class_metrics(g[idx], pa[idx], k)[metric] - _class_metrics(g[idx], pb[idx], k)[metric]
     extreme = int(np.sum(np.abs(d - observed) >= abs(observed) - 1e-12))
     p = (extreme + 1) / (len(d) + 1)
     lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])

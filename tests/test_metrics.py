@@ -81,6 +81,15 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
     assert a.low < balanced_accuracy(GOLD, PRED, LABELS) < a.high
 
 
+def test_summary_intervals_match_the_generic_bootstrap():
+    # the summary's vectorised bootstrap must resample and score exactly like bootstrap_interval
+    s = classification_summary(GOLD, PRED, LABELS, n_boot=300, seed=5)
+    bal = bootstrap_interval(lambda g, p: balanced_accuracy(g, p, LABELS), GOLD, PRED, n_boot=300, seed=5)
+    mf1 = bootstrap_interval(lambda g, p: macro_f1(g, p, LABELS), GOLD, PRED, n_boot=300, seed=5)
+    assert (s.balanced_accuracy_ci.low, s.balanced_accuracy_ci.high) == pytest.approx((bal.low, bal.high))
+    assert (s.macro_f1_ci.low, s.macro_f1_ci.high) == pytest.approx((mf1.low, mf1.high))
+
+
 def test_summary_of_hand_matrix():
     s = classification_summary(GOLD, PRED, LABELS, n_boot=200)
     assert s.accuracy == pytest.approx(0.6)
