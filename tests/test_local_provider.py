@@ -143,3 +143,14 @@ def test_timeout_cancels_generation_and_frees_the_model():
     c, waited = asyncio.run(main())
     assert c.ok
     assert waited < 5, "a cancelled generation must stop promptly, not run to 2000 tokens"
+
+
+def test_greedy_answers_do_not_depend_on_what_ran_before():
+    """Prompts sharing a prefix, run in two orders: llama.cpp's prefix reuse must not change a greedy answer."""
+    ds = pk.load_dataset("renewal_tier")
+    t = ds.template()
+    rows = ds.split("dev").rows[:6]
+    s = pk.Settings(max_tokens=16, temperature=0)
+    forward = [pk.complete(t.render(r.input, s)).text for r in rows]
+    backward = [pk.complete(t.render(r.input, s)).text for r in reversed(rows)][::-1]
+    assert forward == backward
