@@ -32,7 +32,7 @@ $(QWEN15): $(STAMP)
 
 test: setup $(QWEN15)
 	$(PY) -m pytest
-	PROMPTKIT_HOME=$$(mktemp -d) PROMPTKIT_MODELS_DIR=$${PROMPTKIT_MODELS_DIR:-$$HOME/.cache/promptkit/models} $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 test-artifacts/notebooks
+	PROMPTKIT_HOME=$$(mktemp -d) PROMPTKIT_CACHE_DIR=$(CURDIR)/test-artifacts/cache PROMPTKIT_MODELS_DIR=$${PROMPTKIT_MODELS_DIR:-$$HOME/.cache/promptkit/models} $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 test-artifacts/notebooks
 
 clean:
 	rm -rf $(VENV)
