@@ -196,3 +196,23 @@ def test_auc_of_hand_made_scores():
     scores = [ls("a", 0.4, "Yes"), ls("b", 0.3, "Yes"), ls("c", 0.2, "No"), ls("d", 0.1, "No")]
     assert set(predictions(scores)) == {"No"}
     assert auc(scores, "Yes") == 1.0
+
+
+def test_scoring_spec_runs_in_the_runner_beside_generation():
+    from promptkit.experiment import Experiment
+
+    tpl = Template(name="yn", turns="Notes: {{notes}}\nDo the notes mention a competing vendor? Answer Yes or No.")
+    rows = [Row("r1", {"notes": "They are trialling Zendesk."}, "Yes", "test"),
+            Row("r2", {"notes": "Renewal signed."}, "No", "test")]
+    spec = scoring_model("local:smollm2", ["Yes", "No"])
+    exp = Experiment(variants=[tpl], models=["local:smollm2", spec], rows=rows,
+                     settings=Settings(max_tokens=4), graders=[pk.label_match(["Yes", "No"])])
+    res = pk.run(exp, cache="off", progress=False)
+    scored = [r for r in res.results if r.cell.model == spec]
+    assert len(scored) == 2
+    for r in scored:
+        assert r.completion.ok and r.completion.text in ("Yes", "No")
+        assert r.grades["label_match"].label == r.completion.text  # the ordinary label grader reads it
+        assert sum(label_probs(r.completion).values()) == pytest.approx(1.0)
+    summary = res.summary()
+    assert set(summary["model"]) == {"local:smollm2", spec}
