@@ -32,7 +32,10 @@ dashboard: setup
 # The dashboard's browser tests drive Debian's Chromium through Playwright (no browser download): install it if missing.
 CHROMIUM ?= /usr/lib/chromium/chromium
 chromium:
-	@test -x $(CHROMIUM) || { 	  echo "promptkit: installing Debian's chromium for the dashboard's browser tests"; 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; 	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
+	@test -x $(CHROMIUM) || { \
+	  echo "promptkit: installing Debian's chromium for the dashboard's browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
 	@test -x $(CHROMIUM) || { echo "promptkit: $(CHROMIUM) is still missing; install Debian's chromium package as root"; exit 1; }
 
 # The tests also cover the opt-in 1.5B model (three-way comparison, exercises): install it for them.
