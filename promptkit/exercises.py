@@ -62,6 +62,7 @@ class Exercise:
     settings: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1
     allow_settings: tuple[str, ...] = ()
+    must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
     hints: tuple[Hint, ...] = ()
 
     def starter(self) -> Template:
@@ -135,6 +136,7 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         d = dict(d)
         d["hints"] = tuple(_hint(h, where) for h in d.get("hints", ()))
         d["allow_settings"] = tuple(d.get("allow_settings", ()))
+        d["must_include"] = tuple(d.get("must_include", ()))
         Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
         ex = Exercise(**d)
         if ex.id in out:
@@ -215,6 +217,10 @@ def check(
             f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
             f"see the data; put {{{{{sorted(fields)[0]}}}}} where the input belongs"
         )
+    prompt_text = "\n".join(text for _, text in template.parts())
+    absent = [t for t in ex.must_include if t not in prompt_text]
+    if absent:
+        raise ExerciseError(f"exercise {ex.id}: keep {absent} in your prompt; the exercise is about working with it")
     extra = dict(settings or {})
     refused = sorted(set(extra) - set(ex.allow_settings))
     if refused:

@@ -50,6 +50,8 @@ def test_answers_that_cannot_work_are_refused_clearly():
         check("foundations.readable_tier", "Pick a tier.", progress=False)
     with pytest.raises(ExerciseError, match=r"settings \['max_tokens'\] are fixed in this exercise"):
         check("foundations.readable_tier", "{{notes}}", settings={"max_tokens": 500}, progress=False)
+    with pytest.raises(ExerciseError, match=r"keep \[\"Let's think step by step.\"\] in your prompt"):
+        check("phrases.measured_phrase", pk.load_dataset("competitor_mention").template(), progress=False)
     with pytest.raises(ExerciseError, match=r"unknown exercise 'nope'"):
         get_exercise("nope")
 

@@ -125,11 +125,11 @@ phrase_sources
 # %% [markdown]
 # ## Exercise
 #
-# ### 2.1 A phrase that keeps answers readable
+# ### 2.1 Keep the reasoning phrase, keep the answers readable
 
 # %%
 pk.exercises.get_exercise("phrases.measured_phrase")
 
 # %%
-mine = pk.apply_phrases(pk.load_dataset("competitor_mention").template(), ["cot"])  # change the phrases
+mine = pk.apply_phrases(pk.load_dataset("competitor_mention").template(), ["cot"])  # keep cot, add phrases
 pk.exercises.check("phrases.measured_phrase", mine, progress=False)
