@@ -261,6 +261,8 @@ def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool,
     c.VoilaConfiguration.theme = "light"
     c.VoilaConfiguration.show_margins = True
     c.VoilaConfiguration.show_tracebacks = show_tracebacks
+    # show the prose at once and each output as its cell finishes: a chapter's measurements take minutes
+    c.VoilaConfiguration.progressive_rendering = True
     c.VoilaConfiguration.allow_template_override = "NO"
     c.VoilaConfiguration.prelaunch_hook = functools.partial(prepare_notebook, params=dict(params or {}))
     # a tab closed without its unload beacon leaves a kernel (~100-300 MB): cull it once idle and disconnected
