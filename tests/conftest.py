@@ -6,12 +6,25 @@ every test shares the user's models folder instead of joining them again per tes
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from promptkit.config import models_dir
 
 SHARED_MODELS_DIR = str(models_dir())
+NOTEBOOK_CACHE = Path(__file__).resolve().parents[1] / "test-artifacts" / "cache"
+
+
+@pytest.fixture(scope="session")
+def notebook_cache() -> Path:
+    """The tour's answer cache for this session, emptied once: the dashboard's chapter pages, papermill and
+    (in `make test`) nbval run the chapters with the same small parameters, so only the first pays for calls."""
+    import shutil
+
+    shutil.rmtree(NOTEBOOK_CACHE, ignore_errors=True)
+    NOTEBOOK_CACHE.mkdir(parents=True)
+    return NOTEBOOK_CACHE
 
 
 @pytest.fixture(autouse=True)

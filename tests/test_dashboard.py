@@ -360,9 +360,11 @@ CHAPTERS = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if "live_builder" no
 
 
 @pytest.fixture
-def chapter_server(request, tmp_path):
+def chapter_server(request, tmp_path, notebook_cache, monkeypatch):
     """A server running one chapter with the notebook tests' small CI parameters (test_notebooks.py)."""
     from test_notebooks import CI_PARAMETERS
+
+    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))  # shared with the notebook tests
 
     srv = Server(NOTEBOOKS, tmp_path / "server.log", tmp_path / "home",
                  params=CI_PARAMETERS.get(Path(request.node.callspec.params["name"]).stem, {}))
