@@ -27,6 +27,7 @@ TEMPLATE = "promptkit"
 DEFAULT_PORT = 8866
 SKIP_TAG = "no-dashboard"
 CULL_IDLE_S = 900
+WS_PING_TIMEOUT_MS = 24 * 3600 * 1000
 DATA = Path(__file__).parent / "data" / "dashboard"
 
 # <link ...href="http(s)://..."> and <script ...src="http(s)://..."></script>: what a browser would fetch off-host
@@ -237,6 +238,7 @@ def prepare_notebook(req_handler: Any, notebook: Any, cwd: str, params: Mapping[
 def check_port(ip: str, port: int) -> None:
     """Fail early with a clear message rather than let Voilà wander to another port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tornado does: a just-stopped server's port is free
         try:
             s.bind((ip, port))
         except OSError as exc:
@@ -263,6 +265,9 @@ def voila_config(root: Path, *, port: int, ip: str, show_tracebacks: bool,
     c.VoilaConfiguration.show_tracebacks = show_tracebacks
     # show the prose at once and each output as its cell finishes: a chapter's measurements take minutes
     c.VoilaConfiguration.progressive_rendering = True
+    # Voilà reads no pong while a notebook executes over its execution socket, so jupyter_server's 90 s pong
+    # timeout would close it mid-chapter and lose the remaining outputs: keep the pings, drop the timeout
+    c.Voila.tornado_settings = {"ws_ping_timeout": WS_PING_TIMEOUT_MS}
     c.VoilaConfiguration.allow_template_override = "NO"
     c.VoilaConfiguration.prelaunch_hook = functools.partial(prepare_notebook, params=dict(params or {}))
     # a tab closed without its unload beacon leaves a kernel (~100-300 MB): cull it once idle and disconnected
