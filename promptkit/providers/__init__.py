@@ -23,6 +23,7 @@ _BUILTIN: dict[str, str] = {
     "vllm": "promptkit.providers.openai:OpenAIProvider",
     "lmstudio": "promptkit.providers.openai:OpenAIProvider",
     "echo": "promptkit.providers.echo:EchoProvider",
+    "score": "promptkit.scoring:ScoringProvider",  # classify by label likelihood: score:smollm2[Yes|No]
 }
 _REGISTERED: dict[str, type[Provider]] = {}
 _INSTANCES: dict[str, Provider] = {}
