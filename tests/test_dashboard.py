@@ -26,6 +26,7 @@ from promptkit.config import models_dir
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+LOGS = ROOT / "test-artifacts" / "dashboard"  # each test server's output, kept for reading after a failure
 CHROMIUM = Path(os.environ.get("PROMPTKIT_CHROMIUM", "/usr/lib/chromium/chromium"))
 CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -150,6 +151,7 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}  # runs with no key
         env["PROMPTKIT_HOME"] = str(home)
         env["PROMPTKIT_MODELS_DIR"] = MODELS_DIR
@@ -209,7 +211,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(NOTEBOOKS, tmp_path_factory.mktemp("dashlog") / "server.log", tmp_path_factory.mktemp("dashhome"))
+    srv = Server(NOTEBOOKS, LOGS / "server.log", tmp_path_factory.mktemp("dashhome"))
     yield srv
     srv.kill()
 
@@ -237,7 +239,7 @@ class Visit:
     """A browser tab that records every request, websocket, failed load and console error."""
 
     def __init__(self, browser) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})
         self.context.set_default_timeout(STEP_TIMEOUT_MS)
         self.requests: list[str] = []
         self.bad: list[str] = []
@@ -282,8 +284,8 @@ class Visit:
         """Full page: Voilà scrolls inside #rendered_cells, so grow the viewport to the content first."""
         height = self.page.evaluate(
             "() => { const el = document.getElementById('rendered_cells');"
-            " return Math.max(el ? el.scrollHeight : 0, document.documentElement.scrollHeight); }")
-        self.page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 30000)})
+            " return Math.max(el ? el.scrollHeight : 0, document.body.scrollHeight); }")
+        self.page.set_viewport_size({"width": 1440, "height": min(int(height) + 40, 30000)})
         self.page.wait_for_timeout(500)
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
@@ -366,7 +368,7 @@ def chapter_server(request, tmp_path, notebook_cache, monkeypatch):
 
     monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))  # shared with the notebook tests
 
-    srv = Server(NOTEBOOKS, tmp_path / "server.log", tmp_path / "home",
+    srv = Server(NOTEBOOKS, LOGS / f"server_{Path(request.node.callspec.params['name']).stem}.log", tmp_path / "home",
                  params=CI_PARAMETERS.get(Path(request.node.callspec.params["name"]).stem, {}))
     yield srv
     srv.kill()
