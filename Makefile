@@ -34,7 +34,7 @@ CHROMIUM ?= /usr/lib/chromium/chromium
 chromium:
 	@test -x $(CHROMIUM) || { \
 	  echo "promptkit: installing Debian's chromium for the dashboard's browser tests"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
 	@test -x $(CHROMIUM) || { echo "promptkit: $(CHROMIUM) is still missing; install Debian's chromium package as root"; exit 1; }
 
