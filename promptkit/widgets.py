@@ -286,7 +286,7 @@ class PromptBuilder:
         parts = []
         try:
             summary = results.summary()
-            cols = [c for c in ("n", "errors", "score", "score_lo", "score_hi", "accuracy", "baseline", "balanced_accuracy",
+            cols = [c for c in ("variant", "model", "n", "errors", "score", "score_lo", "score_hi", "accuracy", "baseline", "balanced_accuracy",
                                 "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100")
                     if c in summary.columns]
             parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.3g}"))
