@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from .files import atomic_write
 from .errors import DatasetError
 from .types import Row
 
@@ -409,14 +409,7 @@ class Dataset:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text))
 
 
 def load_dataset(name_or_path: str | os.PathLike[str], split: str | None = None) -> Dataset:

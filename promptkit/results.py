@@ -10,12 +10,12 @@ import html
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
 
+from .files import atomic_write
 from .errors import DatasetError, ExperimentError, GraderError, redact
 from .types import Cell, CellResult, Completion, Grade, Request, Settings
 
@@ -609,24 +609,6 @@ class Results:
 # ---------------------------------------------------------------------- helpers
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], Any]) -> Path:
-    """Write through a temporary file in the same folder and rename it into place: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _is_label(x: Any) -> bool:

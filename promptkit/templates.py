@@ -11,12 +11,12 @@ import html
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import TemplateError
+from .files import atomic_write
 from .types import Message, Request, Row, Settings
 
 VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -337,21 +337,7 @@ class Template:
         p = Path(path)
         fmt = _format_of(p)
         text = self.to_toml() if fmt == "toml" else self.to_yaml()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return p
+        return atomic_write(p, lambda f: f.write(text), newline="\n")
 
     # ---- display ------------------------------------------------------------------------
 
