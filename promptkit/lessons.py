@@ -11,7 +11,7 @@ from .types import Settings
 
 HONEST_COLUMNS = (
     "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
-    "unparseable", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
+    "unparseable", "mentioned", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
 )
 
 
@@ -57,13 +57,20 @@ def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
 
 
 def answer_counts(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
-    """How often each label was answered (and how often nothing readable): degenerate prompts show here."""
+    """How often each label was answered, mentioned without answering, or unreadable; the last row counts the
+    gold labels (every label, so it sums to the rows): degenerate prompts show here."""
     df = results.df
     g = results.primary_grader
     col = f"{g}_label"
-    answers = df[col].where(df[f"{g}_parsed"].astype("boolean").fillna(False), "unparseable")
+    parsed = df[f"{g}_parsed"].astype("boolean").fillna(False)
+    mentioned = df[f"{g}_reason"].fillna("").str.contains("mentioned, not answered", regex=False)
+    answers = df[col].where(parsed, "unparseable").where(parsed | ~mentioned, "mentioned, not answered")
     answers = answers.where(df["error_kind"].isna(), "error")
     table = df.assign(answer=answers).groupby(list(by))["answer"].value_counts().unstack(fill_value=0)
+    labels = [str(x) for x in results.labels(g)]  # every label, answered or not, so the gold row sums to n
+    apart = [c for c in ("mentioned, not answered", "unparseable", "error") if c in table.columns]
+    table = table.reindex(columns=labels + [c for c in table.columns if c not in labels + apart] + apart,
+                          fill_value=0)
     gold = df.drop_duplicates("row_id")["target"].map(lambda t: t if isinstance(t, str) else str(t)).value_counts()
     table.loc[("gold labels",) + ("",) * (len(by) - 1) if len(by) > 1 else "gold labels", :] = [
         gold.get(c, 0) for c in table.columns
