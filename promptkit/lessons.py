@@ -438,3 +438,77 @@ def evidence(ids: Sequence[str] | None = None) -> Any:
             raise PromptkitError(f"no evidence entry {unknown}; entries are {list(table.index)}")
         table = table.loc[list(ids)]
     return table
+
+
+def clears_chance(
+    dataset: str,
+    models: Sequence[str],
+    *,
+    split: str = "dev",
+    n: int | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Any:
+    """Each model's base prompt on a task: balanced accuracy with its interval beside chance, measured now.
+
+    A technique can only be seen working on a model that does better than chance to begin with; below it, a
+    'gain' is often a climb back to chance. Chapters run on the first model whose base prompt clears it.
+    """
+    import pandas as pd
+
+    from .datasets import load_dataset
+
+    res = evaluate(load_dataset(dataset).template(), dataset, split=split, n=n, models=list(models),
+                   progress=progress, **settings)
+    s = res.summary(by=["model"]).set_index("model")
+    rows = []
+    for m in models:
+        r = s.loc[m]
+        rows.append({"model": m, "rows": int(r["n"]), "balanced accuracy": float(r["balanced_accuracy"]),
+                     "low": float(r["balanced_accuracy_low"]), "high": float(r["balanced_accuracy_high"]),
+                     "chance": float(r["chance"]), "unparseable": int(r["unparseable"]),
+                     "clears chance": bool(float(r["balanced_accuracy"]) > float(r["chance"])),
+                     "interval above chance": bool(float(r["balanced_accuracy_low"]) > float(r["chance"]))})
+    table = pd.DataFrame(rows)
+    table.attrs["results"] = res
+    return table
+
+
+def chance_sentence(table: Any) -> str:
+    """What the clears-chance table shows, one sentence per model, generated from it."""
+    out = []
+    for _, r in table.iterrows():
+        state = ("above chance, beyond its interval" if r["interval above chance"] else
+                 "above chance, but its interval reaches chance" if r["clears chance"] else "not above chance")
+        out.append(f"{r['model']}: base prompt balanced accuracy {r['balanced accuracy']:.2f} "
+                   f"[{r['low']:.2f}, {r['high']:.2f}] on {r['rows']} rows, chance {r['chance']:.2f}: {state}.")
+    return "\n".join(out)
+
+
+def token_budget(results: Any, max_tokens: int) -> Any:
+    """Per variant and model: tokens the answers used and how many stopped at the limit, not on their own."""
+    import pandas as pd
+
+    df = results.df[results.df["error_kind"].isna()]
+    g = results.primary_grader
+    rows = []
+    for (v, m), part in df.groupby(["variant", "model"], sort=False):
+        rows.append({"variant": v, "model": m, "n": len(part),
+                     "output tokens (mean)": float(part["output_tokens"].astype(float).mean()),
+                     "max_tokens": max_tokens,
+                     "stopped at the limit": int((part["finish_reason"] == "length").sum()),
+                     "unreadable": int((~part[f"{g}_parsed"].astype("boolean").fillna(False)).sum()) if g else 0})
+    return pd.DataFrame(rows)
+
+
+def budget_sentence(table: Any, max_tokens: int) -> str:
+    """One line per variant, generated from `token_budget`: did the answers have room to finish?"""
+    out = []
+    for _, r in table.iterrows():
+        line = (f"{r['variant']} [{r['model'].split(':')[-1]}]: {r['output tokens (mean)']:.1f} of {max_tokens} "
+                f"tokens on average; {r['stopped at the limit']} of {r['n']} answers stopped at the limit, "
+                f"{r['unreadable']} unreadable")
+        if r["stopped at the limit"] > r["n"] / 2:
+            line += " (most were cut off: this budget does not let them finish)"
+        out.append(line + ".")
+    return "\n".join(out)

@@ -109,3 +109,19 @@ def test_evidence_ships_in_the_package_with_ids_sizes_and_numbers():
     assert not any("/work/" in str(v) or "shared/research" in str(v) for v in ev.to_numpy().ravel())
     with pytest.raises(Exception, match="no evidence entry"):
         lessons.evidence(["nope"])
+
+
+def test_token_budget_says_when_answers_were_cut_off():
+    res = run_of(base=["Commit"] * 12, cot=["Let me think step by step about"] * 12)
+    for r in res.results:
+        if r.cell.variant == "cot":
+            r.completion.finish_reason, r.completion.output_tokens = "length", 40
+        else:
+            r.completion.finish_reason, r.completion.output_tokens = "stop", 2
+    res = Results(res.results)
+    table = lessons.token_budget(res, 40).set_index("variant")
+    assert table.loc["cot", "stopped at the limit"] == 12 and table.loc["base", "stopped at the limit"] == 0
+    text = lessons.budget_sentence(table.reset_index(), 40)
+    assert "cot [x]: 40.0 of 40 tokens on average; 12 of 12 answers stopped at the limit, 12 unreadable" \
+           " (most were cut off: this budget does not let them finish)." in text
+    assert "base [x]: 2.0 of 40 tokens on average; 0 of 12 answers stopped at the limit, 0 unreadable." in text
