@@ -50,7 +50,6 @@ if AUTORUN:
 
 # %% tags=[no-dashboard]
 try:
-    result = pk.exercises.check(EXERCISE, exercise.save_as, progress=False)
+    display(pk.exercises.check(EXERCISE, exercise.save_as))
 except pk.exercises.ExerciseError as missing:  # nothing saved yet: say so instead of grading another prompt
-    result = missing
-result
+    print(missing)
