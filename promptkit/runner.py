@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from .aio import run_sync
+from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
@@ -495,9 +495,7 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
     Interrupting it (Ctrl-C, Jupyter's stop button) cancels the calls in flight and starts no
     more; answers already received stay in the cache, so running again continues the grid.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not loop_running():
         return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
     # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
     # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
@@ -511,20 +509,25 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-run")
     try:
-        future = pool.submit(asyncio.run, main())
-        try:
-            while True:  # short waits, so an interrupt is seen however it is delivered
-                try:
-                    return future.result(timeout=0.1)
-                except concurrent.futures.TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            if started.wait(timeout=5):
-                held["loop"].call_soon_threadsafe(held["task"].cancel)
-            try:
-                future.result(timeout=30)
-            except BaseException:
-                pass
-            raise
+        with ctrl_c_raises():  # under asyncio.run, Ctrl-C would otherwise only cancel a task that never yields
+            return _wait_for_run(pool.submit(asyncio.run, main()), held, started)
     finally:
         pool.shutdown(wait=False)
+
+
+def _wait_for_run(future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event) -> "Results":
+    """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
+    try:
+        while True:  # short waits, so an interrupt is seen however it is delivered
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        if started.wait(timeout=5):
+            held["loop"].call_soon_threadsafe(held["task"].cancel)
+        try:
+            future.result(timeout=30)
+        except BaseException:
+            pass
+        raise
