@@ -66,14 +66,41 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
         "budget_tokens": args.budget_tokens, "timeout_s": args.timeout,
     }.items() if v is not None}
+    out = Path(args.out or Path("runs") / experiment.name)  # type: ignore[attr-defined]
+    check_out(out)  # before the first call: a bad --out must not waste the calls
     res = run(experiment, progress=not args.no_progress, **opts)
-    out = Path(args.out or Path("runs") / res.meta["experiment"]["name"])
     out.mkdir(parents=True, exist_ok=True)
     files = [res.to_csv(out / "results.csv"), res.to_jsonl(out / "results.jsonl"), res.to_html(out / "report.html")]
     print(summary_text(res))
     for f in files:
         print(f"wrote {f}")
     return 3 if res.meta.get("stopped_for_budget") else 0
+
+
+EXPORTS = ("results.csv", "results.jsonl", "report.html")
+
+
+def check_out(out: "Path") -> None:
+    """Refuse an output folder that cannot take the exports, naming it and what to do, before any call."""
+    import os
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise PromptkitError(f"--out {out}: is a file; give a folder for {', '.join(EXPORTS)} (or remove the file)")
+    for name in EXPORTS:
+        if (out / name).is_dir():
+            raise PromptkitError(f"--out {out}: {out / name} is a folder; remove it or choose another --out")
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PromptkitError(f"--out {out}: {probe} is a file, so the folder cannot be made; choose another --out")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".promptkit-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PromptkitError(f"--out {out}: cannot write in {probe} ({exc.strerror or exc}); choose another --out") from None
 
 
 def summary_text(res: object) -> str:

@@ -20,6 +20,23 @@ from .errors import ExperimentError, GraderError, PromptkitError
 from .types import Cell, Grader, PromptVariant, Row, Settings
 
 MAX_PROBLEMS_SHOWN = 5
+DEFAULT_MAX_CELLS = 1_000_000  # ~1 GB of cells and results; PROMPTKIT_MAX_CELLS raises it
+
+
+def max_cells() -> int:
+    """The largest grid a run expands: PROMPTKIT_MAX_CELLS or 1,000,000."""
+    raw = os.environ.get("PROMPTKIT_MAX_CELLS")
+    if raw is None:
+        return DEFAULT_MAX_CELLS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ExperimentError(f"environment variable PROMPTKIT_MAX_CELLS must be a whole number of at least 1, "
+                              f"got {raw!r}")
+    return value
+
 
 
 def _fmt(value: Any) -> str:
@@ -153,9 +170,11 @@ class Experiment:
     def expand(self) -> list[Cell]:
         """Every cell of the grid, model-major (variants, settings, rows, repeats inside).
 
-        Raises ExperimentError, before any call, when rows cannot fill a prompt.
+        Raises ExperimentError, before any call, when rows cannot fill a prompt or the grid is
+        larger than `max_cells()` (checked before a single cell is built).
         """
         grid = self.settings_grid()
+        self._check_size(len(grid))
         problems: dict[tuple[int, int], str] = {}
         requests: dict[tuple[int, int, int], Any] = {}
         for vi, variant in enumerate(self.variants):
@@ -175,18 +194,43 @@ class Experiment:
                 + "\nFix the dataset rows or the template variables (or drop those rows) and run again."
             )
         cells: list[Cell] = []
-        for model in self.models:
-            for vi, variant in enumerate(self.variants):
-                for si, (label, settings) in enumerate(grid):
-                    for ri, row in enumerate(self.rows):
-                        req = requests[vi, si, ri]
-                        for rep in range(self.repeats):
-                            cells.append(Cell(
-                                key=cell_key(model, req, rep), variant=variant.name, model=model,
-                                settings=settings, row_id=row.id, repeat=rep, request=req,
-                                target=row.target, settings_label=label,
-                            ))
+        try:
+            for model in self.models:
+                for vi, variant in enumerate(self.variants):
+                    for si, (label, settings) in enumerate(grid):
+                        for ri, row in enumerate(self.rows):
+                            req = requests[vi, si, ri]
+                            for rep in range(self.repeats):
+                                cells.append(Cell(
+                                    key=cell_key(model, req, rep), variant=variant.name, model=model,
+                                    settings=settings, row_id=row.id, repeat=rep, request=req,
+                                    target=row.target, settings_label=label,
+                                ))
+        except UnicodeEncodeError:  # half a surrogate pair in a row or a prompt: say where, call nothing
+            raise ExperimentError(self._not_text()) from None
         return cells
+
+    def _check_size(self, n_settings: int) -> None:
+        n = len(self.variants) * len(self.models) * n_settings * len(self.rows) * self.repeats
+        limit = max_cells()
+        if n > limit:
+            where = f"{self.source}: " if self.source else ""
+            raise ExperimentError(
+                f"{where}the grid has {n:,} cells ({len(self.variants)} variant(s) x {len(self.models)} model(s) x "
+                f"{n_settings} setting(s) x {len(self.rows)} row(s) x {self.repeats} repeat(s)), more than the limit "
+                f"of {limit:,}; nothing was run. Lower repeats, rows or the sweep, or raise the limit with the "
+                f"environment variable PROMPTKIT_MAX_CELLS={n}")
+
+    def _not_text(self) -> str:
+        from .datasets import lone_surrogate
+
+        where = f"{self.source}: " if self.source else ""
+        for row in self.rows:
+            bad = lone_surrogate(row.input, "input")
+            if bad is not None:
+                return f"{where}row {row.id!r}, field '{bad[0]}': {bad[1]}; nothing was run"
+        return (f"{where}a prompt holds a lone surrogate (half an emoji or a broken escape), which is not text; "
+                f"fix the template; nothing was run")
 
     def describe(self) -> dict[str, Any]:
         """A plain-data summary of the grid for results meta and reports."""

@@ -83,6 +83,7 @@ class _Run:
         self.max_in_flight = 0
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
+        self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
         self.writer: concurrent.futures.ThreadPoolExecutor | None = None
         if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
@@ -182,6 +183,8 @@ class _Run:
                     prov = get_provider(cell.model)
                 except PromptkitError as exc:
                     prov = Completion(error_kind="config", error=str(exc), model=cell.model)
+                    print(f"promptkit: {cell.model} cannot be called, so its cells are marked error_kind 'config': "
+                          f"{exc}", file=sys.stderr)
                 providers[cell.model] = prov
                 if self.budget.usd is not None and not isinstance(prov, Completion) and self._unpriced(prov):
                     self.unpriced_models.append(cell.model)
@@ -411,6 +414,8 @@ class _Run:
         }
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
+        if self.cache_problems:
+            meta["cache_problems"] = list(self.cache_problems)
         return meta
 
 
@@ -492,12 +497,27 @@ async def arun(
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
+    cache_problems = store.check() if store is not None and hasattr(store, "check") else []
+    for problem in cache_problems:  # said before the first call: a broken cache means paying again
+        print(f"promptkit: {problem}", file=sys.stderr)
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
         retry=policy, budget=budget, progress=progress, stream=opts["stream"],
     )
-    return await run_.execute()
+    run_.cache_problems = cache_problems
+    res = await run_.execute()
+    for kind in ("auth", "connection"):  # the setup's fault, not the moment's: say which URL or key to fix
+        first = next((r.completion for r in res.results if r.completion.error_kind == kind), None)
+        if first is not None:
+            n = res.meta["counts"]["errors_by_kind"].get(kind, 0)
+            print(f"promptkit: {n} cell(s) of {first.provider}:{first.model} failed with '{kind}': {first.error}",
+                  file=sys.stderr)
+    failed = res.meta.get("cache_write_errors")
+    if failed:
+        print(f"promptkit: some answers could not be written to the cache ({failed[0]}); they are in these "
+              f"results but a re-run will ask for them again", file=sys.stderr)
+    return res
 
 
 def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
