@@ -29,7 +29,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     c = complete(
         args.prompt, args.model, system=args.system, prefill=args.prefill or "",
-        temperature=args.temperature, max_tokens=args.max_tokens,
+        temperature=args.temperature, max_tokens=args.max_tokens, stream=args.stream,
     )
     if not c.ok:
         print(f"error ({c.error_kind}): {c.error}", file=sys.stderr)
@@ -38,7 +38,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     cost = "unknown" if c.cost_usd is None else f"${c.cost_usd:.6f}"
     print(
         f"[{c.provider}:{c.model}  in={c.input_tokens} out={c.output_tokens} tokens  "
-        f"latency={c.latency_s:.2f}s  ttft={(c.ttft_s or 0):.2f}s  finish={c.finish_reason}  cost={cost}]",
+        f"latency={c.latency_s:.2f}s  ttft={'-' if c.ttft_s is None else f'{c.ttft_s:.2f}s'}  "
+        f"finish={c.finish_reason}  cost={cost}]",
         file=sys.stderr,
     )
     return 0
@@ -54,6 +55,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-tokens", type=int, default=None, help="stop starting calls before using this many tokens")
     p.add_argument("--timeout", type=float, default=None, help="seconds one call may take (default 120)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="stream API calls to measure time to first token (costs client CPU per call)")
 
 
 def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
@@ -64,7 +67,7 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
 
     opts = {k: v for k, v in {
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
-        "budget_tokens": args.budget_tokens, "timeout_s": args.timeout,
+        "budget_tokens": args.budget_tokens, "timeout_s": args.timeout, "stream": args.stream,
     }.items() if v is not None}
     out = Path(args.out or Path("runs") / experiment.name)  # type: ignore[attr-defined]
     check_out(out)  # before the first call: a bad --out must not waste the calls
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefill", default=None, help="start of the assistant's answer")
     c.add_argument("-t", "--temperature", type=float, default=0.0)
     c.add_argument("-n", "--max-tokens", type=int, default=256)
+    c.add_argument("--stream", action="store_true", help="stream the call to measure time to first token")
     c.set_defaults(func=cmd_complete)
 
     r = sub.add_parser("run", help="run an experiment YAML file; write CSV, JSONL and an HTML report",

@@ -228,7 +228,8 @@ class _Run:
     async def _call(self, cell: Cell, gate: Gate, provider: "Provider") -> Completion:
         """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
         est_usd, est_tokens = self._estimate(cell, provider)
-        if not await self.budget.reserve(est_usd, est_tokens):
+        held = await self.budget.reserve(est_usd, est_tokens, cell.model)
+        if held is None:
             return Completion(error_kind="budget", error="not run: " + self._budget_message(final=False))
         comp: Completion | None = None
         try:
@@ -252,7 +253,7 @@ class _Run:
                 comp.error = f"{comp.error} (gave up after {attempt} attempts)"
             return comp
         finally:
-            await self.budget.settle(est_usd, est_tokens, comp)
+            await self.budget.settle(held, comp)
 
     async def _enter(self, gate: Gate) -> None:
         """Take a global slot and the provider's next start slot, without holding the first while pacing."""
