@@ -508,17 +508,26 @@ async def arun(
     )
     run_.cache_problems = cache_problems
     res = await run_.execute()
-    for kind in ("auth", "connection"):  # the setup's fault, not the moment's: say which URL or key to fix
-        first = next((r.completion for r in res.results if r.completion.error_kind == kind), None)
-        if first is not None:
-            n = res.meta["counts"]["errors_by_kind"].get(kind, 0)
-            print(f"promptkit: {n} cell(s) of {first.provider}:{first.model} failed with '{kind}': {first.error}",
-                  file=sys.stderr)
+    _say_setup_errors(res)
     failed = res.meta.get("cache_write_errors")
     if failed:
         print(f"promptkit: some answers could not be written to the cache ({failed[0]}); they are in these "
               f"results but a re-run will ask for them again", file=sys.stderr)
     return res
+
+
+def _say_setup_errors(res: "Results") -> None:
+    """On stderr, per model: cells that failed because an endpoint was unreachable or refused the key (which
+    URL or variable to fix is in the error), so a wrong setup is not found only in the results file."""
+    first: dict[tuple[str, str], str] = {}
+    count: Counter[tuple[str, str]] = Counter()
+    for r in res.results:
+        kind = r.completion.error_kind
+        if kind in ("auth", "connection"):
+            count[r.cell.model, kind] += 1
+            first.setdefault((r.cell.model, kind), r.completion.error or "")
+    for (model, kind), n in count.items():
+        print(f"promptkit: {n} cell(s) of {model} failed with '{kind}': {first[model, kind]}", file=sys.stderr)
 
 
 def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
