@@ -103,7 +103,8 @@ def check_out(out: "Path") -> None:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise PromptkitError(f"--out {out}: cannot write in {probe} ({exc.strerror or exc}); choose another --out") from None
+        raise PromptkitError(
+            f"--out {out}: cannot write in {probe} ({exc.strerror or exc}); choose another --out") from None
 
 
 def summary_text(res: object) -> str:

@@ -556,7 +556,9 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
         pool.shutdown(wait=False)
 
 
-def _wait_for_run(future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event) -> "Results":
+def _wait_for_run(
+    future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event,
+) -> "Results":
     """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
     try:
         while True:  # short waits, so an interrupt is seen however it is delivered

@@ -29,7 +29,8 @@ def cost(n_in: int, n_out: int) -> float:
 
 def grid(n: int) -> Experiment:
     t = Template(name="t", turns=[{"role": "user", "content": "tier for {{notes}}"}])
-    rows = [Row(id=f"r{i:03d}", input={"notes": f"account {i:03d}"}) for i in range(n)]  # equal lengths: equal estimates
+    # equal lengths, so equal estimates
+    rows = [Row(id=f"r{i:03d}", input={"notes": f"account {i:03d}"}) for i in range(n)]
     return Experiment(variants=[t], models=[MODEL], rows=rows, settings=Settings(max_tokens=16), name="bills")
 
 

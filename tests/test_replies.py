@@ -97,7 +97,8 @@ def test_a_run_streams_only_when_asked(server):
 
 def grid(n_rows: int, models=tuple(MODELS.values())) -> Experiment:
     t = Template(name="t", turns=[{"role": "user", "content": "{{q}}"}])
-    return Experiment(variants=[t], models=list(models), rows=[Row(id=f"r{i}", input={"q": f"q {i}"}) for i in range(n_rows)])
+    rows = [Row(id=f"r{i}", input={"q": f"q {i}"}) for i in range(n_rows)]
+    return Experiment(variants=[t], models=list(models), rows=rows)
 
 
 @pytest.mark.parametrize("stream", [False, True])
