@@ -22,7 +22,7 @@ TASKS = load_tasks()
 FILE_TASKS = [n for n in ALL if not TASKS[n].derived_from]
 CLASSIFICATION = [n for n in FILE_TASKS if TASKS[n].type in ("label", "multilabel")]
 # the tasks the tour teaches on: large enough that a stored run resolves a ~12-point paired difference
-TAUGHT = ["renewal_tier"]
+TAUGHT = ["renewal_tier", "health_colour"]
 
 
 # --- every shipped dataset ---------------------------------------------------------------------------------------
