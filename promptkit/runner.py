@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from .aio import run_sync
+from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
@@ -62,9 +62,10 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool,
+        progress: bool, stream: bool = False,
     ) -> None:
         self.experiment = experiment
+        self.stream = stream
         self.mode = cache
         self.store = cache_backend
         self.concurrency = concurrency
@@ -96,6 +97,9 @@ class _Run:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         self.cells: list[Cell] = self.experiment.expand()
+        if self.stream:  # asked for: API calls stream so time to first token is measured (not part of the key)
+            for c in self.cells:
+                c.request = replace(c.request, stream=True)
         self.results: list[CellResult | None] = [None] * len(self.cells)
         self.groups: dict[str, list[int]] = {}
         for i, c in enumerate(self.cells):
@@ -394,6 +398,7 @@ class _Run:
             "unpriced_models": self.unpriced_models,
             "budget": {"usd": self.budget.usd, "tokens": self.budget.tokens},
             "cache": self.mode,
+            "stream": self.stream,
             "limits": {
                 "concurrency": self.concurrency,
                 "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
@@ -422,7 +427,7 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
 _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
-    "max_attempts": 4, "budget_usd": None, "budget_tokens": None,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False,
 }
 
 
@@ -439,6 +444,7 @@ async def arun(
     retry: RetryPolicy | None = None,
     budget_usd: float | None = _UNSET,
     budget_tokens: int | None = _UNSET,
+    stream: bool = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -458,6 +464,8 @@ async def arun(
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
+        stream: stream API calls so time to first token is measured (default False: a plain reply
+            costs less client CPU per call and still gives latency, tokens and cost).
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -466,6 +474,7 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
+        "stream": stream,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -480,11 +489,13 @@ async def arun(
         _per_provider(opts["rpm"], "rpm")
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
+    if not isinstance(opts["stream"], bool):
+        raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress,
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"],
     )
     return await run_.execute()
 
@@ -495,9 +506,7 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
     Interrupting it (Ctrl-C, Jupyter's stop button) cancels the calls in flight and starts no
     more; answers already received stay in the cache, so running again continues the grid.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not loop_running():
         return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
     # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
     # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
@@ -511,20 +520,25 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-run")
     try:
-        future = pool.submit(asyncio.run, main())
-        try:
-            while True:  # short waits, so an interrupt is seen however it is delivered
-                try:
-                    return future.result(timeout=0.1)
-                except concurrent.futures.TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            if started.wait(timeout=5):
-                held["loop"].call_soon_threadsafe(held["task"].cancel)
-            try:
-                future.result(timeout=30)
-            except BaseException:
-                pass
-            raise
+        with ctrl_c_raises():  # under asyncio.run, Ctrl-C would otherwise only cancel a task that never yields
+            return _wait_for_run(pool.submit(asyncio.run, main()), held, started)
     finally:
         pool.shutdown(wait=False)
+
+
+def _wait_for_run(future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event) -> "Results":
+    """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
+    try:
+        while True:  # short waits, so an interrupt is seen however it is delivered
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        if started.wait(timeout=5):
+            held["loop"].call_soon_threadsafe(held["task"].cancel)
+        try:
+            future.result(timeout=30)
+        except BaseException:
+            pass
+        raise

@@ -94,12 +94,15 @@ class Request:
     """What a provider is asked: turns, settings and an optional assistant prefill.
 
     `prefill` starts the assistant's answer (e.g. "{" for JSON); the provider
-    continues from it and the completion's text includes it.
+    continues from it and the completion's text includes it. `stream` asks an API
+    provider to stream so time to first token is measured; it costs client CPU per
+    call and never changes the answer, so it is not part of the cell key.
     """
 
     messages: tuple[Message, ...]
     settings: Settings = field(default_factory=Settings)
     prefill: str = ""
+    stream: bool = False
 
     def __post_init__(self) -> None:
         msgs = tuple(self.messages)
@@ -143,7 +146,7 @@ class TokenLogprob:
 
 ErrorKind = Literal[
     "rate_limit", "overloaded", "server", "timeout", "connection", "auth",
-    "bad_request", "context_length", "malformed", "budget", "config", "unknown",
+    "bad_request", "context_length", "malformed", "truncated", "budget", "config", "unknown",
 ]
 
 

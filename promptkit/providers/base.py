@@ -52,7 +52,8 @@ class Provider(ABC):
             raise
         except Exception as exc:  # every failure becomes data
             kind, retry_after = self.classify(exc)
-            c = Completion(error_kind=kind, error=redact(f"{type(exc).__name__}: {exc}"), retry_after_s=retry_after)
+            c = Completion(error_kind=kind, error=redact(f"{type(exc).__name__}: {exc}{self.hint(kind)}"),
+                           retry_after_s=retry_after)
         c.provider = c.provider or self.spec.provider
         c.model = c.model or self.model
         if c.latency_s is None:
@@ -83,6 +84,10 @@ class Provider(ABC):
             headers = getattr(getattr(exc, "response", None), "headers", None) or {}
             return classify_status(status, str(exc)), retry_after_seconds(headers)
         return "unknown", None
+
+    def hint(self, kind: str) -> str:
+        """What to do about a failed call of this kind (which URL, which variable), or ''."""
+        return ""
 
     @classmethod
     def status(cls, spec: ModelSpec) -> tuple[bool, str]:
