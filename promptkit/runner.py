@@ -25,7 +25,7 @@ from .aio import run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .types import Cell, CellResult, Completion, Grade
+from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Experiment
@@ -291,6 +291,8 @@ class _Run:
     # ---- finishing cells ---------------------------------------------------------------
 
     async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
+        if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
+            comp.prefill = prefill_used(self.cells[self.groups[key][0]].request, comp)
         if not hit:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop

@@ -94,7 +94,7 @@ class Request:
     """What a provider is asked: turns, settings and an optional assistant prefill.
 
     `prefill` starts the assistant's answer (e.g. "{" for JSON); the provider
-    continues from it and the completion's text includes it.
+    continues from it: `Completion.text` includes it, `Completion.reply` is the continuation alone.
     """
 
     messages: tuple[Message, ...]
@@ -165,10 +165,16 @@ class Completion:
     retry_after_s: float | None = None
     logprobs: list[TokenLogprob] | None = None
     cached: bool = False
+    prefill: str = ""  # the start of the answer the request supplied; `text` begins with it
 
     @property
     def ok(self) -> bool:
         return self.error_kind is None
+
+    @property
+    def reply(self) -> str:
+        """What the model wrote after the prefill (`text` is prefill + reply, as a reader sees the answer)."""
+        return self.text[len(self.prefill):] if self.prefill and self.text.startswith(self.prefill) else self.text
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +186,14 @@ class Completion:
         if d.get("logprobs") is not None:
             d["logprobs"] = [TokenLogprob(**t) for t in d["logprobs"]]
         return cls(**d)
+
+
+def prefill_used(request: Request, completion: Completion) -> str:
+    """The prefill as the completion's text carries it (Anthropic strips its trailing whitespace)."""
+    p = request.prefill
+    if p and not completion.text.startswith(p) and completion.text.startswith(p.rstrip()):
+        return p.rstrip()
+    return p
 
 
 @dataclass

@@ -1,0 +1,193 @@
+"""Bring your own workload (issue 17): what porting a third-party eval needed, each as a behaviour.
+
+Single-brace templates, grading the reply after a prefill, Python's regex defaults, per-row
+patterns and must-not checks, prompts paired with their own rows, errors in pass rates.
+Runs on the in-package `echo:` provider (it answers with the prefill + the user turn).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+
+import promptkit as pk
+from promptkit import graders as G
+from promptkit.errors import ExperimentError, GraderError, TemplateError
+from promptkit.experiment import Experiment, experiment_from_dict
+from promptkit.templates import Template
+from promptkit.types import Completion, Message, Request, Row
+
+EMAILS = [Row("a", {"email": "Refund my order"}, "refund"), Row("b", {"email": "Where is my parcel"}, "shipping")]
+
+
+def C(text: str, **kw) -> Completion:
+    return Completion(text=text, provider="test", model="hand", **kw)
+
+
+# --------------------------------------------------------------------------- 1. {var} templates
+
+
+def test_single_brace_slot_matching_a_row_field_stops_the_run_before_any_call():
+    t = Template("sort", turns="Sort this email: {email}")
+    exp = Experiment([t], ["echo:x"], EMAILS)
+    with pytest.raises(ExperimentError) as e:
+        pk.run(exp, cache="off", progress=False)
+    msg = str(e.value)
+    assert "{email} is left in the prompt" in msg and "row 'a'" in msg and "prompt 'sort'" in msg
+    assert "{{email}}" in msg and "placeholders='single'" in msg and "nothing was run" in msg
+
+
+def test_a_brace_that_names_no_row_field_is_left_alone():
+    t = Template("json", turns='Answer as {"label": ...} or {label}: {{email}}')
+    cells = Experiment([t], ["echo:x"], EMAILS).expand()
+    assert len({c.key for c in cells}) == 2
+
+
+def test_single_placeholders_render_python_format_style():
+    t = Template("sort", system="You sort {{kind}} emails.", turns="Email: {email}\nAnswer as {{\"label\": ...}}",
+                 prefill="{topic}", placeholders="single")
+    assert t.variables == {"email", "topic"}
+    req = t.render({"email": "Refund my order", "topic": "Topic:"})
+    assert req.messages[0].content == "You sort {kind} emails."
+    assert req.messages[1].content == 'Email: Refund my order\nAnswer as {"label": ...}'
+    assert req.prefill == "Topic:"
+    with pytest.raises(TemplateError, match="missing variable 'email'"):
+        t.render({"topic": "x"})
+    assert t.as_double().render({"email": "e", "topic": "p"}) == req.__class__(
+        messages=(Message("system", "You sort {kind} emails."), Message("user", 'Email: e\nAnswer as {"label": ...}')),
+        prefill="p")
+    with pytest.raises(TemplateError, match="'placeholders' must be 'double'"):
+        Template("x", turns="hi", placeholders="curly")
+
+
+def test_single_placeholders_from_yaml_prompt_and_template_file(tmp_path):
+    data = {"prompts": [{"template": {"name": "sort", "turns": [{"role": "user", "content": "Sort: {email}"}]},
+                         "placeholders": "single"}],
+            "models": ["echo:x"], "rows": [{"id": r.id, "input": r.input, "target": r.target} for r in EMAILS]}
+    exp = experiment_from_dict(data)
+    assert [c.request.messages[-1].content for c in exp.expand()] == ["Sort: Refund my order", "Sort: Where is my parcel"]
+    saved = Template("sort", turns="Sort: {email}", placeholders="single").save(tmp_path / "sort.yaml")
+    assert "placeholders: single" in saved.read_text()
+    assert pk.load_template(saved).render(EMAILS[0]).messages[-1].content == "Sort: Refund my order"
+
+
+class IgnoresInput:
+    """A prompt variant that never uses its row: every row gets the same prompt."""
+
+    name = "fixed"
+
+    def to_request(self, variables, settings):
+        return Request(messages=(Message("user", "Say hi"),), settings=settings)
+
+
+def test_rows_that_differ_but_render_the_same_warn_and_fail_when_strict():
+    with pytest.warns(UserWarning, match=r"rows 'a' and 'b' differ in \['email'\] but give prompt 'fixed' the same text"):
+        Experiment([IgnoresInput()], ["echo:x"], EMAILS).expand()
+    with pytest.raises(ExperimentError, match="share one call"):
+        Experiment([IgnoresInput()], ["echo:x"], EMAILS, strict=True).expand()
+    same = [Row("a", {"email": "x"}), Row("b", {"email": "x"})]  # identical inputs: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Experiment([IgnoresInput()], ["echo:x"], same).expand()
+
+
+def test_strict_experiment_rejects_row_fields_the_prompt_never_uses():
+    rows = [Row("a", {"email": "x", "sender": "ann"})]
+    t = Template("sort", turns="Sort: {{email}}")
+    assert len(Experiment([t], ["echo:x"], rows).expand()) == 1
+    with pytest.raises(ExperimentError, match=r"unused variable \['sender'\]"):
+        Experiment([t], ["echo:x"], rows, strict=True).expand()
+    with pytest.raises(ExperimentError, match="field 'strict': must be true or false"):
+        experiment_from_dict({"prompts": [{"template": {"name": "s", "turns": "hi {{email}}"}}], "models": ["echo:x"],
+                              "rows": [{"id": "a", "input": {"email": "x"}}], "strict": "yes"})
+
+
+# --------------------------------------------------------------------------- 2. reply vs text
+
+
+def test_completion_keeps_text_and_reply_and_graders_choose():
+    c = C("Answer: Yes, renew", prefill="Answer:")
+    assert c.text == "Answer: Yes, renew" and c.reply == " Yes, renew"
+    assert G.contains("Answer")(c).passed  # default: the whole text, prefill included
+    g = G.contains("Answer", on="reply")
+    assert not g(c).passed and g.on == "reply"
+    assert G.label_match(["Yes", "No"]).on_reply()(C("Yes? No", prefill="Yes?"), "No").passed
+    assert (G.regex(r"^ Yes") & G.equals(" Yes, renew")).on_reply()(c).passed
+    with pytest.raises(GraderError, match="on must be 'text'"):
+        G.regex("x", on="answer")
+
+
+def test_prefill_used_follows_anthropic_stripping_the_prefill():
+    from promptkit.types import prefill_used
+
+    req = Request(messages=(Message("user", "q"),), prefill="Answer: ")
+    assert prefill_used(req, C("Answer: yes")) == "Answer: "
+    assert prefill_used(req, C("Answer:yes")) == "Answer:"
+
+
+def test_runner_records_the_prefill_so_yaml_graders_can_grade_the_reply_alone(tmp_path):
+    data = {
+        "prompts": [{"template": {"name": "p", "turns": "{{email}}", "prefill": "Sorry "}}],
+        "models": ["echo:x"], "rows": [{"id": "a", "input": {"email": "we cannot help"}}],
+        "graders": [{"name": "contains", "text": "sorry"}, {"name": "regex", "pattern": "sorry", "on": "reply"}],
+    }
+    res = pk.run(experiment_from_dict(data), cache="off", progress=False)
+    r = res.results[0]
+    assert r.completion.text == "Sorry we cannot help" and r.completion.reply == "we cannot help"
+    assert r.grades["contains"].passed and not r.grades["regex"].passed
+
+
+# --------------------------------------------------------------------------- 3. Python's defaults
+
+
+def test_regex_is_case_sensitive_and_strips_nothing_like_python():
+    assert not G.regex("yes")(C("Yes")).passed
+    assert "case-sensitive" in G.regex("yes")(C("Yes")).reason
+    assert G.regex("yes", flags=re.IGNORECASE)(C("Yes")).passed
+    assert "IGNORECASE" in G.regex("yes", flags=re.IGNORECASE)(C("Yes")).reason
+    assert not G.regex("Michael Jordan", fullmatch=True)(C(" Michael Jordan")).passed
+    assert G.regex("Michael Jordan", fullmatch=True)(C("Michael Jordan")).passed
+
+
+def test_equals_is_python_equality_unless_told_otherwise():
+    assert not G.equals("Michael Jordan")(C(" Michael Jordan")).passed
+    assert not G.equals("Michael Jordan")(C("michael jordan")).passed
+    assert G.equals("Michael Jordan", strip=True, case_sensitive=False)(C(" michael jordan\n")).passed
+    assert G.equals()(C("42"), "42").passed and "as written" in G.equals()(C("42"), "42").reason
+    assert "ignoring case and spacing" in G.contains("x")(C("X")).reason
+
+
+# --------------------------------------------------------------------------- 4. per-row targets, negation, lines
+
+
+def test_regex_reads_each_rows_pattern_from_its_target():
+    g = G.regex()
+    assert g(C("Tier: Commit"), r"\bCommit\b").passed
+    assert not g(C("Tier: Commit"), r"\bLikely\b").passed
+    with pytest.raises(GraderError, match="row's target must be a regex string"):
+        g(C("x"), None)
+    with pytest.raises(GraderError, match="invalid pattern"):
+        g(C("x"), "(unclosed")
+
+
+def test_negation_passes_when_the_grader_fails_and_never_passes_a_failed_call():
+    must_not = ~G.regex("(?i)sorry")
+    assert must_not(C("Here is your refund")).passed
+    no = must_not(C("Sorry, no"))
+    assert not no.passed and no.score == 0.0 and "not regex" in no.reason
+    failed = Completion(error_kind="timeout", error="slow")
+    assert not must_not(failed).passed and not must_not(failed).parsed
+    assert not G.not_(G.json_match())(C("no json here")).passed  # unreadable stays failing
+    yaml_g = pk.experiment.grader_from_spec({"name": "contains", "text": "sorry", "negate": True})
+    assert yaml_g(C("fine")).passed and not yaml_g(C("sorry")).passed and yaml_g.name == "not_contains"
+
+
+def test_line_count():
+    two = G.line_count(2)
+    assert two(C("a\nb")).passed and two(C("a\n\nb\n")).passed
+    assert not two(C("a\nb\nc")).passed and "3 non-blank lines, not 2" in two(C("a\nb\nc")).reason
+    assert not G.line_count(2, blank=True)(C("a\n\nb")).passed
+    assert G.line_count(max_lines=1)(C("one line")).passed
+    with pytest.raises(GraderError, match="needs lines"):
+        G.line_count()
