@@ -609,11 +609,20 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     else:
         raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
     name = GRADER_ALIASES.get(name, name)
+    on, negate = args.pop("on", None), args.pop("negate", False)
+    if not isinstance(negate, bool):
+        raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
+
+    def finish(grader: Any) -> Any:
+        if on is not None:  # `on: reply` grades the continuation alone, for any grader
+            grader = grader.on_reply(on)
+        return gmod.not_(grader) if negate else grader
+
     if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
         task = getattr(dataset, "task", None)
         if task is None:
             raise GraderError("'default' means the dataset's usual grader, but no dataset is given")
-        return gmod.default_grader(task, **args)
+        return finish(gmod.default_grader(task, **args))
     public = [n for n in getattr(gmod, "__all__", []) if callable(getattr(gmod, n, None)) and n[0].islower()]
     factory = getattr(gmod, name, None) if name in public else None
     if factory is None:
@@ -627,18 +636,13 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
         if not labels:
             raise GraderError("label_match needs 'labels' (the dataset gives none)")
         args["labels"] = labels
-    on, negate = args.pop("on", None), args.pop("negate", False)
     try:
         grader = factory(**args)
     except TypeError as exc:
         raise GraderError(f"grader {name!r}: {exc}") from None
     if not callable(grader) or not isinstance(getattr(grader, "name", None), str):
         raise GraderError(f"{name!r} is not a grader factory (it returned {type(grader).__name__})")
-    if on is not None:  # `on: reply` grades the continuation alone, for any grader
-        grader = grader.on_reply(on)
-    if not isinstance(negate, bool):
-        raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
-    return gmod.not_(grader) if negate else grader
+    return finish(grader)
 
 
 def _load_graders(spec: Any, where: _Where, dataset: Any) -> list[Any]:

@@ -191,3 +191,147 @@ def test_line_count():
     assert G.line_count(max_lines=1)(C("one line")).passed
     with pytest.raises(GraderError, match="needs lines"):
         G.line_count()
+
+
+# --------------------------------------------------------------------------- 5. paired rows, combined results
+
+
+def _exercises():
+    greet = Template("greet", turns="Greet {name}", placeholders="single")
+    sort = Template("sort", turns="Sort: {email}", placeholders="single")
+    rows = [Row("g1", {"name": "Ann"}, "Ann", meta={"variant": "greet"}),
+            Row("s1", {"email": "Refund"}, "Refund", meta={"variant": "sort"}),
+            Row("s2", {"email": "Parcel"}, "Parcel", meta={"variant": "sort"})]
+    return greet, sort, rows
+
+
+def test_row_pairing_runs_each_row_on_its_own_prompt_only():
+    greet, sort, rows = _exercises()
+    with pytest.raises(ExperimentError, match="row 'g1' cannot fill prompt 'sort'"):
+        Experiment([greet, sort], ["echo:x"], rows).expand()  # crossed, a row cannot fill the other prompt
+    exp = Experiment([greet, sort], ["echo:x"], rows, pairing="row", graders=[G.contains()])
+    assert exp.n_cells == 3 and exp.describe()["pairing"] == "row"
+    cells = exp.expand()
+    assert [(c.variant, c.row_id) for c in cells] == [("greet", "g1"), ("sort", "s1"), ("sort", "s2")]
+    res = pk.run(exp, cache="off", progress=False)
+    assert res.summary().set_index("variant")["n"].to_dict() == {"greet": 1, "sort": 2}
+    assert all(r.grades["contains"].passed for r in res)
+
+
+def test_zip_pairing_and_bad_pairings_name_the_row():
+    greet, sort, rows = _exercises()
+    exp = Experiment([greet, sort], ["echo:x"], [rows[0], rows[1]], pairing="zip")
+    assert [(c.variant, c.row_id) for c in exp.expand()] == [("greet", "g1"), ("sort", "s1")]
+    with pytest.raises(ExperimentError, match="'zip' pairs prompt i with row i, but there are 2 prompts and 3 rows"):
+        Experiment([greet, sort], ["echo:x"], rows, pairing="zip")
+    lost = Row("x", {"email": "?"}, meta={"variant": "nope"})
+    with pytest.raises(ExperimentError, match=r"one of \['greet', 'sort'\]; row 'x' names 'nope'"):
+        Experiment([greet, sort], ["echo:x"], [lost], pairing="row")
+    with pytest.raises(ExperimentError, match="must be 'cross', 'row' or 'zip'"):
+        Experiment([greet], ["echo:x"], rows[:1], pairing="pairs")
+
+
+def test_yaml_rows_name_their_prompt():
+    data = {"prompts": [{"template": {"name": "greet", "turns": "Greet {name}"}, "placeholders": "single"},
+                        {"template": {"name": "sort", "turns": "Sort: {email}"}, "placeholders": "single"}],
+            "models": ["echo:x"], "pairing": "row",
+            "rows": [{"id": "g1", "input": {"name": "Ann"}, "variant": "greet"},
+                     {"id": "s1", "input": {"email": "Refund"}, "variant": "sort"}]}
+    cells = experiment_from_dict(data).expand()
+    assert [c.request.messages[-1].content for c in cells] == ["Greet Ann", "Sort: Refund"]
+
+
+def test_results_from_several_runs_combine_into_one():
+    from promptkit.cli import summary_text
+
+    greet, sort, rows = _exercises()
+    a = pk.run(Experiment([greet], ["echo:x"], rows[:1], graders=[G.contains()], name="a"), cache="off", progress=False)
+    b = pk.run(Experiment([sort], ["echo:x"], rows[1:], graders=[G.contains()], name="b"), cache="off", progress=False)
+    both = pk.Results.concat([a, b])
+    assert len(both) == 3 and (a + b).results == both.results
+    assert both.meta["counts"]["cells"] == 3 and both.meta["experiment"]["variants"] == ["greet", "sort"]
+    assert [p["experiment"]["name"] for p in both.meta["parts"]] == ["a", "b"]
+    assert both.summary()["pass_rate"].tolist() == [1.0, 1.0]
+    assert summary_text(both).startswith("a+b: 3 cells")
+    with pytest.raises(ExperimentError, match="non-empty list of Results"):
+        pk.Results.concat([])
+
+
+# --------------------------------------------------------------------------- 6. errors in pass rates
+
+
+def _with_one_error():
+    from promptkit.types import Cell, CellResult, Grade, Settings
+
+    out = []
+    for i in range(4):
+        req = Request(messages=(Message("user", f"q{i}"),))
+        cell = Cell(key=f"k{i}", variant="v", model="echo:x", settings=Settings(), row_id=str(i), repeat=0,
+                    request=req, target="x", settings_label="default")
+        if i == 3:
+            out.append(CellResult(cell, Completion(error_kind="timeout", error="slow")))
+        else:
+            out.append(CellResult(cell, C("x"), {"g": Grade(float(i < 2), i < 2, "")}))
+    meta = {"experiment": {"name": "e", "settings_labels": ["default"]}, "wall_s": 0.1, "spent_usd": 0.0,
+            "counts": {"cells": 4, "calls": 4, "cache_hits": 0, "retries": 0, "errors": 1,
+                       "errors_by_kind": {"timeout": 1}}}
+    return pk.Results(out, meta)
+
+
+def test_an_error_cell_counts_as_a_failure_in_the_pass_rate():
+    s = _with_one_error().summary().iloc[0]
+    assert s["n"] == 4 and s["errors"] == 1 and s["passed"] == 2
+    assert s["pass_rate"] == pytest.approx(2 / 4)  # not 2/3: the failed call did not pass
+    assert s["scored"] == 3 and s["score"] == pytest.approx(2 / 3)
+    assert "error cell as a failure" in _with_one_error().summary().attrs["pass_rate"]
+
+
+# --------------------------------------------------------------------------- 8. CLI summary, timeouts
+
+
+def test_cli_summary_shows_passes_with_errors_and_no_nan_interval_for_one_row():
+    from promptkit.cli import summary_text
+
+    text = summary_text(_with_one_error())
+    assert "nan" not in text and "2/4" in text and "count as failures" in text
+    one = pk.run(Experiment([Template("t", turns="hi {{x}}")], ["echo:x"], [Row("r", {"x": "a"}, "a")],
+                            graders=[G.contains()]), cache="off", progress=False)
+    text = summary_text(one)
+    assert "nan" not in text and "1.00 [no CI: n=1]" in text
+
+
+class Slow(pk.providers.Provider):
+    name = "slowapi"
+
+    async def _complete(self, request):
+        import asyncio
+
+        await asyncio.sleep(0.5)
+        return Completion(text="late")
+
+
+def test_default_timeout_names_itself_and_spares_local_models(monkeypatch):
+    from promptkit import runner
+    from promptkit.providers import register
+
+    register("slowapi", Slow)
+    monkeypatch.setitem(runner.RUN_DEFAULTS, "timeout_s", 0.05)
+    exp = Experiment([Template("t", turns="Say {{x}}")], ["slowapi:m"], [Row("r", {"x": "hi"})])
+    c = pk.run(exp, cache="off", progress=False, max_attempts=1).results[0].completion
+    assert c.error_kind == "timeout" and "timeout_s=0.05, the default for API calls" in c.error
+    c = pk.run(exp, cache="off", progress=False, max_attempts=1, timeout_s=0.1).results[0].completion
+    assert "timeout_s=0.1, as set" in c.error
+
+
+@pytest.mark.local_model
+def test_local_model_calls_have_no_default_timeout(monkeypatch):
+    from promptkit import runner
+
+    monkeypatch.setitem(runner.RUN_DEFAULTS, "timeout_s", 0.01)  # far shorter than any real generation
+    exp = Experiment([Template("t", turns="Count to ten: {{x}}")], ["local:smollm2"], [Row("r", {"x": "1, 2,"})],
+                     settings=pk.Settings(max_tokens=12))
+    res = pk.run(exp, cache="off", progress=False, max_attempts=1)
+    assert res.results[0].completion.ok and res.results[0].completion.output_tokens > 0
+    assert res.meta["limits"]["timeout_s_local"] is None
+    timed = pk.run(exp, cache="off", progress=False, max_attempts=1, timeout_s=0.01).results[0].completion
+    assert timed.error_kind == "timeout" and "as set" in timed.error
