@@ -41,6 +41,7 @@ class Settings:
     logprobs: bool = False
     top_logprobs: int = 0
     grammar: str | None = None  # GBNF; honoured by the local provider only
+    n_ctx: int | None = None  # local models' context window in tokens (None: the model's n_ctx in models.yaml)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -67,6 +68,10 @@ class Settings:
         k = self.top_logprobs
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
             raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}")
+        w = self.n_ctx
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 64):
+            raise SettingsError(f"Settings.n_ctx must be a whole number of tokens of at least 64 (or None for the "
+                                f"model's default), got {w!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -335,3 +335,56 @@ def test_local_model_calls_have_no_default_timeout(monkeypatch):
     assert res.meta["limits"]["timeout_s_local"] is None
     timed = pk.run(exp, cache="off", progress=False, max_attempts=1, timeout_s=0.01).results[0].completion
     assert timed.error_kind == "timeout" and "as set" in timed.error
+
+
+# --------------------------------------------------------------------------- 7. the context window
+
+
+def test_n_ctx_is_a_validated_setting_keyed_for_local_models_only(tmp_path, monkeypatch):
+    from promptkit.cache import cell_key
+    from promptkit.catalog import CATALOG_PATH
+
+    with pytest.raises(pk.SettingsError, match="Settings.n_ctx must be a whole number of tokens of at least 64"):
+        pk.Settings(n_ctx=10)
+    req = Template("t", turns="hi").render()
+    wide = Template("t", turns="hi").render(settings=pk.Settings(n_ctx=8192))
+    same = Template("t", turns="hi").render(settings=pk.Settings(n_ctx=4096))  # smollm2's default window
+    assert cell_key("local:smollm2", req) != cell_key("local:smollm2", wide)
+    assert cell_key("local:smollm2", req) == cell_key("local:smollm2", same)
+    assert cell_key("openai:gpt-4o-mini", req) == cell_key("openai:gpt-4o-mini", wide)  # API models ignore it
+    # another models file that gives smollm2 a wider default window: another key
+    import yaml
+
+    data = yaml.safe_load(CATALOG_PATH.read_text(encoding="utf-8"))
+    assert data["local"]["smollm2"]["n_ctx"] == 4096
+    data["local"]["smollm2"]["n_ctx"] = 8192
+    other = tmp_path / "models.yaml"
+    other.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("PROMPTKIT_MODELS_FILE", str(other))
+    assert cell_key("local:smollm2", req) == cell_key("local:smollm2", wide)
+    monkeypatch.delenv("PROMPTKIT_MODELS_FILE")
+    assert cell_key("local:smollm2", req) != cell_key("local:smollm2", wide)
+
+
+@pytest.mark.local_model
+def test_n_ctx_lets_a_long_prompt_fit_and_a_narrower_window_is_not_answered_from_the_wider_runs_cache(tmp_path):
+    notes = " ".join(f"Call {i}: the champion asked about seats." for i in range(390))  # ~4.3k tokens
+    t = Template("tier", turns="Notes: {{notes}}\nOne word: Commit or At-Risk?")
+    rows = [Row("long", {"notes": notes})]
+
+    def once(**settings):
+        exp = Experiment([t], ["local:smollm2"], rows, settings=pk.Settings(max_tokens=2, **settings))
+        return pk.run(exp, cache_backend=tmp_path / "cache", progress=False).results[0].completion
+
+    wide = once(n_ctx=8192)
+    assert wide.ok and wide.input_tokens > 4096
+    narrow = once()  # the default window: must not be served the 8k run's cached answer
+    assert narrow.error_kind == "context_length" and not narrow.cached
+    assert f"the prompt is {narrow.input_tokens} tokens but local:smollm2 runs with a context window of n_ctx=4096" \
+        in narrow.error
+    m = re.search(r"the model supports 8192: raise it with Settings\(n_ctx=8192\) \(YAML settings: n_ctx: 8192, "
+                  r"about (\d+) MB more memory\)", narrow.error)
+    assert m and 50 < int(m.group(1)) < 200, narrow.error  # SmolLM2's KV cache: ~23 MB per 1k tokens
+    assert once(n_ctx=8192).cached
+    too_wide = once(n_ctx=16384)
+    assert too_wide.error_kind == "bad_request" and "more than local:smollm2 supports (8192 tokens" in too_wide.error
