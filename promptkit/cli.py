@@ -155,6 +155,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                  params=parse_params(args.param or []))
 
 
+def cmd_tour(args: argparse.Namespace) -> int:
+    from .tour import open_tour
+
+    return open_tour(args.dir, no_browser=args.no_browser, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="promptkit", description="The Prompt Intelligence study kit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set a chapter parameter like papermill, e.g. -p N_ROWS 6 (chapters without it ignore it)")
     d.add_argument("--show-tracebacks", action="store_true", help="show full tracebacks of failing cells in the page")
     d.set_defaults(func=cmd_dashboard)
+
+    t = sub.add_parser("tour", help="copy the tour's notebooks into a folder of yours and open them in JupyterLab")
+    t.add_argument("dir", nargs="?", default="promptkit-tour",
+                   help="folder for your copy of the tour (default ./promptkit-tour); files already there are kept")
+    t.add_argument("--no-browser", action="store_true", help="do not open a browser; open the printed URL yourself")
+    t.add_argument("--port", type=int, default=None, help="port for JupyterLab (default 8888, or the next free one)")
+    t.set_defaults(func=cmd_tour)
     return p
 
 
