@@ -388,3 +388,28 @@ def test_n_ctx_lets_a_long_prompt_fit_and_a_narrower_window_is_not_answered_from
     assert once(n_ctx=8192).cached
     too_wide = once(n_ctx=16384)
     assert too_wide.error_kind == "bad_request" and "more than local:smollm2 supports (8192 tokens" in too_wide.error
+
+
+# --------------------------------------------------------------------------- the ported example
+
+
+@pytest.mark.local_model
+def test_the_third_party_example_grades_each_case_by_its_own_pattern_on_the_reply():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "third_party_eval.py"
+    assert len(path.read_text(encoding="utf-8").splitlines()) < 40
+    spec = importlib.util.spec_from_file_location("third_party_eval", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = pk.run(mod.experiment(), cache="off", progress=False)
+    cases = {f"{name}.{i}": (name, prefill, pattern) for name, _, _, prefill, cs in mod.EXERCISES
+             for i, (_, pattern) in enumerate(cs)}
+    assert sorted(r.cell.row_id for r in res) == sorted(cases)  # each case once, on its own prompt only
+    for r in res:
+        name, prefill, pattern = cases[r.cell.row_id]
+        c = r.completion
+        assert c.ok and r.cell.variant == name and "{" not in r.cell.request.messages[-1].content
+        assert c.text.startswith(prefill) and c.reply == c.text[len(prefill):]
+        assert r.grades["regex"].passed == bool(re.search(pattern, c.reply)), (r.cell.row_id, c.text)
