@@ -25,7 +25,7 @@ from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .types import Cell, CellResult, Completion, Grade
+from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Experiment
@@ -62,7 +62,7 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool, stream: bool = False,
+        progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
     ) -> None:
         self.experiment = experiment
         self.stream = stream
@@ -72,6 +72,8 @@ class _Run:
         self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
         self.rpm = _per_provider(rpm, "rpm")
         self.timeout_s = timeout_s
+        self.timeout_local_s = timeout_local_s  # local calls: no limit unless timeout_s was given
+        self.timeout_default = timeout_default
         self.retry = retry
         self.budget = budget
         self.progress = progress
@@ -272,16 +274,19 @@ class _Run:
         self.global_slots.release()
 
     async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
-        if self.timeout_s is None:
+        limit = self.timeout_local_s if provider.spec.provider == "local" else self.timeout_s
+        if limit is None:
             return await provider.complete(cell.request)
         try:
             if _timeout is not None:  # Python 3.11+: no extra task per call
-                async with _timeout(self.timeout_s):
+                async with _timeout(limit):
                     return await provider.complete(cell.request)
-            return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
+            return await asyncio.wait_for(provider.complete(cell.request), limit)
         except asyncio.TimeoutError:
-            return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
-                              latency_s=self.timeout_s)
+            why = "the default for API calls" if self.timeout_default else "as set"
+            return Completion(error_kind="timeout", latency_s=limit,
+                              error=f"no answer within {limit:g} s, so the call was cancelled (timeout_s={limit:g}, "
+                                    f"{why}; raise timeout_s, or pass timeout_s=None for no limit)")
 
     def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
         if not self.budget.limited:
@@ -295,6 +300,8 @@ class _Run:
     # ---- finishing cells ---------------------------------------------------------------
 
     async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
+        if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
+            comp.prefill = prefill_used(self.cells[self.groups[key][0]].request, comp)
         if not hit:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
@@ -404,6 +411,7 @@ class _Run:
                 "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
                 "rpm": {g.name: g.rpm for g in self.gates.values() if g.rpm},
                 "timeout_s": self.timeout_s,
+                "timeout_s_local": self.timeout_local_s,
                 "max_attempts": self.retry.max_attempts,
             },
             "max_in_flight": self.max_in_flight,
@@ -460,7 +468,9 @@ async def arun(
         concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).
-        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
+        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit). By
+            default 120 s for API calls and no limit for local models (a long prompt on a small CPU
+            can take minutes); a value given here or in the YAML `run:` section applies to both.
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
@@ -492,10 +502,12 @@ async def arun(
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
+    timeout_given = timeout_s is not _UNSET or "timeout_s" in getattr(experiment, "run_options", {})
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
         retry=policy, budget=budget, progress=progress, stream=opts["stream"],
+        timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     return await run_.execute()
 
