@@ -134,13 +134,13 @@ _JOINERS = {"or", "and", "vs", "versus", "nor", ","}
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|,")  # words, and commas (to see lists of labels)
 _NEGATOR_PAIRS = {("rather", "than"), ("instead", "of"), ("other", "than"), ("can't", "be"), ("not", "be")}
 _MARKER = re.compile(
-    r"\b(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
+    r"\b(?:(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
     r"verdict|status|health|decision|result|output)\b"
-    r"(?:\s+[\w'-]+){0,3}?\s*(?:is|was|would\s+be|should\s+be|:|=|->|=>)\s*",
+    r"(?:\s+[\w'-]+){0,3}?\s*(?:is|was|would\s+be|should\s+be|:|=|->|=>)"
+    r"|(?:classify|classified|rate|rated|label|labelled|labeled|mark|marked)(?:\s+[\w'-]+){0,3}?\s+as)\s*",
     re.IGNORECASE,
 )
 _LIST_LEAD = re.compile(r"^\s*(?:[-*\u2022>]+|\d+[.)])\s+")
-_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|__(.+?)__|`([^`\n]+)`|^#+\s*(.+)$", re.MULTILINE)
 
 
 def label_key(text: str, case_sensitive: bool = False) -> str:
@@ -154,13 +154,18 @@ class LabelParse:
     """What `parse_label` read from an answer: the label (or None), how it was found, and why."""
 
     label: str | None
-    how: str | None  # exact | marker | leading | emphasis | mention
+    how: str | None  # exact | leading | marker; "mention" when a label only appears elsewhere (not an answer)
     candidates: list[str] = field(default_factory=list)
     reason: str = ""
 
     @property
     def ambiguous(self) -> bool:
-        return self.label is None and len(self.candidates) > 1
+        return self.label is None and len(self.candidates) > 1 and self.how != "mention"
+
+    @property
+    def mentioned(self) -> bool:
+        """A label appears in the answer, but not as the answer: counted apart from unreadable and wrong."""
+        return self.label is None and self.how == "mention"
 
 
 @dataclass
@@ -308,31 +313,24 @@ def _parse(text: str, vocab: _Vocabulary) -> LabelParse:
     decided = _decide([lab for labels, _ in runs for lab in labels], "marker")
     if decided:
         return decided
-    # 4. emphasis: **X**, `X`, a heading
-    found = []
-    for m in _EMPHASIS.finditer(raw):
-        span = next(g for g in m.groups() if g is not None)
-        lab = vocab.lookup(span)
-        found += [lab] if lab is not None else vocab.labels_at(_TOKEN.findall(_MARKER.sub(" ", span))[:16])[0]
-    decided = _decide(found, "emphasis")
-    if decided:
-        return decided
-    # 5. the labels mentioned anywhere, leaving out negated ones; the label's own casing wins
-    mentions = [(lab, exact) for lab, exact, neg in vocab.mentions(_WORD.findall(plain)) if not neg]
-    if not vocab.case_sensitive:
-        decided = _decide([lab for lab, exact in mentions if exact], "mention")
-        if decided:
-            return decided
-    decided = _decide([lab for lab, _ in mentions], "mention")
-    if decided:
-        return decided
+    # Anything else is not an answer: a label used as a word ("likely to renew") or named in passing is
+    # "mentioned, not answered", kept apart so a summary can show it without grading it as a choice.
+    mentions = _distinct(lab for lab, _, neg in vocab.mentions(_WORD.findall(plain)) if not neg)
+    if mentions:
+        return LabelParse(None, "mention", mentions,
+                          "mentioned, not answered: " + " and ".join(repr(x) for x in mentions)
+                          + " appear(s) in the answer, but not as the answer (alone, first, or after 'Answer:')")
     return LabelParse(None, None, [], "no label of " + ", ".join(vocab.labels) + " in the answer")
 
 
 def parse_label(
     text: str, labels: Sequence[str], aliases: Mapping[str, Any] | None = None, case_sensitive: bool = False
 ) -> LabelParse:
-    """Read one label from a free-text answer; None (with the reason) when there is none or several."""
+    """Read one label from a free-text answer, strictly: the whole answer, its first words, or after a marker.
+
+    None (with the reason) when there is no label, several, or a label only mentioned in passing
+    (`how == "mention"`): a parse rate that counted mentions would reward rambling.
+    """
     return _parse(text, _Vocabulary(labels, aliases, case_sensitive))
 
 

@@ -335,6 +335,7 @@ class Results:
             "balanced_accuracy_low": bal_lo, "balanced_accuracy_high": bal_hi, "chance": 1 / len(present),
             "macro_f1": metrics.macro_f1(gold, pred, labels), "macro_f1_low": f1_lo, "macro_f1_high": f1_hi,
             "correct": correct, "wrong": n - correct - unparseable, "unparseable": unparseable,
+            "mentioned": sum(_mentioned(c.grades.get(grader)) for c in cells if _gold(c, grader) is not None),
         }
 
     def classification(self, grader: str | None = None, **where: Any) -> Any:
@@ -686,6 +687,12 @@ def _pred(grade: Grade | None) -> Any:
     if grade is None or not grade.parsed:
         return None
     return grade.label
+
+
+def _mentioned(grade: Grade | None) -> bool:
+    """An unreadable answer that names a label without giving it (counted within `unparseable`)."""
+    return (grade is not None and not grade.parsed and isinstance(grade.details, Mapping)
+            and grade.details.get("how") == "mention")
 
 
 def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], list[Any]]:
