@@ -25,6 +25,7 @@ from .aio import run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
+from .shard import check_workers, split
 from .types import Cell, CellResult, Completion, Grade
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +63,7 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool,
+        progress: bool, workers: int = 1,
     ) -> None:
         self.experiment = experiment
         self.mode = cache
@@ -74,6 +75,7 @@ class _Run:
         self.retry = retry
         self.budget = budget
         self.progress = progress
+        self.workers = workers
         self.graders = list(experiment.graders)
         self.async_graders = any(hasattr(g, "agrade") for g in self.graders)
         self.counts: Counter[str] = Counter()
@@ -106,7 +108,8 @@ class _Run:
         try:
             todo = await self._answer_from_cache()
             queues = self._queues(todo)
-            workers = [
+            shards = split(self, queues, self.workers) if self.workers > 1 else []
+            workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
@@ -122,6 +125,11 @@ class _Run:
                         else "were not kept (cache off)")
                 print(f"promptkit: run interrupted; {done} answered cell(s) {kept}", file=sys.stderr)
                 raise
+            for s in shards:  # what the worker processes did counts as this run's
+                self.counts.update({k: s.stats.get(k, 0) for k in ("calls", "retries")})
+                self.max_in_flight += s.stats.get("max_in_flight", 0)
+                self.cache_write_errors.extend(s.stats.get("cache_write_errors", ()))
+            self.processes = 1 + len(shards)
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
                 self.results[i] = CellResult(self.cells[i], Completion(
@@ -290,8 +298,8 @@ class _Run:
 
     # ---- finishing cells ---------------------------------------------------------------
 
-    async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
-        if not hit:
+    async def _finish(self, key: str, comp: Completion, *, hit: bool, write: bool = True) -> None:
+        if not hit and write:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
                     self.pending_writes.append(self.writer.submit(self.store.put, key, comp))
@@ -402,6 +410,7 @@ class _Run:
                 "max_attempts": self.retry.max_attempts,
             },
             "max_in_flight": self.max_in_flight,
+            "processes": getattr(self, "processes", 1),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
         if self.cache_write_errors:
@@ -422,7 +431,7 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
 _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
-    "max_attempts": 4, "budget_usd": None, "budget_tokens": None,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "workers": 1,
 }
 
 
@@ -439,6 +448,7 @@ async def arun(
     retry: RetryPolicy | None = None,
     budget_usd: float | None = _UNSET,
     budget_tokens: int | None = _UNSET,
+    workers: int = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -458,6 +468,9 @@ async def arun(
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
+        workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
+            when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
+            a run with a budget stays in one process.
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -466,6 +479,7 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
+        "workers": workers,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -478,13 +492,14 @@ async def arun(
         budget = Budget(usd=opts["budget_usd"], tokens=opts["budget_tokens"])
         _per_provider(opts["provider_concurrency"], "provider_concurrency")
         _per_provider(opts["rpm"], "rpm")
+        n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
     store = _resolve_cache(opts["cache"], cache_backend)
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress,
+        retry=policy, budget=budget, progress=progress, workers=n_workers,
     )
     return await run_.execute()
 
