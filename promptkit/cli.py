@@ -50,6 +50,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", choices=["use", "refresh", "off"], default=None,
                    help="use: answer from the cache (default); refresh: call again and overwrite; off: no cache")
     p.add_argument("--concurrency", type=int, default=None, help="calls in flight at once (default 16)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that make API calls (default 1; 2 uses both cores of a 2-core machine)")
     p.add_argument("--budget-usd", type=float, default=None, help="stop starting calls before spending this much")
     p.add_argument("--budget-tokens", type=int, default=None, help="stop starting calls before using this many tokens")
     p.add_argument("--timeout", type=float, default=None,
@@ -65,7 +67,7 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
 
     opts = {k: v for k, v in {
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
-        "budget_tokens": args.budget_tokens, "timeout_s": args.timeout,
+        "budget_tokens": args.budget_tokens, "timeout_s": args.timeout, "workers": args.workers,
     }.items() if v is not None}
     res = run(experiment, progress=not args.no_progress, **opts)
     out = Path(args.out or Path("runs") / res.meta["experiment"]["name"])
