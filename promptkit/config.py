@@ -104,3 +104,17 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     d = env("PROMPTKIT_MODELS_DIR")
     return Path(d) if d else data_home() / "models"
+
+
+SHIPPED: dict[str, str] = {"datasets": "_datasets", "notebooks": "_tour"}  # repo folder -> package folder in a wheel
+
+
+def shipped_dir(name: str) -> Path:
+    """A folder the distribution ships (`datasets`, `notebooks`): in the installed package, else the checkout's.
+
+    The repo keeps them at the top level; pyproject.toml maps them into the package
+    (promptkit/_datasets, promptkit/_tour) so a non-editable install has them too.
+    """
+    here = Path(__file__).resolve().parent
+    inside = here / SHIPPED[name]
+    return inside if inside.is_dir() else here.parent / name

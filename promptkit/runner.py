@@ -25,7 +25,8 @@ from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .types import Cell, CellResult, Completion, Grade
+from .shard import check_workers, split
+from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Experiment
@@ -62,7 +63,8 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool, stream: bool = False,
+        progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
+        workers: int = 1,
     ) -> None:
         self.experiment = experiment
         self.stream = stream
@@ -72,9 +74,12 @@ class _Run:
         self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
         self.rpm = _per_provider(rpm, "rpm")
         self.timeout_s = timeout_s
+        self.timeout_local_s = timeout_local_s  # local calls: no limit unless timeout_s was given
+        self.timeout_default = timeout_default
         self.retry = retry
         self.budget = budget
         self.progress = progress
+        self.workers = workers
         self.graders = list(experiment.graders)
         self.async_graders = any(hasattr(g, "agrade") for g in self.graders)
         self.counts: Counter[str] = Counter()
@@ -111,7 +116,8 @@ class _Run:
         try:
             todo = await self._answer_from_cache()
             queues = self._queues(todo)
-            workers = [
+            shards = split(self, queues, self.workers) if self.workers > 1 else []
+            workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
@@ -127,6 +133,11 @@ class _Run:
                         else "were not kept (cache off)")
                 print(f"promptkit: run interrupted; {done} answered cell(s) {kept}", file=sys.stderr)
                 raise
+            for s in shards:  # what the worker processes did counts as this run's
+                self.counts.update({k: s.stats.get(k, 0) for k in ("calls", "retries")})
+                self.max_in_flight += s.stats.get("max_in_flight", 0)
+                self.cache_write_errors.extend(s.stats.get("cache_write_errors", ()))
+            self.processes = 1 + len(shards)
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
                 self.results[i] = CellResult(self.cells[i], Completion(
@@ -276,16 +287,19 @@ class _Run:
         self.global_slots.release()
 
     async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
-        if self.timeout_s is None:
+        limit = self.timeout_local_s if provider.spec.provider == "local" else self.timeout_s
+        if limit is None:
             return await provider.complete(cell.request)
         try:
             if _timeout is not None:  # Python 3.11+: no extra task per call
-                async with _timeout(self.timeout_s):
+                async with _timeout(limit):
                     return await provider.complete(cell.request)
-            return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
+            return await asyncio.wait_for(provider.complete(cell.request), limit)
         except asyncio.TimeoutError:
-            return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
-                              latency_s=self.timeout_s)
+            why = "the default for API calls" if self.timeout_default else "as set"
+            return Completion(error_kind="timeout", latency_s=limit,
+                              error=f"no answer within {limit:g} s, so the call was cancelled (timeout_s={limit:g}, "
+                                    f"{why}; raise timeout_s, or pass timeout_s=None for no limit)")
 
     def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
         if not self.budget.limited:
@@ -298,8 +312,10 @@ class _Run:
 
     # ---- finishing cells ---------------------------------------------------------------
 
-    async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
-        if not hit:
+    async def _finish(self, key: str, comp: Completion, *, hit: bool, write: bool = True) -> None:
+        if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
+            comp.prefill = prefill_used(self.cells[self.groups[key][0]].request, comp)
+        if not hit and write:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
                     self.pending_writes.append(self.writer.submit(self.store.put, key, comp))
@@ -408,9 +424,11 @@ class _Run:
                 "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
                 "rpm": {g.name: g.rpm for g in self.gates.values() if g.rpm},
                 "timeout_s": self.timeout_s,
+                "timeout_s_local": self.timeout_local_s,
                 "max_attempts": self.retry.max_attempts,
             },
             "max_in_flight": self.max_in_flight,
+            "processes": getattr(self, "processes", 1),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
         if self.cache_write_errors:
@@ -433,7 +451,7 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
 _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
-    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
 }
 
 
@@ -451,6 +469,7 @@ async def arun(
     budget_usd: float | None = _UNSET,
     budget_tokens: int | None = _UNSET,
     stream: bool = _UNSET,
+    workers: int = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -466,12 +485,17 @@ async def arun(
         concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).
-        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
+        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit). By
+            default 120 s for API calls and no limit for local models (a long prompt on a small CPU
+            can take minutes); a value given here or in the YAML `run:` section applies to both.
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
         stream: stream API calls so time to first token is measured (default False: a plain reply
             costs less client CPU per call and still gives latency, tokens and cost).
+        workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
+            when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
+            a run with a budget stays in one process.
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -480,7 +504,7 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
-        "stream": stream,
+        "stream": stream, "workers": workers,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -493,6 +517,7 @@ async def arun(
         budget = Budget(usd=opts["budget_usd"], tokens=opts["budget_tokens"])
         _per_provider(opts["provider_concurrency"], "provider_concurrency")
         _per_provider(opts["rpm"], "rpm")
+        n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
     if not isinstance(opts["stream"], bool):
@@ -501,10 +526,12 @@ async def arun(
     cache_problems = store.check() if store is not None and hasattr(store, "check") else []
     for problem in cache_problems:  # said before the first call: a broken cache means paying again
         print(f"promptkit: {problem}", file=sys.stderr)
+    timeout_given = timeout_s is not _UNSET or "timeout_s" in getattr(experiment, "run_options", {})
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress, stream=opts["stream"],
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers,
+        timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     run_.cache_problems = cache_problems
     res = await run_.execute()

@@ -192,7 +192,7 @@ def test_a_grid_past_the_limit_is_refused_before_it_is_built(work, server, capsy
     write_exp(work, "repeats: 100000000\n")
     assert cli("--out", "out") == 2
     assert capsys.readouterr().err == (
-        "promptkit: exp.yaml: the grid has 300,000,000 cells (1 variant(s) x 1 model(s) x 1 setting(s) x 3 row(s) "
+        "promptkit: exp.yaml: the grid has 300,000,000 cells (3 prompt-row pair(s) x 1 model(s) x 1 setting(s) "
         "x 100000000 repeat(s)), more than the limit of 1,000,000; nothing was run. Lower repeats, rows or the "
         "sweep, or raise the limit with the environment variable PROMPTKIT_MAX_CELLS=300000000\n")
     write_exp(work, "repeats: 2\n")

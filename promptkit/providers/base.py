@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ..catalog import catalog
 from ..errors import redact
-from ..types import Completion, Request
+from ..types import Completion, Request, prefill_used
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class Provider(ABC):
                            retry_after_s=retry_after)
         c.provider = c.provider or self.spec.provider
         c.model = c.model or self.model
+        if c.ok and not c.prefill:
+            c.prefill = prefill_used(request, c)
         if c.latency_s is None:
             c.latency_s = time.perf_counter() - t0
         if c.ok and c.cost_usd is None:
