@@ -21,6 +21,23 @@ from .errors import ExperimentError, GraderError, PromptkitError
 from .types import Cell, Grader, PromptVariant, Row, Settings
 
 MAX_PROBLEMS_SHOWN = 5
+DEFAULT_MAX_CELLS = 1_000_000  # ~1 GB of cells and results; PROMPTKIT_MAX_CELLS raises it
+
+
+def max_cells() -> int:
+    """The largest grid a run expands: PROMPTKIT_MAX_CELLS or 1,000,000."""
+    raw = os.environ.get("PROMPTKIT_MAX_CELLS")
+    if raw is None:
+        return DEFAULT_MAX_CELLS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ExperimentError(f"environment variable PROMPTKIT_MAX_CELLS must be a whole number of at least 1, "
+                              f"got {raw!r}")
+    return value
+
 
 
 def _fmt(value: Any) -> str:
@@ -193,10 +210,12 @@ class Experiment:
     def expand(self) -> list[Cell]:
         """Every cell of the grid, model-major (variants, settings, rows, repeats inside).
 
-        Raises ExperimentError, before any call, when rows cannot fill a prompt.
+        Raises ExperimentError, before any call, when rows cannot fill a prompt or the grid is
+        larger than `max_cells()` (checked before a single cell is built).
         """
         grid = self.settings_grid()
         pairs = self.pairs()
+        self._check_size(len(grid), len(pairs))
         problems: dict[tuple[int, int], str] = {}
         requests: dict[tuple[int, int, int], Any] = {}
         same: dict[tuple[int, int, Any], int] = {}
@@ -233,19 +252,22 @@ class Experiment:
         for vi, ri in pairs:
             by_variant.setdefault(vi, []).append(ri)
         cells: list[Cell] = []
-        for model in self.models:
-            for vi, ris in by_variant.items():
-                variant = self.variants[vi]
-                for si, (label, settings) in enumerate(grid):
-                    for ri in ris:
-                        row = self.rows[ri]
-                        req = requests[vi, si, ri]
-                        for rep in range(self.repeats):
-                            cells.append(Cell(
-                                key=cell_key(model, req, rep), variant=variant.name, model=model,
-                                settings=settings, row_id=row.id, repeat=rep, request=req,
-                                target=row.target, settings_label=label,
-                            ))
+        try:
+            for model in self.models:
+                for vi, ris in by_variant.items():
+                    variant = self.variants[vi]
+                    for si, (label, settings) in enumerate(grid):
+                        for ri in ris:
+                            row = self.rows[ri]
+                            req = requests[vi, si, ri]
+                            for rep in range(self.repeats):
+                                cells.append(Cell(
+                                    key=cell_key(model, req, rep), variant=variant.name, model=model,
+                                    settings=settings, row_id=row.id, repeat=rep, request=req,
+                                    target=row.target, settings_label=label,
+                                ))
+        except UnicodeEncodeError:  # half a surrogate pair in a row or a prompt: say where, call nothing
+            raise ExperimentError(self._not_text()) from None
         return cells
 
     def _identical(self, variant: str, first: Row, row: Row, problems: dict[Any, str], at: tuple[int, int]) -> None:
@@ -258,6 +280,28 @@ class Experiment:
         else:
             where = f"{self.source}: " if self.source else ""
             warnings.warn(f"promptkit: {where}{msg} (Experiment(strict=True) makes this an error)", stacklevel=3)
+
+    def _check_size(self, n_settings: int, n_pairs: int) -> None:
+        n = n_pairs * len(self.models) * n_settings * self.repeats
+        limit = max_cells()
+        if n > limit:
+            where = f"{self.source}: " if self.source else ""
+            raise ExperimentError(
+                f"{where}the grid has {n:,} cells ({n_pairs} prompt-row pair(s) x {len(self.models)} model(s) x "
+                f"{n_settings} setting(s) x {self.repeats} repeat(s)), more than the limit "
+                f"of {limit:,}; nothing was run. Lower repeats, rows or the sweep, or raise the limit with the "
+                f"environment variable PROMPTKIT_MAX_CELLS={n}")
+
+    def _not_text(self) -> str:
+        from .datasets import lone_surrogate
+
+        where = f"{self.source}: " if self.source else ""
+        for row in self.rows:
+            bad = lone_surrogate(row.input, "input")
+            if bad is not None:
+                return f"{where}row {row.id!r}, field '{bad[0]}': {bad[1]}; nothing was run"
+        return (f"{where}a prompt holds a lone surrogate (half an emoji or a broken escape), which is not text; "
+                f"fix the template; nothing was run")
 
     def describe(self) -> dict[str, Any]:
         """A plain-data summary of the grid for results meta and reports."""
