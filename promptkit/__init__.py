@@ -8,6 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .cpu import prefer_passive_wait
+
+prefer_passive_wait()  # before anything can load llama.cpp's OpenMP runtime (issue 21): see promptkit/cpu.py
+
 from .complete import acomplete, build_request, complete
 from .errors import (
     DatasetError, ExperimentError, GraderError, MissingKeyError, MissingPackageError, ModelInstallError,
