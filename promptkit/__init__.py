@@ -56,6 +56,8 @@ _LAZY: dict[str, str] = {
     "classification_summary": "promptkit.metrics:classification_summary",
     "mcnemar_test": "promptkit.metrics:mcnemar_test",
     "paired_bootstrap_test": "promptkit.metrics:paired_bootstrap_test",
+    "paired_permutation_test": "promptkit.metrics:paired_permutation_test",
+    "paired_test": "promptkit.metrics:paired_test",
     "roc_auc": "promptkit.metrics:roc_auc",
     "scoring": "promptkit.scoring:",
     "label_logprobs": "promptkit.scoring:label_logprobs",

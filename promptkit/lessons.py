@@ -151,7 +151,8 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
             rows.append({
                 "model": m, "variant": v,
                 "category": ", ".join(sorted({lib[i].category for i in ids})) or "",
-                metric: float(sm.loc[v, metric]), f"Δ {metric}": diff, "p": test.p_value, "verdict": verdict,
+                metric: float(sm.loc[v, metric]), f"Δ {metric}": diff, "test": test.test, "p": test.p_value,
+                "verdict": verdict,
                 "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else None,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
             })
