@@ -66,6 +66,7 @@ _LAZY: dict[str, str] = {
     "calibration": "promptkit.calibration:",
     "contextual_calibration": "promptkit.calibration:contextual_calibration",
     "fit_threshold": "promptkit.calibration:fit_threshold",
+    "fit_label_offsets": "promptkit.calibration:fit_label_offsets",
     "grammars": "promptkit.grammars:",
     "label_grammar": "promptkit.grammars:label_grammar",
     "json_grammar": "promptkit.grammars:json_grammar",
