@@ -17,7 +17,7 @@ HONEST_COLUMNS = (
 
 def evaluate(
     variants: Any,
-    dataset: str = "renewal_tier",
+    dataset: Any = "renewal_tier",
     *,
     split: str = "dev",
     n: int | None = None,
@@ -29,21 +29,45 @@ def evaluate(
     name: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Run prompt variants on a dataset split with the task's default grader; returns Results."""
-    from .datasets import load_dataset
-    from .experiment import Experiment
-    from .graders import default_grader
-    from .runner import run
+    """Run prompt variants on a dataset split with the task's default grader; returns Results.
 
-    ds = load_dataset(dataset)
-    rows = ds.split(split).rows if split else ds.rows
+    `dataset` is a dataset name, a Dataset, or a list of Rows (new rows
+    written apart from the kit): a list is used as given (`split` does not
+    apply) and needs `graders` unless every row's target is a label, in which
+    case label_match over the labels seen is used.
+    """
+    from .datasets import Dataset, load_dataset
+    from .errors import ExperimentError
+    from .experiment import Experiment
+    from .graders import default_grader, label_match
+    from .runner import run
+    from .types import Row
+
+    if isinstance(dataset, (str, Dataset)):
+        ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+        rows = ds.split(split).rows if split else ds.rows
+        grader = default_grader(ds.task) if graders is None else None
+        title = ds.name
+    else:
+        rows = list(dataset)
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, Row)), None)
+        if bad is not None or not rows:
+            raise ExperimentError(
+                f"evaluate(dataset=...) takes a dataset name, a Dataset or a non-empty list of Rows; "
+                + (f"item {bad} is a {type(rows[bad]).__name__}" if bad is not None else "the list is empty"))
+        grader = None
+        if graders is None:
+            if not all(isinstance(r.target, str) for r in rows):
+                raise ExperimentError("these rows' targets are not all labels; pass graders=[...] to say how to grade them")
+            grader = label_match(list(dict.fromkeys(r.target for r in rows)))
+        split, title = None, f"{len(rows)} rows"
     rows = rows[:n] if n else rows
     variants = variants if isinstance(variants, (list, tuple)) else [variants]
     exp = Experiment(
         variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
         settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
-        graders=list(graders) if graders is not None else [default_grader(ds.task)],
-        name=name or f"{dataset} ({split})",
+        graders=list(graders) if graders is not None else [grader],
+        name=name or (f"{title} ({split})" if split else title),
     )
     return run(exp, progress=progress)
 
@@ -241,7 +265,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
                 metric: float(sm.loc[v, metric]), f"Δ {metric}": diff,
                 "Δ low": float(test.details.get("ci_low", float("nan"))),
                 "Δ high": float(test.details.get("ci_high", float("nan"))),
-                "p": test.p_value, "rows": n,
+                "test": test.test, "p": test.p_value, "rows": n,
                 "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else 0,
                 "_readable_p": _readability_p(results, v, baseline, m) if "unparseable" in sm else 1.0,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
@@ -269,7 +293,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
          f"{metric.replace('_', ' ')} {'up' if r[f'Δ {metric}'] > 0 else 'down'}" if v != "no significant effect" else "")
         for (_, r), v in zip(table.iterrows(), table["verdict"])
     ]
-    cols = ["model", "variant", "category", metric, f"Δ {metric}", "Δ low", "Δ high", "p", "p (Holm)",
+    cols = ["model", "variant", "category", metric, f"Δ {metric}", "Δ low", "Δ high", "test", "p", "p (Holm)",
             "smallest detectable", "Δ unparseable", "verdict", "why", "rows", "published evidence"]
     return table[cols].sort_values(["model", f"Δ {metric}"], ascending=[True, False]).reset_index(drop=True)
 
