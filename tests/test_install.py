@@ -86,8 +86,12 @@ def installed(tmp_path_factory):
     for name in ("promptkit", "datasets", "notebooks"):
         shutil.copytree(ROOT / name, src / name, ignore=skip)
     pip_env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_RETRIES": "1", "PIP_TIMEOUT": "10"}
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"), str(src)],
-         env=pip_env, timeout=600)
+    import setuptools
+
+    # the build backend pyproject asks for: this venv's own when new enough (offline), else pip fetches it
+    own = int(setuptools.__version__.split(".")[0]) >= 77
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *(["--no-build-isolation"] if own else []),
+          "-w", str(base / "dist"), str(src)], env=pip_env, timeout=600)
     wheel = next((base / "dist").glob("promptkit-*.whl"))
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
