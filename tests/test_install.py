@@ -53,9 +53,10 @@ def pk_error():
 
 def test_every_package_folder_is_in_the_wheel_list():
     """pyproject.toml lists packages by hand (to map datasets/ and notebooks/ in): a new folder must be added."""
-    import tomllib
-
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^\[tool\.setuptools\]\npackages = \[(.*?)\]", text, re.S | re.M)
+    assert block, "pyproject.toml: [tool.setuptools] packages = [...] not found"
+    listed = set(re.findall(r'"([\w.]+)"', block.group(1)))
     found = {".".join(p.relative_to(ROOT).parts) for p in (ROOT / "promptkit").rglob("*")
              if p.is_dir() and p.name != "__pycache__" and not p.name.startswith(".")} | {"promptkit"}
     missing = sorted(found - listed)
