@@ -108,7 +108,7 @@ class _Run:
         try:
             todo = await self._answer_from_cache()
             queues = self._queues(todo)
-            shards = split(self, queues, self.workers) if self.workers > 1 else []
+            shards = await split(self, queues) if self.workers > 1 else []
             workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
