@@ -3,7 +3,8 @@
 The key is the one identity of a cell everywhere: cache entry, results row id,
 `custom_id` of a vendor batch request, task key on a cluster. It hashes what
 changes the answer (provider and base URL, model, rendered messages, prefill,
-settings, repeat index) and nothing that does not (timeouts, retries,
+settings, repeat index; for local models also the context window in force and
+the model file the models file names) and nothing that does not (timeouts, retries,
 concurrency). The cache is a small get/put interface keyed by it, so the
 storage can change (SQLite, Redis, object store) without touching the runner:
 SqliteCache (one file, the default) and DiskCache (a file per key, for shared
@@ -45,15 +46,34 @@ def cell_key(model: str, request: Request, repeat: int = 0) -> str:
         },
         "repeat": int(repeat),
     }
+    if provider == "local":  # the window decides which prompts fit; the catalog entry decides the weights
+        payload["local"] = _local_identity(resolved, _catalog_file(), request.settings.n_ctx)
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def _model_identity(model: str) -> tuple[str, str | None, str]:
     """(provider, base_url, canonical model id) of a spec, memoised per catalog file (keys are hot in re-runs)."""
+    return _identity(model, _catalog_file())
+
+
+def _catalog_file() -> str:
     from .catalog import CATALOG_PATH
 
-    return _identity(model, os.environ.get("PROMPTKIT_MODELS_FILE") or str(CATALOG_PATH))
+    return os.environ.get("PROMPTKIT_MODELS_FILE") or str(CATALOG_PATH)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_identity(model: str, catalog_file: str, n_ctx: int | None) -> dict[str, Any]:
+    """A local model's weights (as the models file names them) and the context window it runs with."""
+    from .catalog import catalog
+    from .providers.local import DEFAULT_N_CTX
+
+    info = catalog().local.get(model)
+    if info is None:  # local:/path/to/model.gguf
+        return {"file": model, "n_ctx": n_ctx or DEFAULT_N_CTX}
+    weights = info.sha256 or f"{info.package}=={info.version}:{info.raw.get('file') or info.glob}"
+    return {"weights": weights, "n_ctx": n_ctx or info.n_ctx}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -69,6 +89,7 @@ def _identity(model: str, catalog_file: str) -> tuple[str, str | None, str]:
 def _settings_dict(settings: Settings) -> dict[str, Any]:
     """The settings as the key sees them (shared, never mutated)."""
     d = settings.to_dict()
+    d.pop("n_ctx")  # keyed apart, as the window in force (local models only)
     for name in ("temperature", "top_p"):  # 0 and 0.0 ask the same thing: one key
         d[name] = float(d[name])
     return d

@@ -54,7 +54,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="processes that make API calls (default 1; 2 uses both cores of a 2-core machine)")
     p.add_argument("--budget-usd", type=float, default=None, help="stop starting calls before spending this much")
     p.add_argument("--budget-tokens", type=int, default=None, help="stop starting calls before using this many tokens")
-    p.add_argument("--timeout", type=float, default=None, help="seconds one call may take (default 120)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds one call may take (default 120 for API calls, no limit for local models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -96,16 +97,23 @@ def summary_text(res: object) -> str:
         v = row[col]  # type: ignore[index]
         if v != v:  # NaN: nothing scored
             return "-"
-        return f"{v:.2f} [{row[col + '_low']:.2f}, {row[col + '_high']:.2f}]"  # type: ignore[index]
+        lo, hi = row[col + "_low"], row[col + "_high"]  # type: ignore[index]
+        if lo != lo or hi != hi:  # one scored row: no interval
+            return f"{v:.2f} [no CI: n=1]" if row["scored"] == 1 else f"{v:.2f}"  # type: ignore[index]
+        return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
 
-    head = by + ["n", "errors", "score [95% CI]"]
+    has_pass = "pass_rate" in table.columns
+    head = by + ["n", "errors"] + (["passed"] if has_pass else []) + ["score [95% CI]"]
     has_acc = "accuracy" in table.columns
     if has_acc:
         head += ["baseline", "flag"]
     head += ["p50 s", "$/100"]
     rows = []
     for _, r in table.iterrows():
-        cells = [str(r[b]) for b in by] + [str(r["n"]), str(r["errors"]), ci(r, "score") if "score" in table else "-"]
+        cells = [str(r[b]) for b in by] + [str(r["n"]), str(r["errors"])]
+        if has_pass:  # errors count as failures here
+            cells.append(f"{r['passed']}/{r['n']}")
+        cells.append(ci(r, "score") if "score" in table else "-")
         if has_acc:
             cells += [f"{r['baseline']:.2f}" if r["baseline"] == r["baseline"] else "-", str(r["flag"] or "")]
         cells += [f"{r['latency_p50']:.2f}" if r["latency_p50"] == r["latency_p50"] else "-",
@@ -114,6 +122,8 @@ def summary_text(res: object) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    if has_pass and c.get("errors"):
+        lines.append(f"{c['errors']} error cell(s) count as failures in 'passed'; the score is over answered cells")
     return "\n".join(lines)
 
 
@@ -132,7 +142,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "models": [m.strip() for m in args.models.split(",") if m.strip()],
         "dataset": {"name": args.dataset, "split": args.split, "n": args.n, "seed": args.seed},
         "settings": {"temperature": args.temperature, "max_tokens": args.max_tokens},
-        "graders": [] if args.grader in ("", "none") else [args.grader],
+        "graders": [] if args.grader in ("", "none") else [
+            {"name": args.grader, "on": args.grade_on} if args.grade_on else args.grader],
     }
     return _run_and_report(experiment_from_dict(data, source="promptkit compare"), args)
 
@@ -144,6 +155,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     return serve(args.notebooks, port=args.port, show_tracebacks=args.show_tracebacks,
                  params=parse_params(args.param or []))
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from .tour import open_tour
+
+    return open_tour(args.dir, no_browser=args.no_browser, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     k.add_argument("--grader", default="default",
                    help="grader name, e.g. label (labels from the dataset); default: the dataset's usual grader; none: no grading")
+    k.add_argument("--grade-on", choices=["text", "reply"], default=None,
+                   help="what the grader reads: text (default: prefill + reply) or reply (the continuation alone)")
     k.add_argument("-t", "--temperature", type=float, default=0.0)
     k.add_argument("--max-tokens", type=int, default=64)
     k.add_argument("--name", default=None, help="run name (default compare-DATASET)")
@@ -192,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set a chapter parameter like papermill, e.g. -p N_ROWS 6 (chapters without it ignore it)")
     d.add_argument("--show-tracebacks", action="store_true", help="show full tracebacks of failing cells in the page")
     d.set_defaults(func=cmd_dashboard)
+
+    t = sub.add_parser("tour", help="copy the tour's notebooks into a folder of yours and open them in JupyterLab")
+    t.add_argument("dir", nargs="?", default="promptkit-tour",
+                   help="folder for your copy of the tour (default ./promptkit-tour); files already there are kept")
+    t.add_argument("--no-browser", action="store_true", help="do not open a browser; open the printed URL yourself")
+    t.add_argument("--port", type=int, default=None, help="port for JupyterLab (default 8888, or the next free one)")
+    t.set_defaults(func=cmd_tour)
     return p
 
 

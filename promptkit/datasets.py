@@ -30,11 +30,13 @@ CARD_END = "<!-- counts:end -->"
 
 
 def datasets_dir() -> Path:
-    """Where datasets live: $PROMPTKIT_DATASETS_DIR, else the repo's `datasets/` next to the package."""
+    """Where datasets live: $PROMPTKIT_DATASETS_DIR, else the ones shipped with promptkit (the repo's `datasets/`)."""
+    from .config import shipped_dir
+
     override = os.environ.get("PROMPTKIT_DATASETS_DIR")
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return shipped_dir("datasets")
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from .config import shipped_dir
 from .errors import PromptkitError
 from .templates import Template, load_template
 from .types import Message, Settings
 
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
-SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement")
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from .types import Completion, Request
 
-# Error kinds worth another attempt: the same request may succeed a moment later.
-RETRYABLE: frozenset[str] = frozenset({"rate_limit", "overloaded", "server", "timeout", "connection"})
+# Error kinds worth another attempt: the same request may succeed a moment later (a reply that was
+# unreadable or cut short is a fault of the moment too).
+RETRYABLE: frozenset[str] = frozenset({"rate_limit", "overloaded", "server", "timeout", "connection",
+                                       "malformed", "truncated"})
 
 # Default calls in flight per provider prefix; the local model answers one call at a time.
 DEFAULT_PROVIDER_CONCURRENCY: dict[str, int] = {"local": 1}

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from .aio import run_sync
+from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
 from .shard import check_workers, split
-from .types import Cell, CellResult, Completion, Grade
+from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Experiment
@@ -63,15 +63,19 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool, workers: int = 1,
+        progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
+        workers: int = 1,
     ) -> None:
         self.experiment = experiment
+        self.stream = stream
         self.mode = cache
         self.store = cache_backend
         self.concurrency = concurrency
         self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
         self.rpm = _per_provider(rpm, "rpm")
         self.timeout_s = timeout_s
+        self.timeout_local_s = timeout_local_s  # local calls: no limit unless timeout_s was given
+        self.timeout_default = timeout_default
         self.retry = retry
         self.budget = budget
         self.progress = progress
@@ -98,6 +102,9 @@ class _Run:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         self.cells: list[Cell] = self.experiment.expand()
+        if self.stream:  # asked for: API calls stream so time to first token is measured (not part of the key)
+            for c in self.cells:
+                c.request = replace(c.request, stream=True)
         self.results: list[CellResult | None] = [None] * len(self.cells)
         self.groups: dict[str, list[int]] = {}
         for i, c in enumerate(self.cells):
@@ -276,16 +283,19 @@ class _Run:
         self.global_slots.release()
 
     async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
-        if self.timeout_s is None:
+        limit = self.timeout_local_s if provider.spec.provider == "local" else self.timeout_s
+        if limit is None:
             return await provider.complete(cell.request)
         try:
             if _timeout is not None:  # Python 3.11+: no extra task per call
-                async with _timeout(self.timeout_s):
+                async with _timeout(limit):
                     return await provider.complete(cell.request)
-            return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
+            return await asyncio.wait_for(provider.complete(cell.request), limit)
         except asyncio.TimeoutError:
-            return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
-                              latency_s=self.timeout_s)
+            why = "the default for API calls" if self.timeout_default else "as set"
+            return Completion(error_kind="timeout", latency_s=limit,
+                              error=f"no answer within {limit:g} s, so the call was cancelled (timeout_s={limit:g}, "
+                                    f"{why}; raise timeout_s, or pass timeout_s=None for no limit)")
 
     def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
         if not self.budget.limited:
@@ -299,6 +309,8 @@ class _Run:
     # ---- finishing cells ---------------------------------------------------------------
 
     async def _finish(self, key: str, comp: Completion, *, hit: bool, write: bool = True) -> None:
+        if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
+            comp.prefill = prefill_used(self.cells[self.groups[key][0]].request, comp)
         if not hit and write:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
@@ -402,11 +414,13 @@ class _Run:
             "unpriced_models": self.unpriced_models,
             "budget": {"usd": self.budget.usd, "tokens": self.budget.tokens},
             "cache": self.mode,
+            "stream": self.stream,
             "limits": {
                 "concurrency": self.concurrency,
                 "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
                 "rpm": {g.name: g.rpm for g in self.gates.values() if g.rpm},
                 "timeout_s": self.timeout_s,
+                "timeout_s_local": self.timeout_local_s,
                 "max_attempts": self.retry.max_attempts,
             },
             "max_in_flight": self.max_in_flight,
@@ -431,7 +445,7 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
 _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
-    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "workers": 1,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
 }
 
 
@@ -448,6 +462,7 @@ async def arun(
     retry: RetryPolicy | None = None,
     budget_usd: float | None = _UNSET,
     budget_tokens: int | None = _UNSET,
+    stream: bool = _UNSET,
     workers: int = _UNSET,
     progress: bool = True,
 ) -> "Results":
@@ -464,10 +479,14 @@ async def arun(
         concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).
-        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
+        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit). By
+            default 120 s for API calls and no limit for local models (a long prompt on a small CPU
+            can take minutes); a value given here or in the YAML `run:` section applies to both.
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
+        stream: stream API calls so time to first token is measured (default False: a plain reply
+            costs less client CPU per call and still gives latency, tokens and cost).
         workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
             when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
             a run with a budget stays in one process.
@@ -479,7 +498,7 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
-        "workers": workers,
+        "stream": stream, "workers": workers,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -495,11 +514,15 @@ async def arun(
         n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
+    if not isinstance(opts["stream"], bool):
+        raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
+    timeout_given = timeout_s is not _UNSET or "timeout_s" in getattr(experiment, "run_options", {})
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress, workers=n_workers,
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers,
+        timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     return await run_.execute()
 
@@ -510,9 +533,7 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
     Interrupting it (Ctrl-C, Jupyter's stop button) cancels the calls in flight and starts no
     more; answers already received stay in the cache, so running again continues the grid.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not loop_running():
         return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
     # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
     # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
@@ -526,20 +547,25 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-run")
     try:
-        future = pool.submit(asyncio.run, main())
-        try:
-            while True:  # short waits, so an interrupt is seen however it is delivered
-                try:
-                    return future.result(timeout=0.1)
-                except concurrent.futures.TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            if started.wait(timeout=5):
-                held["loop"].call_soon_threadsafe(held["task"].cancel)
-            try:
-                future.result(timeout=30)
-            except BaseException:
-                pass
-            raise
+        with ctrl_c_raises():  # under asyncio.run, Ctrl-C would otherwise only cancel a task that never yields
+            return _wait_for_run(pool.submit(asyncio.run, main()), held, started)
     finally:
         pool.shutdown(wait=False)
+
+
+def _wait_for_run(future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event) -> "Results":
+    """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
+    try:
+        while True:  # short waits, so an interrupt is seen however it is delivered
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        if started.wait(timeout=5):
+            held["loop"].call_soon_threadsafe(held["task"].cancel)
+        try:
+            future.result(timeout=30)
+        except BaseException:
+            pass
+        raise

@@ -146,6 +146,7 @@ async def split(run: "_Run", queues: dict[str, Any]) -> list[Shard]:
             job = {
                 "name": f"{run.experiment.name}[{i}]", "store": where, "modules": modules,
                 "concurrency": _share(run.concurrency, n, i), "timeout_s": run.timeout_s, "retry": run.retry,
+                "stream": run.stream,
                 "provider_concurrency": {gk: _share(lim, n, i) for gk, lim in limits.items()},
                 "rpm": {gk: r / n for gk, r in rpms.items()},
             }
@@ -192,7 +193,7 @@ async def _work(job: dict[str, Any], out: Any) -> None:
     run = _WorkerRun(
         _Part(job["name"], job["cells"]), cache="refresh" if store is not None else "off", cache_backend=store,
         concurrency=job["concurrency"], provider_concurrency=job["provider_concurrency"], rpm=job["rpm"] or None,
-        timeout_s=job["timeout_s"], retry=job["retry"], budget=Budget(), progress=False,
+        timeout_s=job["timeout_s"], retry=job["retry"], budget=Budget(), progress=False, stream=job["stream"],
     )
 
     async def flusher() -> None:
