@@ -20,7 +20,7 @@ from .types import Message, Settings
 
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
-METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement")
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid")
 
 
 class ExerciseError(PromptkitError, ValueError):
@@ -63,6 +63,7 @@ class Exercise:
     repeats: int = 1
     allow_settings: tuple[str, ...] = ()
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
+    answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
 
     def starter(self) -> Template:
@@ -185,6 +186,12 @@ def measure(results: Any) -> dict[str, float]:
             out[k] = float(row[k])
         out["majority_baseline"] = float(row["baseline"])
     df = results.df
+    g = results.primary_grader
+    if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
+        ok = df[df["error_kind"].isna()]
+        out["parse_rate"] = float(ok[f"{g}_parsed"].astype("boolean").fillna(False).mean())
+        grades = [results.results[i].grades[g] for i in ok.index]
+        out["schema_valid"] = sum(x.parsed and not x.details.get("schema_errors") for x in grades) / len(grades)
     if df["repeat"].nunique() > 1:
         out["agreement"] = float((df.groupby("row_id")["output"].nunique() == 1).mean())
     out["errors"] = float(row["errors"])
@@ -228,6 +235,10 @@ def check(
                             f"you may change {list(ex.allow_settings) or 'none'}")
     s = Settings.from_dict({**ex.settings, **extra})
     grader = default_grader(ds.task)
+    if ex.answer_tag:
+        from .graders import in_tag
+
+        grader = in_tag(grader, ex.answer_tag)
     exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
                      rows=held_out.rows[: rows or ex.rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
