@@ -21,6 +21,7 @@ CI_PARAMETERS: dict[str, dict] = {
     "02_power_phrases": {"N_ROWS": 6, "PHRASES": ["analyst", "cot", "only_label", "answer_prefill", "tip"], "MAX_TOKENS": 40},
     "03_model_differences": {"N_ROWS": 6, "REPEATS": 2},
     "04_live_builder": {"N_ROWS": 2, "AUTORUN": True},
+    "09_chaining": {"N_ROWS": 3},
 }
 
 pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
