@@ -64,6 +64,7 @@ class Exercise:
     allow_settings: tuple[str, ...] = ()
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
     hints: tuple[Hint, ...] = ()
+    retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
 
     def starter(self) -> Template:
         """The dataset's default template: a place to start, not the answer."""
@@ -212,6 +213,12 @@ def check(
     held_out = ds.split(ex.split)
     used = template.variables
     fields = set(held_out.rows[0].input)
+    variant: Any = template.replace(name="your prompt")
+    if ex.retrieval_k:
+        from .retrieval import BM25, WithRetrieval, load_corpus
+
+        variant = WithRetrieval(variant, BM25(load_corpus()), ex.retrieval_k, name="your prompt", strict=False)
+        fields = fields | {"documents"}
     if not used & fields:
         raise ExerciseError(
             f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
@@ -228,7 +235,7 @@ def check(
                             f"you may change {list(ex.allow_settings) or 'none'}")
     s = Settings.from_dict({**ex.settings, **extra})
     grader = default_grader(ds.task)
-    exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
+    exp = Experiment(variants=[variant], models=[model or ex.model],
                      rows=held_out.rows[: rows or ex.rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)

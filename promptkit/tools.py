@@ -215,19 +215,22 @@ def tool_scores(results: Any, grader: str = "tool_call") -> Any:
     """Per variant and model: tool-choice accuracy, argument accuracy, unreadable calls, latency and tokens."""
     import pandas as pd
 
-    df = results.df
-    det = df[f"{grader}_details"] if f"{grader}_details" in df else pd.Series([{}] * len(df))
-    parsed = df[f"{grader}_parsed"].astype("boolean").fillna(False)
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for r in results.results:
+        groups.setdefault((r.cell.variant, r.cell.model), []).append(r)
     recs = []
-    for (v, m), part in df.assign(_d=det, _p=parsed).groupby(["variant", "model"], sort=False):
-        d = part["_d"].map(lambda x: x if isinstance(x, dict) else {})
+    for (v, m), cells in groups.items():
+        grades = [c.grades.get(grader) for c in cells]
+        ok = [c for c in cells if c.completion.ok]
+        lat = [c.completion.latency_s for c in ok if c.completion.latency_s is not None]
+        out = [c.completion.output_tokens for c in ok if c.completion.output_tokens is not None]
         recs.append({
-            "variant": v, "model": m, "n": len(part),
-            "tool choice accuracy": float(d.map(lambda x: bool(x.get("tool_correct"))).mean()),
-            "tool + arguments accuracy": float(d.map(lambda x: bool(x.get("arguments_correct"))).mean()),
-            "unreadable calls": int((~part["_p"]).sum()),
-            "latency_p50": float(part["latency_s"].median()),
-            "output_tokens_mean": float(part["output_tokens"].mean()),
+            "variant": v, "model": m, "n": len(cells), "errors": len(cells) - len(ok),
+            "tool choice accuracy": sum(bool(g and g.details.get("tool_correct")) for g in grades) / len(cells),
+            "tool + arguments accuracy": sum(bool(g and g.details.get("arguments_correct")) for g in grades) / len(cells),
+            "unreadable calls": sum(1 for g in grades if g is not None and not g.parsed),
+            "latency_p50": float(pd.Series(lat).median()) if lat else None,
+            "output_tokens_mean": float(pd.Series(out).mean()) if out else None,
         })
     return pd.DataFrame(recs)
 
@@ -247,6 +250,56 @@ def tool_grammar(tools: Sequence[Tool] | None = None) -> str:
     from .grammars import json_grammar
 
     return json_grammar(tool_call_schema(tools), prop_order=["tool", "arguments"])
+
+
+class WithGrammar:
+    """A prompt variant that always runs with a grammar (local models honour it), beside plain variants."""
+
+    def __init__(self, template: Any, grammar: str, name: str | None = None) -> None:
+        self.template, self.grammar = template, grammar
+        self.name = name or f"{template.name}+grammar"
+
+    def to_request(self, variables: Mapping[str, Any], settings: Any) -> Request:
+        from dataclasses import replace
+
+        req = self.template.to_request(variables, settings)
+        return replace(req, settings=replace(req.settings, grammar=self.grammar))
+
+
+def what_the_model_sees(model: str, request: str, system: str | None = None) -> str:
+    """The exact text a local model reads when the tools go through its chat template (the native way)."""
+    from .providers import get_provider
+
+    lm = get_provider(model).loaded()
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": request}]
+    return lm.formatter(messages=msgs, tools=[t.openai() for t in load_tools()]).prompt
+
+
+def tool_confusion(results: Any, grader: str = "tool_call", **where: Any) -> Any:
+    """Gold tool down, chosen tool across (\"unreadable\" when no call could be read): which tools get confused."""
+    import pandas as pd
+
+    sub = results.filter(**where) if where else results
+    recs = []
+    for r in sub.results:
+        g = r.grades.get(grader)
+        chosen = (g.details.get("tool") if g is not None and g.parsed else None) or "unreadable"
+        recs.append({"gold tool": r.cell.target["tool"], "chosen": chosen})
+    df = pd.DataFrame(recs)
+    return pd.crosstab(df["gold tool"], df["chosen"])
+
+
+def tool_verdict(scores: Any) -> str:
+    """Sentences, from a tool_scores table, naming the best way to ask and how far the others fell behind."""
+    s = scores.sort_values("tool + arguments accuracy", ascending=False).reset_index(drop=True)
+    best = s.iloc[0]
+    lines = [f"Best here: {best['variant']} on {best['model']}, with the right tool and arguments on "
+             f"{best['tool + arguments accuracy']:.0%} of {int(best['n'])} requests "
+             f"(right tool {best['tool choice accuracy']:.0%})."]
+    for _, r in s.iloc[1:].iterrows():
+        lines.append(f"{r['variant']} on {r['model']}: {r['tool + arguments accuracy']:.0%} fully right, "
+                     f"right tool {r['tool choice accuracy']:.0%}, {int(r['unreadable calls'])} unreadable.")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- executing a call
@@ -429,33 +482,33 @@ def _local_generate(lm: Any, prompt: str, request: Request) -> Completion:
 
 
 def answer_with_result(model: str, question: str, call: ToolCall, result: Mapping[str, Any], *,
-                       max_tokens: int = 80) -> Completion:
+                       way: str = "native", max_tokens: int = 80) -> Completion:
     """Second turn: the tool's result goes back to the model, which answers the CSM's question from it.
 
-    Local models whose chat template knows tools get the result in the template's own `tool` turn
-    (Qwen: <tool_response>); every other model gets it in a tagged user turn.
+    way="native": a local model whose chat template knows tools gets its own `tool` turn (Qwen:
+    <tool_response>); way="plain" (and every model without tool support) gets the result in a tagged
+    user turn.
     """
     from .complete import complete
     from .providers import get_provider, parse_spec
+    from .types import Message, Settings
 
+    if way not in ("native", "plain"):
+        raise ToolError(f"answer_with_result: way must be 'native' or 'plain', got {way!r}")
     payload = json.dumps(result, ensure_ascii=False)
     spec = parse_spec(model)
-    if spec.provider == "local":
+    if way == "native" and spec.provider == "local":
         lm = get_provider(model).loaded()
         if "tools" in (lm.llm.metadata.get("tokenizer.chat_template") or ""):
-            tools = load_tools()
             msgs = [
                 {"role": "user", "content": question},
                 {"role": "assistant", "content": "", "tool_calls": [
                     {"type": "function", "function": {"name": call.tool, "arguments": call.arguments}}]},
                 {"role": "tool", "name": call.tool, "content": payload},
             ]
-            prompt = lm.formatter(messages=msgs, tools=[t.openai() for t in tools]).prompt
-            from .types import Message, Settings
-
+            prompt = lm.formatter(messages=msgs, tools=[t.openai() for t in load_tools()]).prompt
             req = Request(messages=(Message("user", question),), settings=Settings(max_tokens=max_tokens))
-            fut = lm.executor.submit(_local_generate, lm, prompt, req)
-            c = fut.result()
+            c = lm.executor.submit(_local_generate, lm, prompt, req).result()
             c.provider, c.model = "local", spec.model
             return c
     text = (f"{question}\n\nYou called {call.tool} with {json.dumps(call.arguments)}. Its result:\n"
@@ -463,6 +516,33 @@ def answer_with_result(model: str, question: str, call: ToolCall, result: Mappin
     return complete(text, model, max_tokens=max_tokens)
 
 
-__all__ = ["TOOL_MODES", "Tool", "ToolCall", "ToolCallProvider", "ToolError", "accounts", "answer_with_result",
-           "execute", "load_tools", "parse_tool_call", "tool_call", "tool_call_schema", "tool_grammar",
-           "tool_model", "tool_scores"]
+def result_facts(result: Any) -> list[str]:
+    """The checkable values in a tool result (ids, numbers, dates, names), to look for in the final answer."""
+    out: list[str] = []
+    if isinstance(result, Mapping):
+        for k, v in result.items():
+            if k in ("account_id", "priority", "metric"):
+                continue
+            out += result_facts(v)
+    elif isinstance(result, list):
+        for v in result:
+            out += result_facts(v)
+    elif isinstance(result, bool) or result is None:
+        pass
+    elif isinstance(result, (int, float)):
+        out.append(f"{result:g}" if isinstance(result, float) else str(result))
+    elif isinstance(result, str) and (re.search(r"\d", result) or len(result.split()) <= 3):
+        out.append(result)
+    return list(dict.fromkeys(out))
+
+
+def facts_used(answer: str, result: Any) -> dict[str, bool]:
+    """Which of the result's values the answer repeats (numbers also match with thousands separators)."""
+    low = (answer or "").casefold()
+    flat = low.replace(",", "")
+    return {f: (f.casefold() in low or f.casefold() in flat) for f in result_facts(result)}
+
+
+__all__ = ["TOOL_MODES", "Tool", "ToolCall", "ToolCallProvider", "ToolError", "WithGrammar", "accounts",
+           "answer_with_result", "execute", "facts_used", "result_facts", "load_tools", "parse_tool_call", "tool_call", "tool_call_schema",
+           "tool_confusion", "tool_grammar", "tool_model", "tool_scores", "tool_verdict", "what_the_model_sees"]

@@ -22,6 +22,8 @@ CI_PARAMETERS: dict[str, dict] = {
     "03_model_differences": {"N_ROWS": 6, "REPEATS": 2},
     "04_live_builder": {"N_ROWS": 2, "AUTORUN": True},
     "09_chaining": {"N_ROWS": 3},
+    "10_tools": {"N_ROWS": 3},
+    "11_retrieval": {"N_ROWS": 3},
 }
 
 pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
