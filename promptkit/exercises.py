@@ -72,6 +72,7 @@ class Exercise:
     save_as: str | None = None  # the file name the live builder saves to for this exercise
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
+    retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -258,6 +259,12 @@ def check(
     held_out = ds.split(ex.split)
     used = template.variables
     fields = set(held_out.rows[0].input)
+    variant: Any = template.replace(name="your prompt")
+    if ex.retrieval_k:
+        from .retrieval import BM25, WithRetrieval, load_corpus
+
+        variant = WithRetrieval(variant, BM25(load_corpus()), ex.retrieval_k, name="your prompt", strict=False)
+        fields = fields | {"documents"}
     if not used & fields:
         raise ExerciseError(
             f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
@@ -285,7 +292,7 @@ def check(
         from .graders import in_tag
 
         grader = in_tag(grader, ex.answer_tag)
-    exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
+    exp = Experiment(variants=[variant], models=[model or ex.model],
                      rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)

@@ -1429,4 +1429,24 @@ def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrad
         return mean(found, json_match(fields=[primary], name=primary), name=f"{field_name}+{primary}")
     if kind == "rubric":
         return llm_judge(model=judge_model)
-    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric")
+    if kind == "structured":  # a JSON target whose grader is named in tasks.yaml (tool calls, cited answers)
+        return _structured_grader(get("grader", None))
+    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric, structured")
+
+
+# Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval"}
+
+
+def _structured_grader(name: str | None) -> BaseGrader:
+    if name not in _ELSEWHERE:
+        raise GraderError(f"a structured task names its grader in tasks.yaml, one of {sorted(_ELSEWHERE)}; got {name!r}")
+    return globals()["__getattr__"](name)()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'promptkit.graders' has no attribute {name!r}")
