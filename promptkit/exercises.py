@@ -14,14 +14,15 @@ from typing import Any, Mapping
 
 import yaml
 
+from .config import shipped_dir
 from .errors import PromptkitError
 from .templates import Template, load_template
 from .types import Message, Settings
 
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
-SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
-METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement")
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid")
 
 
 class ExerciseError(PromptkitError, ValueError):
@@ -69,7 +70,9 @@ class Exercise:
     reasoning_first: float | None = None  # share of answers that must reason first, then give "Answer: X"
     start: Mapping[str, Any] | None = None  # the starter prompt as a template dict; default: the dataset's
     save_as: str | None = None  # the file name the live builder saves to for this exercise
+    answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
+    retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -223,6 +226,12 @@ def measure(results: Any) -> dict[str, float]:
         out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
                                       for r in ok) / len(ok)) if ok else 0.0
     df = results.df
+    g = results.primary_grader
+    if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
+        ok = df[df["error_kind"].isna()]
+        out["parse_rate"] = float(ok[f"{g}_parsed"].astype("boolean").fillna(False).mean())
+        grades = [results.results[i].grades[g] for i in ok.index]
+        out["schema_valid"] = sum(x.parsed and not x.details.get("schema_errors") for x in grades) / len(grades)
     if df["repeat"].nunique() > 1:
         out["agreement"] = float((df.groupby("row_id")["output"].nunique() == 1).mean())
     out["errors"] = float(row["errors"])
@@ -250,6 +259,12 @@ def check(
     held_out = ds.split(ex.split)
     used = template.variables
     fields = set(held_out.rows[0].input)
+    variant: Any = template.replace(name="your prompt")
+    if ex.retrieval_k:
+        from .retrieval import BM25, WithRetrieval, load_corpus
+
+        variant = WithRetrieval(variant, BM25(load_corpus()), ex.retrieval_k, name="your prompt", strict=False)
+        fields = fields | {"documents"}
     if not used & fields:
         raise ExerciseError(
             f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
@@ -273,7 +288,11 @@ def check(
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
     grader = default_grader(ds.task)
-    exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
+    if ex.answer_tag:
+        from .graders import in_tag
+
+        grader = in_tag(grader, ex.answer_tag)
+    exp = Experiment(variants=[variant], models=[model or ex.model],
                      rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -252,11 +253,12 @@ def test_contains_uses_target_when_no_text_given():
 
 
 def test_regex_match_label_and_bad_pattern():
-    g = G.regex(r"health:\s*(green|yellow|red)")
+    g = G.regex(r"health:\s*(green|yellow|red)", flags=re.IGNORECASE)
     r = g(C("Health: Yellow, because adoption is shallow"), None)
     assert r.passed and r.details["group"] == "Yellow" and r.label is None
     assert not g(C("healthy"), None).passed
-    assert G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C(" Red \n"), None).passed
+    assert G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C("Red"), None).passed
+    assert not G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C(" Red \n"), None).passed  # nothing stripped
     assert not G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C("Red."), None).passed
     with pytest.raises(GraderError, match="invalid pattern"):
         G.regex("(unclosed")

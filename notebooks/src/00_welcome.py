@@ -11,6 +11,9 @@
 # | `02_power_phrases` | the power-phrase library, and an ablation that measures what each phrase does on our data |
 # | `03_model_differences` | the same prompts across models and settings: accuracy, variance, latency, tokens and cost |
 # | `04_live_builder` | an interactive prompt builder: toggle phrases, pick rows and models, run, compare, save |
+# | `05_structured_output` | JSON a program can read: free text vs format in words vs schema + prefill vs grammar; parse rate, schema validity, per-signal precision/recall/F1, schema errors and their fixes |
+# | `06_reasoning` | thinking in tags graded on the answer only, the token budget, self-consistency by majority vote, per local model beside the published size threshold |
+# | `08_injection` | planted instructions in customer text: attack success without and with defences (tags, instructions after the data, a separate check), and what still gets through |
 #
 # Each chapter ends with **exercises that check themselves**: you write a prompt, a check runs it on held-out
 # rows, grades it, and gives a hint when it falls short.
