@@ -143,10 +143,25 @@ def smallest_detectable(n: int, alpha: float = ALPHA) -> float:
     """
     if n <= 0:
         return float("nan")
+    return rows_needed(alpha) / n  # above 1.00: these rows cannot show any change at all
+
+
+def rows_needed(alpha: float = ALPHA) -> int:
+    """Rows that must all flip the same way before an exact paired test reaches p < alpha."""
     k = 1
     while 2 * 0.5 ** k >= alpha:
         k += 1
-    return min(1.0, k / n)
+    return k
+
+
+def detectable_sentence(n: int, comparisons: int = 1) -> str:
+    """What these rows could show at all, said plainly (with Holm's share of alpha for several comparisons)."""
+    k = rows_needed(ALPHA / comparisons)
+    where = f"With {n} rows" + (f" and {comparisons} comparisons" if comparisons > 1 else "")
+    after = " after correction" if comparisons > 1 else ""
+    if k > n:
+        return f"{where}, no change could reach significance{after}: it takes {k} rows all moving one way."
+    return f"{where}, the smallest change that could reach significance{after} is {k / n:.2f} ({k} rows all moving one way)."
 
 
 def _rows_of(results: Any, model: str | None) -> Any:
@@ -203,8 +218,7 @@ def effect(
         ub, ua = int(row[baseline]["unparseable"]), int(row[variant]["unparseable"])
         text += f" Unreadable answers: {ub} → {ua} of {int(row[baseline]['n'])}."
     mde = smallest_detectable(n)
-    text += (f" With {n} rows the smallest change that could reach significance is {mde:.2f} "
-             f"({round(mde * n)} rows all moving one way).")
+    text += " " + detectable_sentence(n)
     warning = below_chance_warning(results, baseline, model)
     if warning:
         text += " " + warning
@@ -215,8 +229,8 @@ def effect(
             text += f" This agrees with {paper}, which found that {said}."
         elif measured == "no significant effect" and paper_says in ("no effect", "no significant effect"):
             text += (f" {paper} found that {said} on its (much larger) models; this run shows no significant "
-                     f"effect either, but it could not have detected a change smaller than {mde:.2f}, so it "
-                     f"neither confirms nor contradicts that.")
+                     f"effect either, but it could not have detected a change smaller than {min(mde, 1.0):.2f}, "
+                     f"so it neither confirms nor contradicts that.")
         else:
             text += (f" {paper} found that {said} on its (much larger) models; "
                      f"this run does not show that (not shown here is not the same as disproved).")
