@@ -88,7 +88,7 @@ def test_ablation_counts_a_significant_rise_in_unreadable_answers_as_hurt_and_us
     lines = lessons.verdict_lines(table.reset_index())
     d = table.loc["base+tip", "Δ balanced_accuracy"]
     assert lines[1] == f"hurt: base+tip ({d:+.2f}, {table.loc['base+tip', 'why']})"
-    assert table.loc["base+tip", "why"] in ("more unreadable answers", "balanced accuracy down")
+    assert table.loc["base+tip", "why"] in ("12 more unreadable answers", "balanced accuracy down")
 
 
 def test_forest_plot_has_a_zero_line_and_one_interval_per_variant():
