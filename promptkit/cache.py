@@ -59,9 +59,15 @@ def _model_identity(model: str) -> tuple[str, str | None, str]:
 
 
 def _catalog_file() -> str:
+    return os.environ.get("PROMPTKIT_MODELS_FILE") or _default_catalog_file()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_catalog_file() -> str:
+    """The packaged models file (an import per key was a measurable part of expanding a grid)."""
     from .catalog import CATALOG_PATH
 
-    return os.environ.get("PROMPTKIT_MODELS_FILE") or str(CATALOG_PATH)
+    return str(CATALOG_PATH)
 
 
 @functools.lru_cache(maxsize=256)
