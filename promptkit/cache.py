@@ -20,12 +20,13 @@ import os
 import queue
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import cache_dir
+from .config import cache_dir, env
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
@@ -54,8 +55,21 @@ def cell_key(model: str, request: Request, repeat: int = 0) -> str:
 
 
 def _model_identity(model: str) -> tuple[str, str | None, str]:
-    """(provider, base_url, canonical model id) of a spec, memoised per catalog file (keys are hot in re-runs)."""
-    return _identity(model, _catalog_file())
+    """(provider, base_url, canonical model id) of a spec, memoised per catalog file (keys are hot in re-runs).
+
+    The base URL is the spec's `@url`, else the one the provider's variable sets (OPENAI_BASE_URL,
+    ANTHROPIC_BASE_URL, OLLAMA_BASE_URL, ...): the same spec pointed at another server is another cell.
+    """
+    catalog_file = _catalog_file()
+    var = _base_url_env(model.partition(":")[0].strip().lower(), catalog_file)
+    return _identity(model, catalog_file, (env(var) or "").rstrip("/") or None if var else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _base_url_env(prefix: str, catalog_file: str) -> str | None:
+    from .catalog import catalog
+
+    return (catalog().providers.get(prefix) or {}).get("base_url_env")
 
 
 def _catalog_file() -> str:
@@ -84,12 +98,12 @@ def _local_identity(model: str, catalog_file: str, n_ctx: int | None) -> dict[st
 
 
 @functools.lru_cache(maxsize=1024)
-def _identity(model: str, catalog_file: str) -> tuple[str, str | None, str]:
+def _identity(model: str, catalog_file: str, env_base_url: str | None) -> tuple[str, str | None, str]:
     from .catalog import catalog
     from .providers import parse_spec
 
     spec = parse_spec(model)
-    return spec.provider, spec.base_url, catalog().resolve(spec.provider, spec.model)
+    return spec.provider, spec.base_url or env_base_url, catalog().resolve(spec.provider, spec.model)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -115,11 +129,46 @@ def completion_dict(completion: Completion) -> dict[str, Any]:
 
 
 class Cache(Protocol):
-    """What the runner needs from a cache: answers by cell key."""
+    """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional)."""
 
     def get(self, key: str) -> Completion | None: ...
 
     def put(self, key: str, completion: Completion) -> None: ...
+
+
+_FIX = ("make it writable, or point PROMPTKIT_CACHE_DIR (or cache_backend=) at a folder you can write, "
+        "or run with cache='off'")
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """None if answers can be written under `folder` (made on first write if missing), else why not.
+
+    Tried, not guessed from permission bits: root ignores them, and an immutable or
+    read-only-mounted folder refuses writes whatever they say.
+    """
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"no folder {folder}"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".promptkit-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return f"cannot write in {probe} ({_why(exc)})"
+    return None
+
+
+def _not_kept(where: Path, why: str) -> str:
+    return (f"cannot write the answer cache {where}: {why}. This run's answers will not be kept, so running "
+            f"again pays for them again; {_FIX}")
 
 
 class DiskCache:
@@ -178,6 +227,13 @@ class DiskCache:
                 pass
             raise
 
+    def check(self) -> list[str]:
+        """What would stop answers being kept, said before the first call (the runner prints it)."""
+        if self.root.exists() and not self.root.is_dir():
+            return [_not_kept(self.root, "it is a file, not a folder")]
+        why = _writable_folder(self.root)
+        return [_not_kept(self.root, why)] if why else []
+
     def __contains__(self, key: str) -> bool:
         return self._path(key).exists()
 
@@ -219,6 +275,67 @@ class SqliteCache:
                         "(key TEXT PRIMARY KEY, completion TEXT NOT NULL, stored_at REAL NOT NULL)")
             self._con = con
         return self._con
+
+    def check(self) -> list[str]:
+        """What would stop answers being kept, said before the first call; a damaged file is moved aside.
+
+        A file SQLite cannot read (random bytes, a truncated copy, a bad page) would make every
+        lookup a miss and every write fail, silently paying for the whole grid again. It is renamed
+        to `cache.sqlite3.damaged-<time>` (kept for inspection) and a new file starts at the first write.
+        """
+        if self.path.exists() and not self.path.is_file():
+            return [_not_kept(self.path, "it is a folder, not a file")]
+        why = _writable_folder(self.path.parent)
+        if why:
+            return [_not_kept(self.path, why)]
+        if not self.path.exists():
+            return []
+        damage = self._damage()
+        if damage is None:
+            try:  # a read-only file in a writable folder: SQLite opens it, then refuses every write
+                with self._lock:
+                    con = self._connect(create=False)
+                    assert con is not None
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("ROLLBACK")
+            except sqlite3.DatabaseError as exc:
+                return [_not_kept(self.path, f"{type(exc).__name__}: {exc}")]
+            return []
+        self.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self.path}{suffix}")
+                if part.exists():
+                    os.replace(part, Path(f"{aside}{suffix}"))
+        except OSError as exc:
+            return [_not_kept(self.path, f"it is damaged ({damage}) and could not be moved aside ({_why(exc)})")]
+        return [f"the answer cache {self.path} was damaged ({damage}); moved it to {aside} (kept for inspection) "
+                f"and started a new one, so answers stored only there will be asked for again"]
+
+    def _damage(self) -> str | None:
+        """Why SQLite cannot use the file, or None; reads only (quick_check walks every page once)."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            return _why(exc)
+        if head and head != b"SQLite format 3\x00":
+            return "not an SQLite database"
+        if not head:
+            return None  # an empty file is a new database
+        try:
+            with self._lock:
+                con = self._connect(create=False)
+                assert con is not None
+                verdict = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+                con.execute("SELECT key FROM answers LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if verdict != ["ok"]:
+            return "; ".join(verdict[:2])
+        return None
 
     @staticmethod
     def _check(key: str) -> None:

@@ -21,6 +21,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "ready " if r["ready"] else "not ready"
         print(f"{r['spec']:<{width}}  {mark:<9}  {r['why']}")
+    from .cpu import thread_plan
+
+    print(f"\nlocal models run on {thread_plan(check=True)}")
     return 0
 
 
@@ -29,7 +32,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     c = complete(
         args.prompt, args.model, system=args.system, prefill=args.prefill or "",
-        temperature=args.temperature, max_tokens=args.max_tokens,
+        temperature=args.temperature, max_tokens=args.max_tokens, stream=args.stream,
     )
     if not c.ok:
         print(f"error ({c.error_kind}): {c.error}", file=sys.stderr)
@@ -38,7 +41,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     cost = "unknown" if c.cost_usd is None else f"${c.cost_usd:.6f}"
     print(
         f"[{c.provider}:{c.model}  in={c.input_tokens} out={c.output_tokens} tokens  "
-        f"latency={c.latency_s:.2f}s  ttft={(c.ttft_s or 0):.2f}s  finish={c.finish_reason}  cost={cost}]",
+        f"latency={c.latency_s:.2f}s  ttft={'-' if c.ttft_s is None else f'{c.ttft_s:.2f}s'}  "
+        f"finish={c.finish_reason}  cost={cost}]",
         file=sys.stderr,
     )
     return 0
@@ -57,6 +61,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds one call may take (default 120 for API calls, no limit for local models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="stream API calls to measure time to first token (costs client CPU per call)")
 
 
 def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
@@ -68,15 +74,44 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
     opts = {k: v for k, v in {
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
         "budget_tokens": args.budget_tokens, "timeout_s": args.timeout, "workers": args.workers,
+        "stream": args.stream,
     }.items() if v is not None}
+    out = Path(args.out or Path("runs") / experiment.name)  # type: ignore[attr-defined]
+    check_out(out)  # before the first call: a bad --out must not waste the calls
     res = run(experiment, progress=not args.no_progress, **opts)
-    out = Path(args.out or Path("runs") / res.meta["experiment"]["name"])
     out.mkdir(parents=True, exist_ok=True)
     files = [res.to_csv(out / "results.csv"), res.to_jsonl(out / "results.jsonl"), res.to_html(out / "report.html")]
     print(summary_text(res))
     for f in files:
         print(f"wrote {f}")
     return 3 if res.meta.get("stopped_for_budget") else 0
+
+
+EXPORTS = ("results.csv", "results.jsonl", "report.html")
+
+
+def check_out(out: "Path") -> None:
+    """Refuse an output folder that cannot take the exports, naming it and what to do, before any call."""
+    import os
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise PromptkitError(f"--out {out}: is a file; give a folder for {', '.join(EXPORTS)} (or remove the file)")
+    for name in EXPORTS:
+        if (out / name).is_dir():
+            raise PromptkitError(f"--out {out}: {out / name} is a folder; remove it or choose another --out")
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PromptkitError(f"--out {out}: {probe} is a file, so the folder cannot be made; choose another --out")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".promptkit-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PromptkitError(
+            f"--out {out}: cannot write in {probe} ({exc.strerror or exc}); choose another --out") from None
 
 
 def summary_text(res: object) -> str:
@@ -178,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefill", default=None, help="start of the assistant's answer")
     c.add_argument("-t", "--temperature", type=float, default=0.0)
     c.add_argument("-n", "--max-tokens", type=int, default=256)
+    c.add_argument("--stream", action="store_true", help="stream the call to measure time to first token")
     c.set_defaults(func=cmd_complete)
 
     r = sub.add_parser("run", help="run an experiment YAML file; write CSV, JSONL and an HTML report",

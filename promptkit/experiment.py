@@ -8,6 +8,7 @@ Experiments are written in Python or in a YAML file (`load_experiment`).
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -21,6 +22,23 @@ from .errors import ExperimentError, GraderError, PromptkitError
 from .types import Cell, Grader, PromptVariant, Row, Settings
 
 MAX_PROBLEMS_SHOWN = 5
+DEFAULT_MAX_CELLS = 1_000_000  # ~1 GB of cells and results; PROMPTKIT_MAX_CELLS raises it
+
+
+def max_cells() -> int:
+    """The largest grid a run expands: PROMPTKIT_MAX_CELLS or 1,000,000."""
+    raw = os.environ.get("PROMPTKIT_MAX_CELLS")
+    if raw is None:
+        return DEFAULT_MAX_CELLS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ExperimentError(f"environment variable PROMPTKIT_MAX_CELLS must be a whole number of at least 1, "
+                              f"got {raw!r}")
+    return value
+
 
 
 def _fmt(value: Any) -> str:
@@ -193,13 +211,16 @@ class Experiment:
     def expand(self) -> list[Cell]:
         """Every cell of the grid, model-major (variants, settings, rows, repeats inside).
 
-        Raises ExperimentError, before any call, when rows cannot fill a prompt.
+        Raises ExperimentError, before any call, when rows cannot fill a prompt or the grid is
+        larger than `max_cells()` (checked before a single cell is built).
         """
         grid = self.settings_grid()
         pairs = self.pairs()
+        self._check_size(len(grid), len(pairs))
         problems: dict[tuple[int, int], str] = {}
         requests: dict[tuple[int, int, int], Any] = {}
         same: dict[tuple[int, int, Any], int] = {}
+        slots: dict[int, list[str] | None] = {}
         for vi, ri in pairs:
             variant, row = self.variants[vi], self.rows[ri]
             for si, (_, settings) in enumerate(grid):
@@ -213,7 +234,7 @@ class Experiment:
                     continue
                 requests[vi, si, ri] = req
                 if si == 0:
-                    left = _unfilled(req, row.input)
+                    left = _unfilled(variant, req, row.input, slots)
                     if left:
                         problems.setdefault((vi, ri), _single_brace_problem(row.id, variant.name, left))
                         continue
@@ -233,19 +254,22 @@ class Experiment:
         for vi, ri in pairs:
             by_variant.setdefault(vi, []).append(ri)
         cells: list[Cell] = []
-        for model in self.models:
-            for vi, ris in by_variant.items():
-                variant = self.variants[vi]
-                for si, (label, settings) in enumerate(grid):
-                    for ri in ris:
-                        row = self.rows[ri]
-                        req = requests[vi, si, ri]
-                        for rep in range(self.repeats):
-                            cells.append(Cell(
-                                key=cell_key(model, req, rep), variant=variant.name, model=model,
-                                settings=settings, row_id=row.id, repeat=rep, request=req,
-                                target=row.target, settings_label=label,
-                            ))
+        try:
+            for model in self.models:
+                for vi, ris in by_variant.items():
+                    variant = self.variants[vi]
+                    for si, (label, settings) in enumerate(grid):
+                        for ri in ris:
+                            row = self.rows[ri]
+                            req = requests[vi, si, ri]
+                            for rep in range(self.repeats):
+                                cells.append(Cell(
+                                    key=cell_key(model, req, rep), variant=variant.name, model=model,
+                                    settings=settings, row_id=row.id, repeat=rep, request=req,
+                                    target=row.target, settings_label=label,
+                                ))
+        except UnicodeEncodeError:  # half a surrogate pair in a row or a prompt: say where, call nothing
+            raise ExperimentError(self._not_text()) from None
         return cells
 
     def _identical(self, variant: str, first: Row, row: Row, problems: dict[Any, str], at: tuple[int, int]) -> None:
@@ -258,6 +282,28 @@ class Experiment:
         else:
             where = f"{self.source}: " if self.source else ""
             warnings.warn(f"promptkit: {where}{msg} (Experiment(strict=True) makes this an error)", stacklevel=3)
+
+    def _check_size(self, n_settings: int, n_pairs: int) -> None:
+        n = n_pairs * len(self.models) * n_settings * self.repeats
+        limit = max_cells()
+        if n > limit:
+            where = f"{self.source}: " if self.source else ""
+            raise ExperimentError(
+                f"{where}the grid has {n:,} cells ({n_pairs} prompt-row pair(s) x {len(self.models)} model(s) x "
+                f"{n_settings} setting(s) x {self.repeats} repeat(s)), more than the limit "
+                f"of {limit:,}; nothing was run. Lower repeats, rows or the sweep, or raise the limit with the "
+                f"environment variable PROMPTKIT_MAX_CELLS={n}")
+
+    def _not_text(self) -> str:
+        from .datasets import lone_surrogate
+
+        where = f"{self.source}: " if self.source else ""
+        for row in self.rows:
+            bad = lone_surrogate(row.input, "input")
+            if bad is not None:
+                return f"{where}row {row.id!r}, field '{bad[0]}': {bad[1]}; nothing was run"
+        return (f"{where}a prompt holds a lone surrogate (half an emoji or a broken escape), which is not text; "
+                f"fix the template; nothing was run")
 
     def describe(self) -> dict[str, Any]:
         """A plain-data summary of the grid for results meta and reports."""
@@ -279,12 +325,20 @@ class Experiment:
         }
 
 
-def _unfilled(request: Any, fields: Mapping[str, Any]) -> list[str]:
-    """Row fields still written as `{name}` in a rendered prompt (a single-brace template read as double)."""
-    from .templates import unfilled_single
+def _unfilled(variant: Any, request: Any, fields: Mapping[str, Any], memo: dict[int, list[str] | None]) -> list[str]:
+    """Row fields written as `{name}` in a `{{name}}` template (read from the template, not the row's values),
+    or, for another kind of prompt variant, still in its rendered prompt."""
+    from .templates import SINGLE_RE, unfilled_single
 
     if not fields:
         return []
+    if id(variant) not in memo:
+        parts = getattr(variant, "parts", None)
+        memo[id(variant)] = None if parts is None else ([] if variant.placeholders == "single" else list(dict.fromkeys(
+            m.group(1) for _, text in parts() for m in SINGLE_RE.finditer(text) if m.group(1))))
+    names = memo[id(variant)]
+    if names is not None:
+        return [n for n in names if n in fields]
     texts = [m.content for m in request.messages] + [request.prefill]
     return list(dict.fromkeys(n for t in texts if "{" in t for n in unfilled_single(t, fields)))
 
@@ -599,7 +653,8 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's.
 
     `default` is the dataset's usual grader as tasks.yaml names it (label_match, json_match, llm_judge).
-    Any grader also takes `on: reply` (grade the continuation after the prefill) and `negate: true` (must not pass).
+    Any grader also takes `on: reply` (grade the continuation after the prefill), `negate: true` (must not
+    pass) and `as: column_name` (its name in the results, so two graders of one kind can sit side by side).
     """
     from . import graders as gmod
 
@@ -610,14 +665,23 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     else:
         raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
     name = GRADER_ALIASES.get(name, name)
-    on, negate = args.pop("on", None), args.pop("negate", False)
+    if True in args:  # YAML 1.1 reads the key `on` as true
+        args["on"] = args.pop(True)
+    on, negate, label = args.pop("on", None), args.pop("negate", False), args.pop("as", None)
     if not isinstance(negate, bool):
         raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise GraderError(f"grader {name!r}: 'as' names its column and must be non-empty text, got {label!r}")
 
     def finish(grader: Any) -> Any:
         if on is not None:  # `on: reply` grades the continuation alone, for any grader
             grader = grader.on_reply(on)
-        return gmod.not_(grader) if negate else grader
+        if negate:
+            grader = gmod.not_(grader)
+        if label is not None:  # `as: name` tells two graders of one kind apart
+            grader = copy.copy(grader)
+            grader.name = label
+        return grader
 
     if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
         task = getattr(dataset, "task", None)

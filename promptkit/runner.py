@@ -88,6 +88,7 @@ class _Run:
         self.max_in_flight = 0
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
+        self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
         self.writer: BackgroundWriter | None = None
         if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
@@ -190,6 +191,8 @@ class _Run:
                     prov = get_provider(cell.model)
                 except PromptkitError as exc:
                     prov = Completion(error_kind="config", error=str(exc), model=cell.model)
+                    print(f"promptkit: {cell.model} cannot be called, so its cells are marked error_kind 'config': "
+                          f"{exc}", file=sys.stderr)
                 providers[cell.model] = prov
                 if self.budget.usd is not None and not isinstance(prov, Completion) and self._unpriced(prov):
                     self.unpriced_models.append(cell.model)
@@ -233,7 +236,8 @@ class _Run:
     async def _call(self, cell: Cell, gate: Gate, provider: "Provider") -> Completion:
         """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
         est_usd, est_tokens = self._estimate(cell, provider)
-        if not await self.budget.reserve(est_usd, est_tokens):
+        held = await self.budget.reserve(est_usd, est_tokens, cell.model)
+        if held is None:
             return Completion(error_kind="budget", error="not run: " + self._budget_message(final=False))
         comp: Completion | None = None
         try:
@@ -257,7 +261,7 @@ class _Run:
                 comp.error = f"{comp.error} (gave up after {attempt} attempts)"
             return comp
         finally:
-            await self.budget.settle(est_usd, est_tokens, comp)
+            await self.budget.settle(held, comp)
 
     async def _enter(self, gate: Gate) -> None:
         """Take a global slot and the provider's next start slot, without holding the first while pacing."""
@@ -426,6 +430,8 @@ class _Run:
         }
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
+        if self.cache_problems:
+            meta["cache_problems"] = list(self.cache_problems)
         return meta
 
 
@@ -514,6 +520,9 @@ async def arun(
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
+    cache_problems = store.check() if store is not None and hasattr(store, "check") else []
+    for problem in cache_problems:  # said before the first call: a broken cache means paying again
+        print(f"promptkit: {problem}", file=sys.stderr)
     timeout_given = timeout_s is not _UNSET or "timeout_s" in getattr(experiment, "run_options", {})
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
@@ -521,7 +530,28 @@ async def arun(
         retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers,
         timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
-    return await run_.execute()
+    run_.cache_problems = cache_problems
+    res = await run_.execute()
+    _say_setup_errors(res)
+    failed = res.meta.get("cache_write_errors")
+    if failed:
+        print(f"promptkit: some answers could not be written to the cache ({failed[0]}); they are in these "
+              f"results but a re-run will ask for them again", file=sys.stderr)
+    return res
+
+
+def _say_setup_errors(res: "Results") -> None:
+    """On stderr, per model: cells that failed because an endpoint was unreachable or refused the key (which
+    URL or variable to fix is in the error), so a wrong setup is not found only in the results file."""
+    first: dict[tuple[str, str], str] = {}
+    count: Counter[tuple[str, str]] = Counter()
+    for r in res.results:
+        kind = r.completion.error_kind
+        if kind in ("auth", "connection"):
+            count[r.cell.model, kind] += 1
+            first.setdefault((r.cell.model, kind), r.completion.error or "")
+    for (model, kind), n in count.items():
+        print(f"promptkit: {n} cell(s) of {model} failed with '{kind}': {first[model, kind]}", file=sys.stderr)
 
 
 def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
@@ -550,7 +580,9 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
         pool.shutdown(wait=False)
 
 
-def _wait_for_run(future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event) -> "Results":
+def _wait_for_run(
+    future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event,
+) -> "Results":
     """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
     try:
         while True:  # short waits, so an interrupt is seen however it is delivered

@@ -97,7 +97,8 @@ def test_a_run_streams_only_when_asked(server):
 
 def grid(n_rows: int, models=tuple(MODELS.values())) -> Experiment:
     t = Template(name="t", turns=[{"role": "user", "content": "{{q}}"}])
-    return Experiment(variants=[t], models=list(models), rows=[Row(id=f"r{i}", input={"q": f"q {i}"}) for i in range(n_rows)])
+    rows = [Row(id=f"r{i}", input={"q": f"q {i}"}) for i in range(n_rows)]
+    return Experiment(variants=[t], models=list(models), rows=rows)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -127,3 +128,14 @@ def test_broken_replies_are_retried_never_cached_and_asked_again_on_a_rerun(serv
     second = run(grid(6), cache_backend=store, progress=False, retry=policy, stream=stream)
     assert sorted(c.last_user for c in server.calls) == sorted(list(broken) * 2)  # exactly the broken cells again
     assert all(r.completion.ok for r in second.results) and second.meta["counts"]["cache_hits"] == 4
+
+
+def test_the_cli_streams_only_when_asked_and_shows_no_first_token_time_it_did_not_measure(server, capsys):
+    from promptkit.cli import main
+
+    assert main(["complete", PROMPT, "-m", MODELS["openai"], "-n", "8"]) == 0
+    plain = capsys.readouterr().err
+    assert main(["complete", PROMPT, "-m", MODELS["openai"], "-n", "8", "--stream"]) == 0
+    streamed = capsys.readouterr().err
+    assert [c.stream for c in server.calls] == [False, True]
+    assert "ttft=-" in plain and "ttft=-" not in streamed and "ttft=0." in streamed
