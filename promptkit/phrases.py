@@ -324,6 +324,7 @@ def apply_phrases(
     Phrases are applied in library order whatever order they are given in, so
     `["xml_input", "cot"]` and `["cot", "xml_input"]` give the same prompt and name.
     """
+    template = template.as_double()  # phrases are written with {{variables}}
     lib = library or default_library()
     chosen = _resolve(ids, lib)
     if not chosen:

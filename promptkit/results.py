@@ -35,6 +35,7 @@ JSONL_FORMAT = "promptkit.results/1"
 SCORE_CI = "95% percentile bootstrap over dataset rows (a row's repeats and settings resampled together), 2000 resamples, seed 0"
 ACCURACY_CI = ("95% Wilson interval over cells (as metrics.classification_summary); balanced accuracy and "
                "macro-F1: 95% percentile bootstrap over cells, 1000 resamples, seed 0")
+PASS_RATE = "passed / n: every cell counts, an error cell as a failure; score and accuracy are over answered cells"
 PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 
 
@@ -232,8 +233,10 @@ class Results:
     ) -> "pd.DataFrame":
         """Per group: calls, errors, mean score with CI, latency p50/p95, tokens and cost per 100 rows.
 
-        Errors are counted and kept out of every score (a failed call says
-        nothing about the prompt). For a classification grader each group also
+        `errors` counts failed calls. `pass_rate` is `passed` over every cell, so an
+        error cell counts as a failure there; `score`, accuracy and the other label
+        metrics are over the answered cells only (a rate limit says nothing about
+        the prompt), with `errors` beside them. For a classification grader each group also
         gets accuracy beside the majority baseline of its rows, balanced
         accuracy, macro-F1, unparseable count and a `flag` when accuracy does
         not beat the baseline by more than its interval. The CI methods are in
@@ -273,8 +276,9 @@ class Results:
                     have[f"{g}_score"].to_numpy(dtype=float), have["row_id"].astype(str).to_numpy(), n_boot=n_boot
                 )
                 rec.update(score=mean, score_low=lo, score_high=hi)
-                passed = have[f"{g}_passed"].dropna()
-                rec["pass_rate"] = float(passed.astype(bool).mean()) if len(passed) else math.nan
+                # a failed call is not a pass: pass_rate is over every cell, errors counted as failures
+                rec["passed"] = int(have[f"{g}_passed"].dropna().astype(bool).sum())
+                rec["pass_rate"] = rec["passed"] / len(part) if len(part) else math.nan
             lat = ok["latency_s"].dropna()
             rec["latency_p50"] = float(lat.quantile(0.5)) if len(lat) else math.nan
             rec["latency_p95"] = float(lat.quantile(0.95)) if len(lat) else math.nan
@@ -300,6 +304,7 @@ class Results:
         out = pd.DataFrame(rows)
         out.attrs["grader"] = g
         out.attrs["score_ci"] = SCORE_CI
+        out.attrs["pass_rate"] = PASS_RATE
         if classify:
             out.attrs["accuracy_ci"] = ACCURACY_CI
             out.attrs["labels"] = labels
@@ -330,6 +335,7 @@ class Results:
             "balanced_accuracy_low": bal_lo, "balanced_accuracy_high": bal_hi, "chance": 1 / len(present),
             "macro_f1": metrics.macro_f1(gold, pred, labels), "macro_f1_low": f1_lo, "macro_f1_high": f1_hi,
             "correct": correct, "wrong": n - correct - unparseable, "unparseable": unparseable,
+            "mentioned": sum(_mentioned(c.grades.get(grader)) for c in cells if _gold(c, grader) is not None),
         }
 
     def classification(self, grader: str | None = None, **where: Any) -> Any:
@@ -496,6 +502,57 @@ class Results:
             .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}])
         )
 
+    # ------------------------------------------------------------------ combining
+
+    @classmethod
+    def concat(cls, parts: Iterable["Results"]) -> "Results":
+        """One Results from several runs (e.g. one experiment per exercise): cells in order, meta merged.
+
+        `meta["parts"]` keeps each run's own meta; counts, spend and wall time are summed,
+        so summaries, exports and the CLI summary read the whole.
+        """
+        parts = list(parts)
+        if not parts or not all(isinstance(p, Results) for p in parts):
+            raise ExperimentError("Results.concat takes a non-empty list of Results")
+        metas = [p.meta for p in parts]
+        exps = [m.get("experiment") or {} for m in metas]
+
+        def union(key: str) -> list[Any]:
+            return list(dict.fromkeys(x for e in exps for x in (e.get(key) or [])))
+
+        counts: dict[str, Any] = {}
+        for m in metas:
+            for k, v in (m.get("counts") or {}).items():
+                if isinstance(v, dict):
+                    acc = counts.setdefault(k, {})
+                    for kk, vv in v.items():
+                        acc[kk] = acc.get(kk, 0) + vv
+                elif isinstance(v, (int, float)):
+                    counts[k] = counts.get(k, 0) + v
+        meta: dict[str, Any] = {
+            "experiment": {
+                "name": "+".join(dict.fromkeys(str(e.get("name") or "results") for e in exps)),
+                "variants": union("variants"), "models": union("models"), "graders": union("graders"),
+                "settings_labels": union("settings_labels") or ["default"],
+                "cells": sum(len(p) for p in parts),
+            },
+            "counts": counts,
+            "wall_s": sum(float(m.get("wall_s") or 0.0) for m in metas),
+            "spent_usd": sum(float(m.get("spent_usd") or 0.0) for m in metas),
+            "stopped_for_budget": any(m.get("stopped_for_budget") for m in metas),
+            "stop_reason": next((m["stop_reason"] for m in metas if m.get("stop_reason")), None),
+            "parts": metas,
+        }
+        labels = list(dict.fromkeys(x for m in metas for x in (m.get("labels") or [])))
+        if labels:
+            meta["labels"] = labels
+        return cls([r for p in parts for r in p.results], meta)
+
+    def __add__(self, other: "Results") -> "Results":
+        if not isinstance(other, Results):
+            return NotImplemented
+        return Results.concat([self, other])
+
     # ------------------------------------------------------------------ regrade
 
     def regrade(self, graders: Any, *, keep: bool = False) -> "Results":
@@ -627,6 +684,12 @@ def _pred(grade: Grade | None) -> Any:
     if grade is None or not grade.parsed:
         return None
     return grade.label
+
+
+def _mentioned(grade: Grade | None) -> bool:
+    """An unreadable answer that names a label without giving it (counted within `unparseable`)."""
+    return (grade is not None and not grade.parsed and isinstance(grade.details, Mapping)
+            and grade.details.get("how") == "mention")
 
 
 def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], list[Any]]:

@@ -1,5 +1,8 @@
 """Prompt templates: a system part, user/assistant turns and a prefill, with `{{name}}` variables.
 
+`placeholders="single"` reads Python format-style `{name}` variables instead (with `{{`
+and `}}` for literal braces), the style most third-party prompts are written in.
+
 A Template is the PromptVariant the runner renders once per dataset row. It
 is immutable, so applying phrases or examples always makes a new one, and it
 round-trips through a small YAML (or TOML) file so learners keep their prompts.
@@ -20,16 +23,19 @@ from .files import atomic_write
 from .types import Message, Request, Row, Settings
 
 VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-FIELDS: tuple[str, ...] = ("name", "description", "system", "turns", "prefill", "meta")
+SINGLE_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")  # Python format style: {name}, {{ and }} literal
+PLACEHOLDERS: tuple[str, ...] = ("double", "single")
+FIELDS: tuple[str, ...] = ("name", "description", "system", "turns", "prefill", "meta", "placeholders")
 REQUIRED: tuple[str, ...] = ("name", "turns")
 TURN_ROLES: tuple[str, ...] = ("user", "assistant")
 
 
-def variables_in(text: str) -> list[str]:
-    """Variable names in `text`, in order of first use (single braces are not variables)."""
+def variables_in(text: str, placeholders: str = "double") -> list[str]:
+    """Variable names in `text`, in order of first use (`{{name}}`; `{name}` with placeholders="single")."""
     seen: dict[str, None] = {}
-    for m in VAR_RE.finditer(text):
-        seen.setdefault(m.group(1), None)
+    for m in (SINGLE_RE if placeholders == "single" else VAR_RE).finditer(text):
+        if m.group(1) is not None:
+            seen.setdefault(m.group(1), None)
     return list(seen)
 
 
@@ -44,12 +50,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def substitute(text: str, variables: Mapping[str, Any]) -> str:
-    """Fill the `{{name}}` slots whose names are in `variables`; leave the others as they are."""
+def substitute(text: str, variables: Mapping[str, Any], placeholders: str = "double", *, final: bool = False) -> str:
+    """Fill the slots whose names are in `variables`; leave the others as they are.
+
+    With placeholders="single", `final=True` also turns the escaped `{{` and `}}` into single braces.
+    """
     def fill(m: re.Match[str]) -> str:
         name = m.group(1)
+        if name is None:  # an escaped brace
+            return m.group(0)[0] if final else m.group(0)
         return format_value(variables[name]) if name in variables else m.group(0)
-    return VAR_RE.sub(fill, text)
+    return (SINGLE_RE if placeholders == "single" else VAR_RE).sub(fill, text)
+
+
+def unfilled_single(text: str, names: Iterable[str]) -> list[str]:
+    """`{name}` slots left in rendered text whose name is in `names`: a single-brace template read as `{{name}}`."""
+    want = set(names)
+    return list(dict.fromkeys(m.group(1) for m in SINGLE_RE.finditer(text) if m.group(1) in want))
 
 
 def _coerce_turn(turn: Any, i: int, where: str) -> Message:
@@ -90,11 +107,15 @@ class Template:
     turns: tuple[Message, ...] = ()
     prefill: str = ""
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
+    placeholders: str = "double"  # "double": {{name}}; "single": Python format-style {name}
 
     def __post_init__(self) -> None:
         where = f"template {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
             raise TemplateError(f"template name must be non-empty text, got {self.name!r}")
+        if self.placeholders not in PLACEHOLDERS:
+            raise TemplateError(f"{where}: 'placeholders' must be 'double' ({{{{name}}}}) or 'single' ({{name}}), "
+                                f"got {self.placeholders!r}")
         for key in ("description", "system", "prefill"):
             if not isinstance(getattr(self, key), str):
                 raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}")
@@ -130,13 +151,13 @@ class Template:
     @property
     def variables(self) -> set[str]:
         """Names of every `{{variable}}` the template needs."""
-        return {v for _, text in self.parts() for v in variables_in(text)}
+        return {v for _, text in self.parts() for v in variables_in(text, self.placeholders)}
 
     def variable_order(self) -> list[str]:
         """The variables in order of first use, for forms and tables."""
         seen: dict[str, None] = {}
         for _, text in self.parts():
-            for v in variables_in(text):
+            for v in variables_in(text, self.placeholders):
                 seen.setdefault(v, None)
         return list(seen)
 
@@ -158,7 +179,7 @@ class Template:
         if missing:
             places = []
             for v in missing:
-                where = [label for label, text in self.parts() if v in variables_in(text)]
+                where = [label for label, text in self.parts() if v in variables_in(text, self.placeholders)]
                 hint = difflib.get_close_matches(v, [str(k) for k in variables], n=1)
                 places.append(f"'{v}' (used in {', '.join(where)}"
                               + (f"; did you mean '{hint[0]}'?)" if hint else ")"))
@@ -180,11 +201,14 @@ class Template:
         """The provider-neutral Request for one set of variables (or a Row's input); a missing one is an error."""
         variables = {} if variables is None else variables.input if isinstance(variables, Row) else variables
         self.check(variables, strict=strict)
-        msgs = ([Message("system", substitute(self.system, variables))] if self.system else []) + [
-            Message(m.role, substitute(m.content, variables)) for m in self.turns
+        ph = self.placeholders
+
+        def sub(text: str) -> str:
+            return substitute(text, variables, ph, final=True)
+        msgs = ([Message("system", sub(self.system))] if self.system else []) + [
+            Message(m.role, sub(m.content)) for m in self.turns
         ]
-        return Request(messages=tuple(msgs), settings=settings or Settings(),
-                       prefill=substitute(self.prefill, variables))
+        return Request(messages=tuple(msgs), settings=settings or Settings(), prefill=sub(self.prefill))
 
     def to_request(self, variables: Mapping[str, Any], settings: Settings) -> Request:
         """PromptVariant protocol: what the runner calls once per row (extra row fields are fine)."""
@@ -192,12 +216,22 @@ class Template:
 
     def fill(self, variables: Mapping[str, Any], **more: Any) -> "Template":
         """A template with some variables filled in and the rest left as `{{slots}}`."""
-        vals = {**variables, **more}
+        vals, ph = {**variables, **more}, self.placeholders
         return self.replace(
-            system=substitute(self.system, vals),
-            turns=tuple(Message(m.role, substitute(m.content, vals)) for m in self.turns),
-            prefill=substitute(self.prefill, vals),
+            system=substitute(self.system, vals, ph),
+            turns=tuple(Message(m.role, substitute(m.content, vals, ph)) for m in self.turns),
+            prefill=substitute(self.prefill, vals, ph),
         )
+
+    def as_double(self) -> "Template":
+        """The same prompt written with `{{name}}` variables (the converter for a single-brace template)."""
+        if self.placeholders == "double":
+            return self
+
+        def conv(text: str) -> str:
+            return SINGLE_RE.sub(lambda m: "{{" + m.group(1) + "}}" if m.group(1) else m.group(0)[0], text)
+        return self.replace(system=conv(self.system), turns=tuple(Message(m.role, conv(m.content)) for m in self.turns),
+                            prefill=conv(self.prefill), placeholders="double")
 
     # ---- building variants ---------------------------------------------------------
 
@@ -235,7 +269,7 @@ class Template:
         rows = list(rows)
         last = self.turns[-1]
         pairs: list[Message] = []
-        need = set(variables_in(last.content))
+        need = set(variables_in(last.content, self.placeholders))
         for row in rows:
             if not isinstance(row, Row):
                 raise TemplateError(
@@ -257,7 +291,7 @@ class Template:
                                     f"got {type(text).__name__}")
             if self.prefill and not text.startswith(self.prefill):
                 text = self.prefill + text
-            pairs += [Message("user", substitute(last.content, row.input)), Message("assistant", text)]
+            pairs += [Message("user", substitute(last.content, row.input, self.placeholders)), Message("assistant", text)]
         meta = dict(self.meta)
         meta["examples"] = list(meta.get("examples", [])) + [r.id for r in rows]
         return self.replace(
@@ -278,6 +312,8 @@ class Template:
         d["prefill"] = self.prefill
         if self.meta:
             d["meta"] = dict(self.meta)
+        if self.placeholders != "double":
+            d["placeholders"] = self.placeholders
         return d
 
     @classmethod
@@ -358,7 +394,9 @@ class Template:
         colours = {"system": "#eef2ff", "user": "#f0fdf4", "assistant": "#fff7ed", "prefill": "#fef9c3"}
 
         def box(label: str, text: str, role: str) -> str:
-            body = VAR_RE.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>", esc(text))
+            pattern = SINGLE_RE if self.placeholders == "single" else VAR_RE
+            body = pattern.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>" if m.group(1) else m.group(0),
+                               esc(text))
             return (f"<div style='background:{colours[role]};border-radius:4px;padding:4px 8px;margin:3px 0'>"
                     f"<div style='font-size:0.8em;color:#555'>{esc(label)}</div>"
                     f"<pre style='white-space:pre-wrap;margin:0;background:transparent'>{body}</pre></div>")
@@ -506,7 +544,7 @@ def _toml_value(v: Any, where: str) -> str:
 
 def _dump_toml(d: Mapping[str, Any]) -> str:
     lines = []
-    for k in ("name", "description", "system", "prefill"):
+    for k in ("name", "description", "system", "prefill", "placeholders"):
         if k in d:
             lines.append(f"{k} = {_toml_str(d[k])}")
     for t in d.get("turns", []):

@@ -35,3 +35,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     if not os.environ.get("PROMPTKIT_MODELS_DIR"):
         monkeypatch.setenv("PROMPTKIT_MODELS_DIR", SHARED_MODELS_DIR)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _sigint_restored(request):
+    """Ctrl-C tests send a real SIGINT: a handler some code left behind (an event loop's add_signal_handler
+    never removed) would swallow it in every later test, so put the default back and name who left it."""
+    import signal
+    import warnings
+
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        warnings.warn(f"{request.node.nodeid} left a SIGINT handler behind; restored the default", stacklevel=1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -47,11 +47,11 @@ def anyio_backend():
     return "asyncio"
 
 
-def test_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
+def test_streamed_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
     with FakeServer(latency=0.05, token_delay=0.01) as srv:
         for k, v in srv.env("anthropic", key=CANARY).items():
             monkeypatch.setenv(k, v)
-        c = pk.complete("renewal looks at risk", MODEL, system="Be brief.", max_tokens=50)
+        c = pk.complete("renewal looks at risk", MODEL, system="Be brief.", max_tokens=50, stream=True)
         body = srv.last.body
     assert c.ok, c.error
     assert c.text == "renewal looks at risk"

@@ -490,7 +490,7 @@ def test_label_match_grader_gold_is_read_as_the_grader_reads_it():
     from promptkit.graders import label_match
 
     targets = ["commit", "AT-RISK", {"label": "Likely"}, "commit"]
-    answers = ["Commit.", "I think At-Risk", "likely", "hmm"]
+    answers = ["Commit.", "At-Risk, I think", "likely", "hmm"]
     cells = [cell_result(str(i), t, a, graders=()) for i, (t, a) in enumerate(zip(targets, answers))]
     res = Results(cells).regrade(label_match(["Commit", "Likely", "At-Risk"], name="tier"))
     s = res.summary().iloc[0]
@@ -546,3 +546,22 @@ def test_runner_results_round_trip_regrade_and_report(tmp_path):
     assert loose.summary().set_index("variant").loc["echo_answer", "accuracy"] == 0.75
     text = back.to_html(tmp_path / "run.html").read_text(encoding="utf-8")
     assert "<title>echo tiers</title>" in text and "experiment.models" in text
+
+
+def test_mentioned_not_answered_is_counted_apart_within_unparseable():
+    """A label named in passing is unreadable (not a choice) and the summary counts it separately."""
+    from promptkit.graders import label_match
+    from promptkit.lessons import answer_counts
+
+    targets = ["Likely", "Likely", "Commit", "At-Risk"]
+    answers = ["This account is likely to renew.", "Likely", "hmm", "Tier: 1.\nThe account is likely to renew."]
+    cells = [cell_result(str(i), t, a, graders=()) for i, (t, a) in enumerate(zip(targets, answers))]
+    res = Results(cells).regrade(label_match(["Commit", "Likely", "At-Risk"], name="tier"))
+    s = res.summary().iloc[0]
+    assert s["correct"] == 1 and s["unparseable"] == 3 and s["mentioned"] == 2
+    counts = answer_counts(res, by=["variant"])
+    assert counts.loc["gold labels"].to_dict() == {"Commit": 1, "Likely": 2, "At-Risk": 1,
+                                                   "mentioned, not answered": 0, "unparseable": 0}
+    row = counts.drop(index="gold labels").iloc[0]
+    assert row["mentioned, not answered"] == 2 and row["unparseable"] == 1 and row["Likely"] == 1
+    assert row["Commit"] == 0 and row["At-Risk"] == 0  # labels nobody answered still have a column
