@@ -65,6 +65,7 @@ class Exercise:
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
     hints: tuple[Hint, ...] = ()
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
+    grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
 
     def starter(self) -> Template:
         """The dataset's default template: a place to start, not the answer."""
@@ -234,7 +235,12 @@ def check(
         raise ExerciseError(f"exercise {ex.id}: settings {refused} are fixed in this exercise; "
                             f"you may change {list(ex.allow_settings) or 'none'}")
     s = Settings.from_dict({**ex.settings, **extra})
-    grader = default_grader(ds.task)
+    if ex.grader:
+        from . import graders as _graders
+
+        grader = getattr(_graders, ex.grader)()
+    else:
+        grader = default_grader(ds.task)
     exp = Experiment(variants=[variant], models=[model or ex.model],
                      rows=held_out.rows[: rows or ex.rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")

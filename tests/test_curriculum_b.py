@@ -1,4 +1,4 @@
-"""Chapters 9-11 of the tour: chaining, tool use, retrieval; their data, package modules, exercises and sentences."""
+"""Chapters 9-12 of the tour: chaining, tool use, retrieval, the capstone; their data, modules, exercises and sentences."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from promptkit.providers import clear_providers
 from promptkit.types import Completion, Row
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = ("09_chaining", "10_tools", "11_retrieval")
+CHAPTERS = ("09_chaining", "10_tools", "11_retrieval", "12_capstone")
 
 
 # --------------------------------------------------------------------------- data
@@ -283,7 +283,8 @@ def test_cited_answer_grader_checks_the_fact_and_the_citations():
 
 
 @pytest.mark.local_model
-@pytest.mark.parametrize("ex_id", ["chaining.decide_from_signals", "tools.right_tool", "retrieval.grounded_answer"])
+@pytest.mark.parametrize("ex_id", ["chaining.decide_from_signals", "tools.right_tool", "retrieval.grounded_answer",
+                                   "capstone.renewal_email"])
 def test_starter_fails_on_the_named_model_with_a_hint(ex_id):
     ex = get_exercise(ex_id)
     result = check(ex_id, ex.starter(), progress=False)
@@ -358,3 +359,45 @@ def test_retrieval_sentences_come_from_the_run(notebook_cache, tmp_path, monkeyp
                                  models=["local:qwen2.5-0.5b"], max_tokens=60, progress=False)
     acc = sum(r.grades["cited_answer"].passed for r in closed.results) / len(closed.results)
     assert f"Closed book, the model answered {_pct(acc)} of {params['N_ROWS']} questions right" in printed, printed
+
+
+@pytest.mark.notebook
+@pytest.mark.local_model
+@pytest.mark.timeout(1800)
+def test_capstone_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch):
+    from promptkit import rubrics
+
+    params, printed = _execute("12_capstone", notebook_cache, tmp_path, monkeypatch)
+    judge = pk.graders.llm_judge(model=params["JUDGE_MODEL"])
+    rulings = rubrics.judge_rulings(rubrics.load_ratings()[: params["N_RATED"]], judge, progress=False)
+    j = rulings[rulings["judge"].notna()]
+    agree = (j["judge"] == j["human"]).mean()
+    kappa = rubrics.cohen_kappa(j["human"].tolist(), j["judge"].astype(bool).tolist())
+    assert (f"agreed with the people on {_pct(agree)} of {len(j)} criterion rulings (Cohen's kappa {kappa:.2f})"
+            in printed), printed
+    m = rulings[rulings["mechanical"].notna()]
+    assert f"The mechanical checks agreed on {_pct((m['mechanical'] == m['human']).mean())} of the {len(m)}" in printed
+    start = load_dataset("renewal_email").template().replace(name="dataset prompt")
+    res = pk.lessons.evaluate(start, "renewal_email", n=params["N_ROWS"], models=["local:qwen2.5-0.5b"],
+                              max_tokens=params["MAX_TOKENS"], graders=[rubrics.rubric_checks()], progress=False)
+    share = sum(r.grades["rubric_checks"].score for r in res.results) / len(res.results)
+    assert f"The dataset prompt's emails pass {_pct(share)} of their checks on average" in printed, printed
+
+
+def test_rubric_checks_and_ratings():
+    from promptkit import rubrics
+
+    row = load_dataset("renewal_email")["re-012"]
+    g = pk.graders.rubric_checks()
+    good = g("Hi Paul, the invoice with PO 4471 went to ap@tidewater.org for the 30 June renewal. Thanks, Grace", row)
+    assert good.passed and set(good.details["criteria"]) == {c["id"] for c in row.target if c.get("check")}
+    bad = g("Hello, the invoice is on its way. " + "word " * 120, row)
+    assert not bad.passed and not bad.details["criteria"]["length_limit"] and not bad.details["criteria"]["addresses_contact"]
+    rated = rubrics.load_ratings()
+    assert len(rated) >= 10 and {True, False} <= {v for r in rated for v in r.ratings.values()}
+    for r in rated:  # people and the mechanical checks agree wherever a check exists
+        for c in load_dataset("renewal_email")[r.row_id].target:
+            if c.get("check"):
+                assert rubrics.run_check(c["check"], r.text) == r.ratings[c["id"]], (r.id, c["id"])
+    assert rubrics.cohen_kappa([True, False, True, False], [True, False, True, False]) == 1.0
+    assert rubrics.cohen_kappa([True, True, False, False], [True, False, True, False]) == 0.0
