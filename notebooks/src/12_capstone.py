@@ -13,9 +13,9 @@
 
 # %% tags=[parameters]
 MODEL = "local:qwen2.5-0.5b"
-N_ROWS = 3  # dev rows whose emails are written and graded (CI runs fewer)
+N_ROWS = 2  # dev rows whose emails are written and graded (CI runs fewer)
 JUDGE_MODEL = ""  # empty: the best model ready here (an API model with a key, else the largest local one)
-N_RATED = 8  # hand-rated emails the judge is checked on (of 12)
+N_RATED = 6  # hand-rated emails the judge is checked on (of 12; each costs one judge call)
 MAX_TOKENS = 200
 CHECK_ROWS = None  # None: the exercise's own number of held-out rows (CI checks fewer)
 
