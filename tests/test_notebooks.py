@@ -28,6 +28,7 @@ CI_PARAMETERS: dict[str, dict] = {
     "09_chaining": {"N_ROWS": 3},
     "10_tools": {"N_ROWS": 3},
     "11_retrieval": {"N_ROWS": 3},
+    "12_capstone": {"N_ROWS": 1, "N_RATED": 2, "JUDGE_MODEL": "local:qwen2.5-0.5b", "MAX_TOKENS": 120, "CHECK_ROWS": 1},
 }
 
 pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
