@@ -514,9 +514,8 @@ class BatchPart:
             (self.status[e["id"]].counts.get("succeeded", 0) + self.status[e["id"]].counts.get("errored", 0))
             for e in self.live if e["id"] in self.status)
         agg: dict[str, int] = {}
-        for e in self.live:
-            st = self.status.get(e["id"])
-            for k, v in (st.counts if st else {}).items():
+        for st in self.status.values():  # every batch of this run, ended ones included
+            for k, v in st.counts.items():
                 agg[k] = agg.get(k, 0) + v
         self.bar.total = total
         self.bar.n = min(done, total)
