@@ -60,6 +60,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stream", action="store_true", default=None,
                    help="stream API calls to measure time to first token (costs client CPU per call)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="answer local-model cells on a Dask cluster, e.g. tcp://host:8786 ('local': this machine's "
+                        "cores); needs promptkit[cluster]")
     p.add_argument("--batch", action="store_true", default=None,
                    help="send openai:/anthropic: cells through the vendors' batch APIs (half price, within 24 h; "
                         "stop any time and run again to collect)")
@@ -74,7 +77,7 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
     opts = {k: v for k, v in {
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
         "budget_tokens": args.budget_tokens, "timeout_s": args.timeout, "workers": args.workers,
-        "stream": args.stream, "batch": args.batch,
+        "stream": args.stream, "batch": args.batch, "cluster": args.scheduler,
     }.items() if v is not None}
     out = Path(args.out or Path("runs") / experiment.name)  # type: ignore[attr-defined]
     check_out(out)  # before the first call: a bad --out must not waste the calls

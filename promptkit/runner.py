@@ -64,11 +64,13 @@ class _Run:
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
         progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
-        workers: int = 1, batch: bool = False,
+        workers: int = 1, batch: bool = False, cluster: Any = None,
     ) -> None:
         self.experiment = experiment
         self.batch = batch  # openai:/anthropic: cells go to the vendors' batch APIs (promptkit/batch.py)
         self.batch_part: Any = None
+        self.cluster = cluster  # local-model cells go to this Dask scheduler (promptkit/cluster.py)
+        self.cluster_part: Any = None
         self.stream = stream
         self.mode = cache
         self.store = cache_backend
@@ -122,6 +124,11 @@ class _Run:
                 from .batch import take_batchable
 
                 todo, batched = take_batchable(self, todo)
+            clustered: list[str] = []
+            if self.cluster is not None:
+                from .cluster import take_clustered
+
+                todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
             shards = split(self, queues, self.workers) if self.workers > 1 else []
             workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
@@ -133,6 +140,10 @@ class _Run:
                 from .batch import run_batches
 
                 workers.append(asyncio.ensure_future(run_batches(self, batched)))
+            if clustered:
+                from .cluster import run_on_cluster
+
+                workers.append(asyncio.ensure_future(run_on_cluster(self, clustered)))
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -445,6 +456,9 @@ class _Run:
         if self.batch_part is not None:
             bp = self.batch_part
             meta["batch"] = {"submitted": bp.submitted, "batches_adopted": bp.adopted, "ledger": str(bp.ledger.folder)}
+        if self.cluster_part is not None:
+            cp = self.cluster_part
+            meta["cluster"] = {"scheduler": cp.address, "cells_by_worker": dict(cp.by_worker)}
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
         if self.cache_problems:
@@ -466,7 +480,7 @@ _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
     "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
-    "batch": False,
+    "batch": False, "cluster": None,
 }
 
 
@@ -486,6 +500,7 @@ async def arun(
     stream: bool = _UNSET,
     workers: int = _UNSET,
     batch: bool = _UNSET,
+    cluster: Any = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -514,6 +529,8 @@ async def arun(
             a run with a budget stays in one process.
         batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
             24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
+        cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a
+            distributed.Client, or "local" for a LocalCluster of this machine's cores (promptkit/cluster.py).
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -523,6 +540,7 @@ async def arun(
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
         "stream": stream, "workers": workers, "batch": batch,
+        "cluster": cluster,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -543,6 +561,10 @@ async def arun(
     if opts["batch"] and opts["cache"] == "off":
         raise ExperimentError("batch mode needs the cache (cache='use' or 'refresh'): batch answers arrive "
                               "later, and the cache is where a re-run finds them instead of paying again")
+    if opts["cluster"] is not None:
+        from .cluster import check_cluster
+
+        opts["cluster"] = check_cluster(opts["cluster"])
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
@@ -554,6 +576,7 @@ async def arun(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
         retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers, batch=opts["batch"],
+        cluster=opts["cluster"],
         timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     run_.cache_problems = cache_problems
