@@ -157,6 +157,42 @@ def write_openai_batch(experiment: Any, path: str | os.PathLike[str], model: str
     return len(unique)
 
 
+def read_openai_batch(experiment: Any, path: str | os.PathLike[str], model: str,
+                      cache_backend: Any = None) -> dict[str, int]:
+    """Store the answers of an OpenAI-format batch output file (OpenAI's, or `vllm run-batch -o`) in the cache.
+
+    Lines are matched to the experiment's cells of `model` by `custom_id`; a later `pk.run(experiment)`
+    answers them from the cache. Returns counts: stored, errors (not stored), unknown (no such cell).
+    """
+    from .cache import open_cache
+    from .providers import get_provider
+
+    store = cache_backend if cache_backend is not None and not isinstance(cache_backend, (str, os.PathLike)) \
+        else open_cache(cache_backend)
+    provider = get_provider(model)
+    cells = {c.key: c for c in experiment.expand() if c.model == model}
+    counts = {"stored": 0, "errors": 0, "unknown": 0}
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                raise ExperimentError(f"{path}, line {n}: not JSON (is this a batch output file?)") from None
+            cell = cells.get(line.get("custom_id") if isinstance(line, dict) else None)
+            if cell is None:
+                counts["unknown"] += 1
+                continue
+            comp = openai_result(provider, cell, line)
+            if comp is None or not comp.ok:
+                counts["errors"] += 1
+                continue
+            store.put(cell.key, _finish_answer(provider, cell, comp, 1.0))
+            counts["stored"] += 1
+    return counts
+
+
 def _chunks(sizes: list[tuple[str, int]], max_n: int, max_bytes: int) -> list[list[str]]:
     """Split keys (with their line sizes) at the vendor's request and byte limits, keeping order."""
     out: list[list[str]] = []

@@ -276,3 +276,61 @@ def test_batch_refuses_cache_off_and_leaves_other_models_synchronous(srv, tmp_pa
     res = run(exp, cache_backend=tmp_path / "c.sqlite3", progress=False, batch=True)
     assert all(r.completion.ok for r in res.results)
     assert srv.batch_creates == 1 and len(next(iter(srv.batches.values())).requests) == 3
+
+
+def test_the_jsonl_writer_sends_what_the_synchronous_call_sends_and_its_output_reads_back(srv, tmp_path):
+    """One writer for the OpenAI Batch API and `vllm run-batch`: the body of each line is the synchronous request."""
+    import openai
+
+    exp = grid(6, n_variants=2, models=MODELS[:1])
+    sync = run(exp, cache="off", progress=False)
+    sent = {json.dumps(c.body, sort_keys=True) for c in srv.calls}
+    path = tmp_path / "in.jsonl"
+    assert pkbatch.write_openai_batch(exp, path) == 12
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert {ln["custom_id"] for ln in lines} == {r.cell.key for r in sync.results}
+    assert {json.dumps(ln["body"], sort_keys=True) for ln in lines} == sent
+    assert {ln["url"] for ln in lines} == {"/v1/chat/completions"} and {ln["method"] for ln in lines} == {"POST"}
+
+    client = openai.OpenAI(base_url=srv.openai_base_url, api_key=OPENAI_KEY)  # as a user would, by hand
+    up = client.files.create(file=path.open("rb"), purpose="batch")
+    b = client.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+    while b.status not in ("completed", "failed", "expired"):
+        b = client.batches.retrieve(b.id)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(client.files.content(b.output_file_id).content + b'{"custom_id": "0ff", "response": null}\n')
+    cache = tmp_path / "c.sqlite3"
+    assert pkbatch.read_openai_batch(exp, out, MODELS[0], cache) == {"stored": 12, "errors": 0, "unknown": 1}
+    res = run(exp, cache_backend=cache, progress=False)
+    assert res.meta["counts"]["cache_hits"] == 12
+    assert [r.completion.text for r in res.results] == [r.completion.text for r in sync.results]
+    with pytest.raises(ExperimentError, match="needs model="):
+        pkbatch.write_openai_batch(grid(1, 1), tmp_path / "x.jsonl")
+
+
+def test_a_batch_cancelled_at_the_vendor_is_submitted_again_for_its_unfinished_cells(srv, tmp_path):
+    import threading
+
+    import anthropic
+
+    srv.hold()
+    exp = grid(8, n_variants=1, models=MODELS[1:])
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("res", run(exp, cache_backend=tmp_path / "c.sqlite3",
+                                                                   progress=False, batch=True)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while srv.batch_creates < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client = anthropic.Anthropic(base_url=srv.anthropic_base_url, api_key=ANTHROPIC_KEY)
+        client.messages.batches.cancel(next(iter(srv.batches)))
+        while srv.batch_creates < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        srv.release()
+        t.join(timeout=60)
+    first, second = srv.batches.values()
+    assert first.ended == "cancelled" and first.counts["canceled"] == 8
+    assert {c for c, _ in second.requests} == {c for c, _ in first.requests}
+    assert all(r.completion.ok for r in box["res"].results) and set(srv.billed.values()) == {1}
