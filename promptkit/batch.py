@@ -38,7 +38,8 @@ VENDORS: tuple[str, ...] = ("openai", "anthropic")
 LIMITS: dict[str, tuple[int, int]] = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
 OPENAI_ENDPOINT = "/v1/chat/completions"
 DEFAULT_POLL_S = 30.0
-MAX_RESUBMITS = 3  # rounds of resubmitting expired/cancelled cells within one run
+MAX_RESUBMITS = 3
+MAX_POLL_FAILURES = 20  # polls in a row that fail before the run stops waiting for that batch  # rounds of resubmitting expired/cancelled cells within one run
 ENDED_OK = ("completed",)
 LIVE = ("preparing", "submitted")
 
@@ -568,10 +569,10 @@ class BatchPart:
                     st = await poll(provider, entry)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # a failed poll is retried at the next tick
-                    print(f"promptkit: could not poll batch {entry['batch_id']} ({redact(str(exc))}); "
-                          f"trying again in {self.poll_s:g} s", file=sys.stderr)
+                except Exception as exc:
+                    await self._poll_failed(provider, entry, exc)
                     continue
+                entry.pop("_failures", None)
                 self.status[entry["id"]] = st
                 entry["status"], entry["counts"] = st.status, st.counts
                 if st.ended:
@@ -579,6 +580,31 @@ class BatchPart:
             self._progress()
             if self.live:
                 await asyncio.sleep(self.poll_s)
+
+    async def _poll_failed(self, provider: "Provider", entry: dict[str, Any], exc: Exception) -> None:
+        """A batch the vendor no longer knows is submitted again; a refused key or a long outage ends the wait
+        for its cells with error cells (the ledger keeps the batch, so a later run can still collect it)."""
+        kind, _ = provider.classify(exc)
+        why = redact(f"{type(exc).__name__}: {exc}{provider.hint(kind)}")
+        entry["_failures"] = entry.get("_failures", 0) + 1
+        mine = [k for k in entry["keys"] if k in self.waiting]
+        if getattr(exc, "status_code", None) == 404:
+            entry["state"], entry["error"] = "lost", why
+            self.ledger.write({k: v for k, v in entry.items() if not k.startswith("_")})
+            self.live.remove(entry)
+            print(f"promptkit: the vendor does not know batch {entry['batch_id']} ({why}); submitting its "
+                  f"{len(mine)} unanswered cell(s) again", file=sys.stderr)
+            if mine:
+                await self._submit(entry["model_spec"], mine, resubmit_of=entry.get("resubmit_of") or entry["id"])
+            return
+        if kind == "auth" or entry["_failures"] >= MAX_POLL_FAILURES:
+            self.live.remove(entry)
+            for k in mine:
+                await self._answer(k, _error(kind, f"could not poll batch {entry['batch_id']}: {why}; it stays "
+                                                   f"recorded, so running again collects it"))
+            return
+        print(f"promptkit: could not poll batch {entry['batch_id']} ({why}); trying again in {self.poll_s:g} s",
+              file=sys.stderr)
 
     async def _collect(self, provider: "Provider", entry: dict[str, Any], st: _Status, rounds: dict[str, int]) -> None:
         """Route an ended batch's results by custom_id; resubmit cells that never ran."""

@@ -334,3 +334,38 @@ def test_a_batch_cancelled_at_the_vendor_is_submitted_again_for_its_unfinished_c
     assert first.ended == "cancelled" and first.counts["canceled"] == 8
     assert {c for c, _ in second.requests} == {c for c, _ in first.requests}
     assert all(r.completion.ok for r in box["res"].results) and set(srv.billed.values()) == {1}
+
+
+def test_a_batch_the_vendor_lost_is_submitted_again_and_a_refused_key_ends_the_wait(srv, tmp_path, monkeypatch):
+    def submit_then_stop(exp, cache):
+        real = pkbatch.BatchPart._say_waiting
+
+        def stop(self):
+            real(self)
+            raise KeyboardInterrupt  # the user stops waiting once the batch is recorded
+
+        with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+            m.setattr(pkbatch.BatchPart, "_say_waiting", stop)
+            run(exp, cache_backend=cache, progress=False, batch=True)
+
+    srv.hold()
+    exp = grid(5, n_variants=1, models=MODELS[:1])
+    cache = tmp_path / "c.sqlite3"
+    submit_then_stop(exp, cache)
+    srv.batches.clear()  # the vendor forgot it (another account, deleted)
+    srv.release()
+    res = run(exp, cache_backend=cache, progress=False, batch=True)
+    assert all(r.completion.ok for r in res.results) and srv.batch_creates == 2
+    states = sorted(e["state"] for e in pkbatch.ledger_for(SqliteCache(cache)).entries())
+    assert states == ["collected", "lost"]
+
+    srv.hold()
+    exp2 = grid(3, n_variants=2, models=MODELS[:1])  # v0 cells are answered already; v1 cells are new
+    submit_then_stop(exp2, cache)
+    srv.api_key = "sk-the-right-one"  # the key in use is now refused
+    res = run(exp2, cache_backend=cache, progress=False, batch=True)
+    new = [r.completion for r in res.results if r.cell.variant == "v1"]
+    assert {c.error_kind for c in new} == {"auth"} and len(new) == 3
+    assert all(r.completion.ok for r in res.results if r.cell.variant == "v0")
+    assert "stays recorded" in new[0].error and OPENAI_KEY not in new[0].error
+    assert srv.batch_creates == 3
