@@ -369,3 +369,19 @@ def test_a_batch_the_vendor_lost_is_submitted_again_and_a_refused_key_ends_the_w
     assert all(r.completion.ok for r in res.results if r.cell.variant == "v0")
     assert "stays recorded" in new[0].error and OPENAI_KEY not in new[0].error
     assert srv.batch_creates == 3
+
+
+def test_a_budget_is_checked_before_submitting_at_the_batch_price(srv, tmp_path):
+    from promptkit.catalog import catalog
+    from promptkit.limits import estimate_tokens
+
+    exp = grid(10, n_variants=1, models=MODELS[:1])
+    cells = exp.expand()
+    per_cell = [catalog().cost("openai", "gpt-4o-mini", *estimate_tokens(c.request)) * 0.5 for c in cells]
+    cap = sum(per_cell[:4]) + per_cell[4] / 2  # room for four cells at the batch price, not five
+    res = run(exp, cache_backend=tmp_path / "c.sqlite3", progress=False, batch=True, budget_usd=cap)
+    (b,) = srv.batches.values()
+    assert len(b.requests) == 4
+    kinds = [r.completion.error_kind for r in res.results]
+    assert kinds.count(None) == 4 and kinds.count("budget") == 6
+    assert res.meta["stopped_for_budget"] and res.meta["spent_usd"] <= cap
