@@ -8,6 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .cpu import prefer_passive_wait
+
+prefer_passive_wait()  # before anything can load llama.cpp's OpenMP runtime (issue 21): see promptkit/cpu.py
+
 from .complete import acomplete, build_request, complete
 from .errors import (
     DatasetError, ExperimentError, GraderError, MissingKeyError, MissingPackageError, ModelInstallError,
@@ -52,6 +56,8 @@ _LAZY: dict[str, str] = {
     "classification_summary": "promptkit.metrics:classification_summary",
     "mcnemar_test": "promptkit.metrics:mcnemar_test",
     "paired_bootstrap_test": "promptkit.metrics:paired_bootstrap_test",
+    "paired_permutation_test": "promptkit.metrics:paired_permutation_test",
+    "paired_test": "promptkit.metrics:paired_test",
     "roc_auc": "promptkit.metrics:roc_auc",
     "scoring": "promptkit.scoring:",
     "label_logprobs": "promptkit.scoring:label_logprobs",
@@ -60,6 +66,7 @@ _LAZY: dict[str, str] = {
     "calibration": "promptkit.calibration:",
     "contextual_calibration": "promptkit.calibration:contextual_calibration",
     "fit_threshold": "promptkit.calibration:fit_threshold",
+    "fit_label_offsets": "promptkit.calibration:fit_label_offsets",
     "grammars": "promptkit.grammars:",
     "label_grammar": "promptkit.grammars:label_grammar",
     "json_grammar": "promptkit.grammars:json_grammar",

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import re
 import sqlite3
 import tempfile
@@ -130,6 +131,8 @@ class Cache(Protocol):
     `completion.ok` answers, as one atomic write per key (a reader sees a whole entry or none),
     and raises OSError when it cannot write (the runner notes it and keeps the answer in the
     results). With `threaded_puts = True` the runner calls `put` from one background thread.
+    Optional, for speed: `get_many(keys) -> {key: Completion}` (one round trip for the cache
+    check) and `put_many([(key, completion), ...])` (one write for a burst of answers).
     See RedisCache (promptkit/redis_cache.py) for a small network example.
     """
 
@@ -370,6 +373,45 @@ class SqliteCache:
             con.execute("INSERT OR REPLACE INTO answers (key, completion, stored_at) VALUES (?, ?, ?)",
                         (key, blob, time.time()))
 
+    def get_many(self, keys: list[str]) -> dict[str, Completion]:
+        """The stored answers among `keys` (one query per 500 keys instead of one per key)."""
+        for key in keys:
+            self._check(key)
+        found: dict[str, Completion] = {}
+        try:
+            with self._lock:
+                con = self._connect(create=False)
+                rows = [] if con is None else [
+                    row for i in range(0, len(keys), 500)
+                    for row in con.execute("SELECT key, completion FROM answers WHERE key IN (%s)"
+                                           % ",".join("?" * len(keys[i:i + 500])), keys[i:i + 500])]
+        except sqlite3.DatabaseError:
+            return {}  # an unreadable file is all misses: the cells are simply run again
+        for key, blob in rows:
+            try:
+                c = Completion.from_dict(json.loads(blob))
+            except (json.JSONDecodeError, TypeError):
+                continue  # an unreadable entry is a miss
+            c.cached = True
+            found[key] = c
+        return found
+
+    def put_many(self, items: list[tuple[str, Completion]]) -> None:
+        """Store several answers in one transaction (a burst of answers costs one commit, not one each)."""
+        rows = []
+        for key, completion in items:
+            self._check(key)
+            if completion.ok:
+                rows.append((key, json.dumps(completion_dict(completion), ensure_ascii=False), time.time()))
+        if not rows:
+            return
+        with self._lock:
+            con = self._connect(create=True)
+            assert con is not None
+            with con:  # BEGIN ... COMMIT (isolation_level=None leaves transactions to us)
+                con.execute("BEGIN")
+                con.executemany("INSERT OR REPLACE INTO answers (key, completion, stored_at) VALUES (?, ?, ?)", rows)
+
     def __contains__(self, key: str) -> bool:
         self._check(key)
         with self._lock:
@@ -386,6 +428,57 @@ class SqliteCache:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+
+
+class BackgroundWriter:
+    """Writes a run's answers from one thread, in batches.
+
+    Handing an answer over costs the event loop a queue put; the thread writes
+    whatever has arrived since its last write in one go (`put_many` where the
+    store has it), so a burst of answers is one transaction and one thread wake-up.
+    """
+
+    def __init__(self, store: Cache) -> None:
+        self.store = store
+        self.errors: list[str] = []
+        self._queue: "queue.SimpleQueue[tuple[str, Completion] | None]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="promptkit-cache", daemon=True)
+        self._thread.start()
+
+    def put(self, key: str, completion: Completion) -> None:
+        self._queue.put((key, completion))
+
+    def _drain(self) -> None:
+        done = False
+        while not done:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if None in batch:
+                done = True
+                batch = [b for b in batch if b is not None]
+            # a full disk must not end the run: the answers stay in memory and the failure is reported
+            put_many = getattr(self.store, "put_many", None)
+            if put_many is not None:
+                try:
+                    put_many(batch)
+                except Exception as exc:
+                    self.errors.append(f"{len(batch)} answer(s) not cached: {type(exc).__name__}: {exc}")
+                continue
+            for key, completion in batch:
+                try:
+                    self.store.put(key, completion)
+                except Exception as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> list[str]:
+        """Wait until every answer handed over is written; return what could not be."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.errors
 
 
 def open_cache(where: str | os.PathLike[str] | None = None) -> "SqliteCache | DiskCache | Any":

@@ -21,6 +21,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "ready " if r["ready"] else "not ready"
         print(f"{r['spec']:<{width}}  {mark:<9}  {r['why']}")
+    from .cpu import thread_plan
+
+    print(f"\nlocal models run on {thread_plan(check=True)}")
     return 0
 
 

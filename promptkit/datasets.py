@@ -22,7 +22,7 @@ from .errors import DatasetError
 from .types import Row
 
 SPLITS = ("train", "dev", "test")
-TASK_TYPES = ("label", "multilabel", "rubric")
+TASK_TYPES = ("label", "multilabel", "rubric", "structured")  # structured: a JSON target checked by target_schema
 ROW_FIELDS = ("id", "split", "input", "target", "meta")
 TASKS_FILE = "tasks.yaml"
 CARD_START = "<!-- counts:start -->"
@@ -485,6 +485,9 @@ def _infer_labels(rows: list[Row]) -> tuple[str, ...]:
 # --- the card's counts table ----------------------------------------------------------------------------------
 
 def _count_cell(ds: Dataset, rows: list[Row]) -> str:
+    if ds.task.type == "structured":
+        keys = Counter(str(next(iter(r.target.values()))) for r in rows if isinstance(r.target, dict) and r.target)
+        return ", ".join(f"{k} {n}" for k, n in sorted(keys.items())) if len(keys) <= 8 else f"{len(rows)} answers"
     if ds.task.type == "rubric":
         sizes = [len(r.target) for r in rows]
         per_row = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"

@@ -8,6 +8,7 @@ Experiments are written in Python or in a YAML file (`load_experiment`).
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -219,6 +220,7 @@ class Experiment:
         problems: dict[tuple[int, int], str] = {}
         requests: dict[tuple[int, int, int], Any] = {}
         same: dict[tuple[int, int, Any], int] = {}
+        slots: dict[int, list[str] | None] = {}
         for vi, ri in pairs:
             variant, row = self.variants[vi], self.rows[ri]
             for si, (_, settings) in enumerate(grid):
@@ -232,7 +234,7 @@ class Experiment:
                     continue
                 requests[vi, si, ri] = req
                 if si == 0:
-                    left = _unfilled(req, row.input)
+                    left = _unfilled(variant, req, row.input, slots)
                     if left:
                         problems.setdefault((vi, ri), _single_brace_problem(row.id, variant.name, left))
                         continue
@@ -323,12 +325,20 @@ class Experiment:
         }
 
 
-def _unfilled(request: Any, fields: Mapping[str, Any]) -> list[str]:
-    """Row fields still written as `{name}` in a rendered prompt (a single-brace template read as double)."""
-    from .templates import unfilled_single
+def _unfilled(variant: Any, request: Any, fields: Mapping[str, Any], memo: dict[int, list[str] | None]) -> list[str]:
+    """Row fields written as `{name}` in a `{{name}}` template (read from the template, not the row's values),
+    or, for another kind of prompt variant, still in its rendered prompt."""
+    from .templates import SINGLE_RE, unfilled_single
 
     if not fields:
         return []
+    if id(variant) not in memo:
+        parts = getattr(variant, "parts", None)
+        memo[id(variant)] = None if parts is None else ([] if variant.placeholders == "single" else list(dict.fromkeys(
+            m.group(1) for _, text in parts() for m in SINGLE_RE.finditer(text) if m.group(1))))
+    names = memo[id(variant)]
+    if names is not None:
+        return [n for n in names if n in fields]
     texts = [m.content for m in request.messages] + [request.prefill]
     return list(dict.fromkeys(n for t in texts if "{" in t for n in unfilled_single(t, fields)))
 
@@ -643,7 +653,8 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's.
 
     `default` is the dataset's usual grader as tasks.yaml names it (label_match, json_match, llm_judge).
-    Any grader also takes `on: reply` (grade the continuation after the prefill) and `negate: true` (must not pass).
+    Any grader also takes `on: reply` (grade the continuation after the prefill), `negate: true` (must not
+    pass) and `as: column_name` (its name in the results, so two graders of one kind can sit side by side).
     """
     from . import graders as gmod
 
@@ -654,14 +665,23 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     else:
         raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
     name = GRADER_ALIASES.get(name, name)
-    on, negate = args.pop("on", None), args.pop("negate", False)
+    if True in args:  # YAML 1.1 reads the key `on` as true
+        args["on"] = args.pop(True)
+    on, negate, label = args.pop("on", None), args.pop("negate", False), args.pop("as", None)
     if not isinstance(negate, bool):
         raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise GraderError(f"grader {name!r}: 'as' names its column and must be non-empty text, got {label!r}")
 
     def finish(grader: Any) -> Any:
         if on is not None:  # `on: reply` grades the continuation alone, for any grader
             grader = grader.on_reply(on)
-        return gmod.not_(grader) if negate else grader
+        if negate:
+            grader = gmod.not_(grader)
+        if label is not None:  # `as: name` tells two graders of one kind apart
+            grader = copy.copy(grader)
+            grader.name = label
+        return grader
 
     if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
         task = getattr(dataset, "task", None)

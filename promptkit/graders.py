@@ -16,7 +16,8 @@ import copy
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace as dc_replace
+from dataclasses import dataclass, field, replace
+from dataclasses import replace as dc_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import GraderError
@@ -1074,6 +1075,38 @@ def mean(*graders: BaseGrader, threshold: float | None = None, name: str | None 
     return _Composite("mean", graders, [1.0] * len(graders), threshold, name)
 
 
+class _InTag(BaseGrader):
+    def __init__(self, grader, tag, name):
+        if not re.fullmatch(r"[A-Za-z][\w-]*", tag or ""):
+            raise GraderError(f"in_tag: tag must be a tag name such as 'answer', got {tag!r}")
+        self.inner, self.tag, self.name = grader, tag, name or grader.name
+        self.pattern = re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL | re.IGNORECASE)
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        found = self.pattern.findall(completion.text or "")
+        if not found:
+            opened = f"<{self.tag}>".casefold() in (completion.text or "").casefold()
+            why = f"no <{self.tag}>...</{self.tag}> in the answer" + (" (opened, never closed)" if opened else "")
+            if completion.finish_reason == "length":
+                why += " (the answer was cut off at max_tokens)"
+            g = unparsed(why)
+            try:  # keep the inner grader's gold, so label metrics still count this row as unreadable
+                g.details.update({k: v for k, v in self.inner(Completion(text=""), target).details.items() if k == "gold"})
+            except GraderError:
+                pass
+            return g
+        inner = replace(completion, text=found[-1].strip())
+        g = self.inner(inner, target)
+        g.details = {**g.details, "tagged": found[-1].strip()[:200]}
+        return g
+
+
+def in_tag(grader: BaseGrader, tag: str = "answer", *, name: str | None = None) -> BaseGrader:
+    """Grade only what the answer puts inside <tag>...</tag> (the last such pair), e.g. after reasoning in
+    <thinking> tags; no closed tag is an unreadable answer, kept apart from a wrong one."""
+    return _InTag(grader, tag, name)
+
+
 # --------------------------------------------------------------------------- LLM as judge
 
 _REASON_KEYS = ("reason", "reasoning", "explanation", "rationale", "justification", "comment", "feedback")
@@ -1396,4 +1429,24 @@ def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrad
         return mean(found, json_match(fields=[primary], name=primary), name=f"{field_name}+{primary}")
     if kind == "rubric":
         return llm_judge(model=judge_model)
-    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric")
+    if kind == "structured":  # a JSON target whose grader is named in tasks.yaml (tool calls, cited answers)
+        return _structured_grader(get("grader", None))
+    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric, structured")
+
+
+# Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval"}
+
+
+def _structured_grader(name: str | None) -> BaseGrader:
+    if name not in _ELSEWHERE:
+        raise GraderError(f"a structured task names its grader in tasks.yaml, one of {sorted(_ELSEWHERE)}; got {name!r}")
+    return globals()["__getattr__"](name)()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'promptkit.graders' has no attribute {name!r}")

@@ -17,7 +17,7 @@ HONEST_COLUMNS = (
 
 def evaluate(
     variants: Any,
-    dataset: str = "renewal_tier",
+    dataset: Any = "renewal_tier",
     *,
     split: str = "dev",
     n: int | None = None,
@@ -29,21 +29,45 @@ def evaluate(
     name: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Run prompt variants on a dataset split with the task's default grader; returns Results."""
-    from .datasets import load_dataset
-    from .experiment import Experiment
-    from .graders import default_grader
-    from .runner import run
+    """Run prompt variants on a dataset split with the task's default grader; returns Results.
 
-    ds = load_dataset(dataset)
-    rows = ds.split(split).rows if split else ds.rows
+    `dataset` is a dataset name, a Dataset, or a list of Rows (new rows
+    written apart from the kit): a list is used as given (`split` does not
+    apply) and needs `graders` unless every row's target is a label, in which
+    case label_match over the labels seen is used.
+    """
+    from .datasets import Dataset, load_dataset
+    from .errors import ExperimentError
+    from .experiment import Experiment
+    from .graders import default_grader, label_match
+    from .runner import run
+    from .types import Row
+
+    if isinstance(dataset, (str, Dataset)):
+        ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+        rows = ds.split(split).rows if split else ds.rows
+        grader = default_grader(ds.task) if graders is None else None
+        title = ds.name
+    else:
+        rows = list(dataset)
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, Row)), None)
+        if bad is not None or not rows:
+            raise ExperimentError(
+                f"evaluate(dataset=...) takes a dataset name, a Dataset or a non-empty list of Rows; "
+                + (f"item {bad} is a {type(rows[bad]).__name__}" if bad is not None else "the list is empty"))
+        grader = None
+        if graders is None:
+            if not all(isinstance(r.target, str) for r in rows):
+                raise ExperimentError("these rows' targets are not all labels; pass graders=[...] to say how to grade them")
+            grader = label_match(list(dict.fromkeys(r.target for r in rows)))
+        split, title = None, f"{len(rows)} rows"
     rows = rows[:n] if n else rows
     variants = variants if isinstance(variants, (list, tuple)) else [variants]
     exp = Experiment(
         variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
         settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
-        graders=list(graders) if graders is not None else [default_grader(ds.task)],
-        name=name or f"{dataset} ({split})",
+        graders=list(graders) if graders is not None else [grader],
+        name=name or (f"{title} ({split})" if split else title),
     )
     return run(exp, progress=progress)
 
@@ -241,7 +265,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
                 metric: float(sm.loc[v, metric]), f"Δ {metric}": diff,
                 "Δ low": float(test.details.get("ci_low", float("nan"))),
                 "Δ high": float(test.details.get("ci_high", float("nan"))),
-                "p": test.p_value, "rows": n,
+                "test": test.test, "p": test.p_value, "rows": n,
                 "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else 0,
                 "_readable_p": _readability_p(results, v, baseline, m) if "unparseable" in sm else 1.0,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
@@ -269,7 +293,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
          f"{metric.replace('_', ' ')} {'up' if r[f'Δ {metric}'] > 0 else 'down'}" if v != "no significant effect" else "")
         for (_, r), v in zip(table.iterrows(), table["verdict"])
     ]
-    cols = ["model", "variant", "category", metric, f"Δ {metric}", "Δ low", "Δ high", "p", "p (Holm)",
+    cols = ["model", "variant", "category", metric, f"Δ {metric}", "Δ low", "Δ high", "test", "p", "p (Holm)",
             "smallest detectable", "Δ unparseable", "verdict", "why", "rows", "published evidence"]
     return table[cols].sort_values(["model", f"Δ {metric}"], ascending=[True, False]).reset_index(drop=True)
 
@@ -364,6 +388,164 @@ def repeat_variance(results: Any) -> Any:
                      "score sd between repeats": float(per_repeat.std(ddof=1)) if len(per_repeat) > 1 else 0.0,
                      "distinct answers per row": float(part.groupby("row_id")["output"].nunique().mean())})
     return pd.DataFrame(rows)
+
+
+class Constrained:
+    """A prompt variant that always runs with some settings of its own (e.g. a grammar), beside plain variants."""
+
+    def __init__(self, template: Any, name: str | None = None, **settings: Any) -> None:
+        Settings(**settings)  # a bad setting fails here, naming the field
+        self.template, self.settings = template, settings
+        self.name = name or f"{template.name}+" + "+".join(sorted(settings))
+
+    def to_request(self, variables: Any, settings: Settings) -> Any:
+        from dataclasses import replace
+
+        req = self.template.to_request(variables, settings)
+        return replace(req, settings=replace(req.settings, **self.settings))
+
+
+def _groups(results: Any, by: Sequence[str]) -> Any:
+    df = results.df
+    for keys, part in df.groupby(list(by), sort=False):
+        yield dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), part
+
+
+def extraction_table(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
+    """Per group: how many answers parse, how many also fit the schema, and micro precision/recall/F1."""
+    import pandas as pd
+
+    from .graders import extraction_summary
+
+    g = results.primary_grader
+    rows = []
+    for keys, part in _groups(results, by):
+        grades = [results.results[i].grades[g] for i in part.index]
+        n = len(grades)
+        parsed = [x for x in grades if x.parsed]
+        valid = [x for x in parsed if not x.details.get("schema_errors")]
+        s = extraction_summary(grades)
+        rows.append({**keys, "answers": n, "parse_rate": len(parsed) / n, "schema_valid": len(valid) / n,
+                     "precision": s["micro"]["precision"], "recall": s["micro"]["recall"], "f1": s["micro"]["f1"],
+                     "output_tokens_mean": float(part["output_tokens"].mean())})
+    return pd.DataFrame(rows)
+
+
+def per_field_table(results: Any, **where: Any) -> Any:
+    """Precision, recall and F1 of each field (signal) over the matching answers; unreadable answers miss all."""
+    import pandas as pd
+
+    from .graders import extraction_summary
+
+    sub = results.filter(**where) if where else results
+    g = sub.primary_grader
+    table = extraction_summary([r.grades[g] for r in sub.results])["per_field"]
+    return pd.DataFrame(table).T[["support", "precision", "recall", "f1", "tp", "fp", "fn"]]
+
+
+def schema_failures(results: Any, n: int = 5, **where: Any) -> Any:
+    """Answers that parse as JSON but break the schema, with the validator's messages."""
+    import pandas as pd
+
+    sub = results.filter(**where) if where else results
+    g = sub.primary_grader
+    out = []
+    for r in sub.results:
+        errs = r.grades[g].details.get("schema_errors") if g in r.grades else None
+        if errs:
+            out.append({"variant": r.cell.variant, "row_id": r.cell.row_id, "answer": r.completion.text[:160],
+                        "schema errors": "; ".join(errs[:3])})
+    return pd.DataFrame(out[:n], columns=["variant", "row_id", "answer", "schema errors"])
+
+
+def majority_vote(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
+    """Self-consistency: per group, the accuracy of one sample against the majority vote over a row's repeats.
+
+    Unreadable samples do not vote; a row with no readable sample counts as wrong; a tie goes to the label
+    sampled first.
+    """
+    import pandas as pd
+    from collections import Counter
+
+    g = results.primary_grader
+    rows = []
+    for keys, part in _groups(results, by):
+        ok = part[part["error_kind"].isna()]
+        labels = ok[f"{g}_label"].where(ok[f"{g}_parsed"].astype("boolean").fillna(False))
+        correct = labels.eq(ok["target"]).fillna(False)
+        voted, unanimous = [], []
+        for _, one in ok.assign(_label=labels).sort_values("repeat").groupby("row_id", sort=False):
+            votes = Counter(x for x in one["_label"] if isinstance(x, str))
+            top = max(votes.items(), key=lambda kv: kv[1])[0] if votes else None  # max keeps the first on a tie
+            voted.append(top == one["target"].iloc[0])
+            unanimous.append(len(votes) == 1 and sum(votes.values()) == len(one))
+        rows.append({**keys, "rows": len(voted), "samples per row": int(ok["repeat"].nunique()),
+                     "one-sample accuracy": float(correct.mean()) if len(ok) else float("nan"),
+                     "majority-vote accuracy": sum(voted) / len(voted) if voted else float("nan"),
+                     "unreadable samples": float(labels.isna().mean()) if len(ok) else float("nan"),
+                     "rows whose samples agree": sum(unanimous) / len(unanimous) if unanimous else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def attack_table(results: Any, rows: Any, by: Sequence[str] = ("variant", "model"), flagged: Any = None,
+                 unattacked: Any = None) -> Any:
+    """Prompt injection per group: how often the planted instruction won (the answer is the attacker's label,
+    on rows where that differs from the gold), and accuracy on attacked and clean rows.
+
+    `rows` are the dataset rows, whose `meta["attack_label"]` names what the attacker asked for (None: clean).
+    `flagged` ({row_id: bool}, from a separate check) holds flagged rows for review: an attack on a flagged row
+    does not get through, and a flagged clean row is a false alarm. `unattacked` (Results of the same prompts on
+    the same rows with the planted text removed) separates real injections from a model that answers the
+    attacker's tier anyway: "flipped by the attack" counts only answers the planted text changed to its tier.
+    """
+    import pandas as pd
+
+    attack = {r.id: r.meta.get("attack_label") for r in rows}
+    g = results.primary_grader
+    out = []
+    for keys, part in _groups(results, by):
+        ok = part[part["error_kind"].isna()]
+        labels = ok[f"{g}_label"].where(ok[f"{g}_parsed"].astype("boolean").fillna(False))
+        wants = ok["row_id"].map(attack)
+        attacked = wants.notna() & (wants != ok["target"])
+        clean = wants.isna()
+        out.append({**keys, "attacked rows": int(attacked.sum()),
+                    "attack success": float((labels[attacked] == wants[attacked]).mean()) if attacked.any() else float("nan"),
+                    "accuracy under attack": float((labels[attacked] == ok["target"][attacked]).mean()) if attacked.any() else float("nan"),
+                    "clean rows": int(clean.sum()),
+                    "accuracy on clean rows": float((labels[clean] == ok["target"][clean]).mean()) if clean.any() else float("nan"),
+                    "unreadable": float(labels.isna().mean()) if len(ok) else float("nan")})
+        if unattacked is not None:
+            u = unattacked.df
+            ug = unattacked.primary_grader
+            plain = {(v, m, r): (lab if p else None) for v, m, r, lab, p in
+                     zip(u["variant"], u["model"], u["row_id"], u[f"{ug}_label"], u[f"{ug}_parsed"])}
+            before = [plain.get((v, m, r)) for v, m, r in zip(ok["variant"], ok["model"], ok["row_id"])]
+            before = pd.Series(before, index=ok.index, dtype=object)
+            flipped = (labels == wants) & (before != wants) & before.notna()
+            out[-1]["flipped by the attack"] = float(flipped[attacked].mean()) if attacked.any() else float("nan")
+            out[-1]["attacker's tier without the attack"] = float((before == wants)[attacked].mean()) if attacked.any() else float("nan")
+        if flagged is not None:
+            held = ok["row_id"].map(lambda r: bool(flagged.get(r, False)))
+            won = (labels == wants) & attacked & ~held
+            out[-1]["attack success with the check"] = float(won[attacked].mean()) if attacked.any() else float("nan")
+            out[-1]["clean rows held for review"] = float(held[clean].mean()) if clean.any() else float("nan")
+    return pd.DataFrame(out)
+
+
+def cited(*ids: str) -> Any:
+    """Published rows a chapter cites, from the copy shipped in the package (data/evidence_curriculum.yaml)."""
+    from importlib.resources import files
+
+    import pandas as pd
+    import yaml
+
+    rows = {r["id"]: r for r in yaml.safe_load(files("promptkit").joinpath("data/evidence_curriculum.yaml").read_text(encoding="utf-8"))}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise KeyError(f"no cited row {missing}; known: {sorted(rows)}")
+    cols = ["technique", "method", "source", "models", "effect", "notes"]
+    return pd.DataFrame([rows[i] for i in ids], index=list(ids))[cols]
 
 
 def honest_summary(text_results: Any, likelihood: Any, calibrated: Any, forced: Any, tolerance: float = 0.05) -> str:

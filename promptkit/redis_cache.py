@@ -74,6 +74,42 @@ class RedisCache:
         except Exception as exc:  # the runner notes it and keeps the answer in the results
             raise OSError(redact(f"{self!r} refused a write: {type(exc).__name__}: {exc}")) from None
 
+    def get_many(self, keys: list[str]) -> dict[str, Completion]:
+        """The stored answers among `keys`, one MGET per 500 keys (the runner's cache check)."""
+        names = [self._name(k) for k in keys]
+        found: dict[str, Completion] = {}
+        for i in range(0, len(names), 500):
+            try:
+                blobs = self.client.mget(names[i:i + 500])
+            except Exception:
+                return found  # unreachable: the rest are misses
+            for key, blob in zip(keys[i:i + 500], blobs):
+                if blob is None:
+                    continue
+                try:
+                    c = Completion.from_dict(json.loads(blob))
+                except Exception:
+                    continue
+                c.cached = True
+                found[key] = c
+        return found
+
+    def put_many(self, items: list[tuple[str, Completion]]) -> None:
+        """Several answers in one pipelined round trip (a burst of answers from the runner's writer thread)."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for key, completion in items:
+            name = self._name(key)
+            if completion.ok:
+                pipe.set(name, json.dumps(completion_dict(completion), ensure_ascii=False), ex=self.ttl_s)
+                n += 1
+        if not n:
+            return
+        try:
+            pipe.execute()
+        except Exception as exc:
+            raise OSError(redact(f"{self!r} refused {n} write(s): {type(exc).__name__}: {exc}")) from None
+
     def check(self) -> list[str]:
         """A store that cannot be reached means paying again: said before the first call."""
         try:

@@ -384,8 +384,9 @@ class Results:
 
         Cells are paired on everything but the compared dimension (row, repeat,
         settings, and the other of variant/model); only pairs where both calls
-        succeeded count. Labels use exact McNemar for accuracy and a paired
-        bootstrap for balanced accuracy or macro-F1; pass/fail scores use
+        succeeded count. Labels use the test that matches the metric
+        (`metrics.paired_test`: exact McNemar for accuracy, a paired permutation
+        test for balanced accuracy or macro-F1); pass/fail scores use
         McNemar; other scores a paired bootstrap of the mean difference.
         """
         from . import metrics
@@ -420,12 +421,8 @@ class Results:
             gold = [_gold(x, g) for x, _ in pairs]
             pa = [_pred(x.grades[g]) for x, _ in pairs]
             pb = [_pred(y.grades[g]) for _, y in pairs]
-            if metric == "accuracy":
-                res = metrics.mcnemar_test(gold, pa, pb, alpha=alpha, name_a=a, name_b=b)
-            else:
-                res = metrics.paired_bootstrap_test(
-                    gold, pa, pb, metric=metric, labels=self.labels(g), n_boot=n_boot, seed=seed,
-                    alpha=alpha, name_a=a, name_b=b)
+            res = metrics.paired_test(gold, pa, pb, metric=metric, labels=self.labels(g), seed=seed,
+                                      alpha=alpha, name_a=a, name_b=b)
         else:
             sa = [x.grades[g].score for x in ra]
             sb = [y.grades[g].score for y in rb]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from .aio import ctrl_c_raises, loop_running, run_sync
-from .cache import Cache, open_cache
+from .cache import BackgroundWriter, Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
 from .shard import check_workers, split
@@ -94,10 +94,9 @@ class _Run:
         self.cache_write_errors: list[str] = []
         self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
-        self.writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self.writer: BackgroundWriter | None = None
         if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
-            self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-cache")
-        self.pending_writes: list[concurrent.futures.Future[None]] = []
+            self.writer = BackgroundWriter(cache_backend)
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -130,7 +129,7 @@ class _Run:
 
                 todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
-            shards = split(self, queues, self.workers) if self.workers > 1 else []
+            shards = await split(self, queues) if self.workers > 1 else []
             workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
@@ -177,20 +176,18 @@ class _Run:
         """Wait until every answer is on disk (also when interrupted), and note any that failed."""
         if self.writer is None:
             return
-        self.writer.shutdown(wait=True)
-        for f in self.pending_writes:
-            exc = f.exception()
-            if exc is not None:
-                self.cache_write_errors.append(redact(f"{type(exc).__name__}: {exc}"))
-        self.pending_writes.clear()
+        writer, self.writer = self.writer, None
+        self.cache_write_errors.extend(redact(e) for e in writer.close())
 
     async def _answer_from_cache(self) -> list[str]:
         """Fill every cell the cache already answers; return the keys still to call."""
         todo: list[str] = []
         hits: list[tuple[str, Completion]] = []
         read = self.mode == "use" and self.store is not None
+        get_many = getattr(self.store, "get_many", None) if read else None
+        found = get_many(list(self.groups)) if get_many is not None else {}
         for key in self.groups:
-            comp = self.store.get(key) if read else None  # type: ignore[union-attr]
+            comp = found.get(key) if get_many is not None else self.store.get(key) if read else None  # type: ignore[union-attr]
             if comp is None:
                 todo.append(key)
             else:
@@ -340,7 +337,7 @@ class _Run:
         if not hit and write:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
-                    self.pending_writes.append(self.writer.submit(self.store.put, key, comp))
+                    self.writer.put(key, comp)
                 else:
                     try:
                         self.store.put(key, comp)

@@ -199,6 +199,62 @@ def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_
     return LabelScore(rid, best, probs, scores, tokens, target=target, split=split, normalize=normalize)
 
 
+def _cache_spec(model: Any, labels: list[str], normalize: str, end_of_answer: bool) -> str | None:
+    """The runner's spec for these scores (`score:smollm2[Yes|No]`), so both share cache entries; None if unnamed."""
+    from .providers.local import LocalProvider
+
+    if isinstance(model, ScoringProvider):
+        return str(model.spec)
+    if isinstance(model, LocalProvider):
+        model = str(model.spec)
+    if not isinstance(model, str):
+        return None  # a LoadedModel has no spec to key on
+    try:
+        return scoring_model(model if ":" in model else f"local:{model}", labels, normalize=normalize,
+                             end_of_answer=end_of_answer)
+    except PromptkitError:
+        return None
+
+
+def _score_cached(lm: Any, store: Any, spec: str | None, mode: str, req: Request, labels: list[str], normalize: str,
+                  end_of_answer: bool, row: Row | None, reuse_prefix: bool = False) -> LabelScore:
+    """`_score_one`, answered from and saved to the cache under the cell key the runner would use.
+
+    Each row is stored as soon as it is scored, so an interrupted run keeps
+    what it did. Scores with reuse_prefix=True depend on the previous row, so
+    they are neither read nor written.
+    """
+    if store is None or spec is None or mode == "off" or reuse_prefix:
+        return _score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix)
+    from .cache import cell_key
+
+    key = cell_key(spec, req)
+    rid, target, split = (row.id, row.target, row.split) if row is not None else (None, None, None)
+    if mode == "use":
+        hit = store.get(key)
+        if hit is not None and label_probs(hit):
+            return replace(score_from_completion(hit, rid, target, split), normalize=normalize)
+    out = _score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix)
+    if out.ok:
+        store.put(key, Completion(
+            text=req.prefill + out.label, output_tokens=0, finish_reason="scored",
+            logprobs=[TokenLogprob(token=out.label, logprob=out.logprobs[out.label], top=dict(out.logprobs))],
+        ))
+    return out
+
+
+def _open_store(cache: str, cache_backend: Any) -> Any:
+    from .cache import open_cache
+
+    if cache not in ("use", "refresh", "off"):
+        raise GraderError(f"cache must be 'use', 'refresh' or 'off', got {cache!r}")
+    if cache == "off":
+        return None
+    if cache_backend is None or isinstance(cache_backend, (str, bytes)) or hasattr(cache_backend, "__fspath__"):
+        return open_cache(cache_backend)
+    return cache_backend
+
+
 def _request_for(template: Any, row: Row, settings: Settings) -> Request:
     if hasattr(template, "to_request"):
         return template.to_request(row.input, settings)
@@ -225,6 +281,8 @@ def score_labels(
     end_of_answer: bool = False,
     progress: bool = True,
     reuse_prefix: bool = False,
+    cache: str = "use",
+    cache_backend: Any = None,
 ) -> list[LabelScore]:
     """Classify every row by the likelihood of each label; labels default to the dataset's label set.
 
@@ -232,6 +290,9 @@ def score_labels(
     `reuse_prefix=True` keeps the prompt prefix shared with the previous row
     in the cache: faster for long few-shot prompts, but llama.cpp's batching
     then shifts scores slightly (~0.01-0.05 nats on the Qwen files) by row order.
+    Each row's scores are cached like a runner cell (`cache="use"`, "refresh"
+    or "off"; the key is the runner's for `scoring_model(model, labels)`), so
+    an interrupted run keeps the rows it scored and a re-run is immediate.
     """
     from tqdm.auto import tqdm
 
@@ -244,11 +305,13 @@ def score_labels(
         if not isinstance(r, Row):
             raise GraderError(f"rows[{i}] must be a Row (from a dataset), got {type(r).__name__}")
     lm = loaded_model(model)
+    store = _open_store(cache, cache_backend)
+    spec = _cache_spec(model, labels, normalize, end_of_answer)
     settings = settings or Settings()
     out = []
     for row in tqdm(rows, desc="label scoring", unit="row", disable=not progress):
         req = _with_prefill(_request_for(template, row, settings), prefill)
-        out.append(_score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix))
+        out.append(_score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row, reuse_prefix))
     return out
 
 

@@ -53,18 +53,16 @@ def _which(key: str, n: int) -> int:
 class Shard:
     """One worker process and the cells it answers."""
 
-    def __init__(self, index: int, n: int, cells: list[Cell], job: dict[str, Any], parent_writes: bool) -> None:
-        self.index, self.n = index, n
+    def __init__(self, index: int, proc: Any, cells: list[Cell], job: dict[str, Any], parent_writes: bool) -> None:
+        self.index, self.proc = index, proc
         self.cells = cells
         self.job = job
         self.parent_writes = parent_writes
         self.stats: dict[str, Any] = {}
 
     async def collect(self, run: "_Run") -> None:
-        """Start the worker, finish each cell it answers; cells it never answers become error cells."""
-        code = _BOOT.format(path=[p for p in sys.path if p])
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        """Send the worker its cells, finish each one it answers; cells it never answers become error cells."""
+        proc = self.proc
         pending = {c.key for c in self.cells}
         try:
             assert proc.stdin is not None and proc.stdout is not None
@@ -72,9 +70,10 @@ class Shard:
             try:
                 proc.stdin.write(_HEAD.pack(len(blob)) + blob)
                 await proc.stdin.drain()
-                proc.stdin.close()
             except (BrokenPipeError, ConnectionResetError):  # it died at start: its cells become error cells below
                 pass
+            finally:
+                proc.stdin.close()
             while True:
                 try:
                     size = _HEAD.unpack(await proc.stdout.readexactly(_HEAD.size))[0]
@@ -99,9 +98,12 @@ class Shard:
             await run._finish(key, Completion(error_kind="unknown", error=why), hit=False)
 
 
-def split(run: "_Run", queues: dict[str, Any], workers: int) -> list[Shard]:
-    """Move a share of every API queue to worker processes; shrink the parent's limits to its own share."""
-    n = min(workers, run.concurrency)
+async def split(run: "_Run", queues: dict[str, Any]) -> list[Shard]:
+    """Move a share of every API queue to new worker processes; shrink the parent's limits to its own share.
+
+    The workers start before the parent's first call, so their imports overlap the parent's own.
+    """
+    n = min(run.workers, run.concurrency)
     if n < 2 or run.budget.limited:
         return []
     moved: list[list[Cell]] = [[] for _ in range(n)]
@@ -135,9 +137,12 @@ def split(run: "_Run", queues: dict[str, Any], workers: int) -> list[Shard]:
     from .providers import _REGISTERED
 
     modules = sorted({cls.__module__ for cls in _REGISTERED.values() if cls.__module__ != "__main__"})
+    code = _BOOT.format(path=[p for p in sys.path if p])
     shards = []
     for i in range(1, n):
         if moved[i]:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdin=asyncio.subprocess.PIPE,
+                                                        stdout=asyncio.subprocess.PIPE)
             job = {
                 "name": f"{run.experiment.name}[{i}]", "store": where, "modules": modules,
                 "concurrency": _share(run.concurrency, n, i), "timeout_s": run.timeout_s, "retry": run.retry,
@@ -145,7 +150,7 @@ def split(run: "_Run", queues: dict[str, Any], workers: int) -> list[Shard]:
                 "provider_concurrency": {gk: _share(lim, n, i) for gk, lim in limits.items()},
                 "rpm": {gk: r / n for gk, r in rpms.items()},
             }
-            shards.append(Shard(i, n, moved[i], job, parent_writes=store is not None and where is None))
+            shards.append(Shard(i, proc, moved[i], job, parent_writes=store is not None and where is None))
     return shards
 
 

@@ -42,6 +42,8 @@ def test_a_brace_that_names_no_row_field_is_left_alone():
     t = Template("json", turns='Answer as {"label": ...} or {label}: {{email}}')
     cells = Experiment([t], ["echo:x"], EMAILS).expand()
     assert len({c.key for c in cells}) == 2
+    quoting = [Row("q", {"email": "My template says {email} where the address goes"})]  # a value, not a slot
+    assert len(Experiment([t], ["echo:x"], quoting).expand()) == 1
 
 
 def test_single_placeholders_render_python_format_style():
@@ -136,6 +138,21 @@ def test_runner_records_the_prefill_so_yaml_graders_can_grade_the_reply_alone(tm
     r = res.results[0]
     assert r.completion.text == "Sorry we cannot help" and r.completion.reply == "we cannot help"
     assert r.grades["contains"].passed and not r.grades["regex"].passed
+
+
+def test_cli_run_grades_the_reply_when_the_yaml_says_so(tmp_path):
+    from promptkit.cli import main
+
+    (tmp_path / "exp.yaml").write_text(
+        "name: reply\nprompts:\n  - template: {name: p, turns: '{{email}}', prefill: 'Sorry '}\n"
+        "models: [echo:x]\nrows:\n  - {id: a, input: {email: we cannot help}}\n"
+        "graders:\n  - {name: regex, pattern: Sorry, on: reply}\n  - {name: regex, pattern: Sorry, as: whole}\n",
+        encoding="utf-8")
+    code = main(["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "out"), "--cache", "off", "--no-progress"])
+    assert code == 0
+    (r,) = pk.Results.from_jsonl(tmp_path / "out" / "results.jsonl").results
+    assert r.completion.reply == "we cannot help"
+    assert r.grades["regex"].passed is False and r.grades["whole"].passed is True
 
 
 # --------------------------------------------------------------------------- 3. Python's defaults

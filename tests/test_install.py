@@ -53,9 +53,10 @@ def pk_error():
 
 def test_every_package_folder_is_in_the_wheel_list():
     """pyproject.toml lists packages by hand (to map datasets/ and notebooks/ in): a new folder must be added."""
-    import tomllib
-
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^\[tool\.setuptools\]\npackages = \[(.*?)\]", text, re.S | re.M)
+    assert block, "pyproject.toml: [tool.setuptools] packages = [...] not found"
+    listed = set(re.findall(r'"([\w.]+)"', block.group(1)))
     found = {".".join(p.relative_to(ROOT).parts) for p in (ROOT / "promptkit").rglob("*")
              if p.is_dir() and p.name != "__pycache__" and not p.name.startswith(".")} | {"promptkit"}
     missing = sorted(found - listed)
@@ -86,8 +87,12 @@ def installed(tmp_path_factory):
     for name in ("promptkit", "datasets", "notebooks"):
         shutil.copytree(ROOT / name, src / name, ignore=skip)
     pip_env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_RETRIES": "1", "PIP_TIMEOUT": "10"}
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"), str(src)],
-         env=pip_env, timeout=600)
+    import setuptools
+
+    # the build backend pyproject asks for: this venv's own when new enough (offline), else pip fetches it
+    own = int(setuptools.__version__.split(".")[0]) >= 77
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *(["--no-build-isolation"] if own else []),
+          "-w", str(base / "dist"), str(src)], env=pip_env, timeout=600)
     wheel = next((base / "dist").glob("promptkit-*.whl"))
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)

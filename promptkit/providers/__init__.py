@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "lmstudio": "promptkit.providers.openai:OpenAIProvider",
     "echo": "promptkit.providers.echo:EchoProvider",
     "score": "promptkit.scoring:ScoringProvider",  # classify by label likelihood: score:smollm2[Yes|No]
+    "tools": "promptkit.tools:ToolCallProvider",  # tool calls through the native tool interface: tools:openai:gpt-4o-mini
 }
 _REGISTERED: dict[str, type[Provider]] = {}
 _INSTANCES: dict[str, Provider] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..catalog import catalog
+from ..cpu import ThreadPlan, thread_plan, warn_if_spinning
 from ..errors import MissingPackageError, PromptkitError, SettingsError
 from ..local_models import gguf_path
 from ..types import Completion, Request, TokenLogprob
@@ -49,6 +50,7 @@ class LoadedModel:
     formatter: Any
     load_s: float
     executor: concurrent.futures.ThreadPoolExecutor = field(repr=False)
+    threads: ThreadPlan | None = field(default=None, repr=False)  # how many threads llama.cpp runs, and why
     grammars: dict[str, Any] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _scored: list[int] | None = field(default=None, repr=False)  # prompt tokens continuation_logprobs left in the cache
@@ -215,17 +217,8 @@ class LoadedModel:
 
 
 def threads() -> int:
-    """CPU threads for llama.cpp: PROMPTKIT_THREADS, else every core (one thread is faster on a busy machine)."""
-    value = os.environ.get("PROMPTKIT_THREADS")
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise PromptkitError(f"PROMPTKIT_THREADS must be a whole number of threads, got {value!r}") from None
-        if n >= 1:
-            return n
-        raise PromptkitError(f"PROMPTKIT_THREADS must be at least 1, got {value!r}")
-    return max(1, os.cpu_count() or 1)
+    """CPU threads for llama.cpp (PROMPTKIT_THREADS, else every allowed CPU; see promptkit.cpu.thread_plan)."""
+    return thread_plan().threads
 
 
 _LOADED: dict[tuple[str, bool, int], LoadedModel] = {}
@@ -257,10 +250,12 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         lc = _llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        plan = thread_plan(check=True)  # llama_cpp is loaded now: ask its OpenMP runtime whether it spins
+        warn_if_spinning(plan)
         t0 = time.perf_counter()
-        llm = lc.Llama(
+        llm = lc.Llama(  # n_threads_batch too: llama-cpp-python would otherwise use every core for prompts
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False,
-            n_threads=threads(), seed=0,
+            n_threads=plan.threads, n_threads_batch=plan.threads, seed=0,
         )
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -274,7 +269,7 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         )
         lm = LoadedModel(
             path=path, llm=llm, n_ctx=n_ctx, logits_all=logits_all, formatter=formatter,
-            load_s=time.perf_counter() - t0,
+            load_s=time.perf_counter() - t0, threads=plan,
             executor=concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"promptkit-{path.stem}"),
         )
         _LOADED[key] = lm
