@@ -74,3 +74,21 @@ def test_bad_cluster_values_and_an_unreachable_scheduler(tmp_path, monkeypatch):
               timeout_s=None)
     assert {r.completion.error_kind for r in res.results} == {"connection"}
     assert "cannot reach the Dask scheduler" in res.results[0].completion.error
+
+
+def test_cli_scheduler_local_starts_and_stops_its_own_cluster(tmp_path, monkeypatch, capsys):
+    from promptkit.cli import main
+
+    monkeypatch.setenv("PROMPTKIT_THREADS", "1")
+    yml = tmp_path / "exp.yaml"
+    yml.write_text("name: clusteryaml\nprompts:\n  - template: {name: t, turns: [{role: user, content: 'Say {{x}}'}]}\n"
+                   "models: [local:smollm2]\nrows:\n  - {id: a, input: {x: hello}}\n  - {id: b, input: {x: bye}}\n"
+                   "settings: {max_tokens: 4}\n", encoding="utf-8")
+    assert main(["run", str(yml), "--out", str(tmp_path / "out"), "--no-progress", "--scheduler", "local"]) == 0
+    from promptkit.results import Results
+
+    res = Results.from_jsonl(tmp_path / "out" / "results.jsonl")
+    assert len(res.results) == 2 and all(r.completion.ok and r.completion.text for r in res.results)
+    assert sum(res.meta["cluster"]["cells_by_worker"].values()) == 2
+    assert main(["run", str(yml), "--out", str(tmp_path / "out2"), "--scheduler", "nowhere"]) == 2
+    assert "scheduler address" in capsys.readouterr().err
