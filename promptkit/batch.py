@@ -228,6 +228,18 @@ def _finish_answer(provider: "Provider", cell: Cell, comp: Completion, factor: f
     return comp
 
 
+def _refused(provider: "Provider", cell: Cell) -> Completion | None:
+    """The error cell the provider would record without calling, e.g. an Anthropic temperature above 1."""
+    if provider.spec.provider == "anthropic":
+        from .providers.anthropic import MAX_TEMPERATURE
+
+        t = cell.request.settings.temperature
+        if t > MAX_TEMPERATURE:
+            return _error("bad_request", f"Settings.temperature={t:g} is out of range for anthropic: Anthropic "
+                                         f"accepts 0 to 1")
+    return None
+
+
 def _error(kind: str, message: str) -> Completion:
     return Completion(error_kind=kind, error=message)
 
@@ -472,6 +484,10 @@ class BatchPart:
         else:
             sizes = [(c.key, len(json.dumps({"custom_id": c.key, "params": anthropic_params(provider, c)})) + 2)
                      for c in cells]
+        refused = {c.key: why for c in cells if (why := _refused(provider, c)) is not None}
+        for k, comp in refused.items():  # what the synchronous path refuses without a call is not sent either
+            await self._answer(k, comp)
+        keys = [k for k in keys if k not in refused]
         fit = self._within_budget(provider, keys)
         for k in keys:
             if k not in fit:
@@ -665,12 +681,12 @@ async def run_batches(run: "_Run", batched: dict[str, list[str]]) -> None:
 
 # ---- `promptkit batches` ----------------------------------------------------------------------
 
-def list_batches(ledger: Ledger | None = None, refresh: bool = True) -> list[dict[str, Any]]:
+def list_batches(ledger: Ledger | None = None, refresh: bool = True, cache: Any = None) -> list[dict[str, Any]]:
     """Every recorded batch, with its vendor status and counts polled now for those not yet collected."""
     from .aio import run_sync
     from .cache import open_cache
 
-    ledger = ledger or ledger_for(open_cache(None))
+    ledger = ledger or ledger_for(open_cache(cache))
     entries = ledger.entries()
 
     async def refresh_all() -> None:

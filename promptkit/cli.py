@@ -194,7 +194,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
     from .batch import list_batches
 
-    entries = list_batches(refresh=not args.offline)
+    entries = list_batches(refresh=not args.offline, cache=args.cache)
     if not entries:
         print("no batches recorded (pk.run(exp, batch=True) or promptkit run --batch records them)")
         return 0
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("batches", help="list vendor batches recorded by batch runs, with status and counts")
     b.add_argument("--offline", action="store_true", help="show the ledger only; do not ask the vendors")
+    b.add_argument("--cache", default=None, metavar="PATH",
+                   help="the cache the batch runs used (a .sqlite3 file or a folder; default: promptkit's cache)")
     b.set_defaults(func=cmd_batches)
 
     d = sub.add_parser("dashboard", help="serve the tour and the live builder as web pages on 127.0.0.1 (Voila)")

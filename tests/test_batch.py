@@ -385,3 +385,18 @@ def test_a_budget_is_checked_before_submitting_at_the_batch_price(srv, tmp_path)
     kinds = [r.completion.error_kind for r in res.results]
     assert kinds.count(None) == 4 and kinds.count("budget") == 6
     assert res.meta["stopped_for_budget"] and res.meta["spent_usd"] <= cap
+
+
+def test_a_folder_cache_keeps_its_ledger_beside_it_and_refused_settings_are_not_sent(srv, tmp_path, capsys):
+    exp = grid(3, n_variants=1, models=MODELS)
+    hot = Experiment(variants=exp.variants, models=[MODELS[1]], rows=exp.rows, settings=Settings(temperature=1.5),
+                     name="hot")
+    res = run(exp, cache_backend=tmp_path / "answers", progress=False, batch=True)
+    assert all(r.completion.ok for r in res.results)
+    ledger = tmp_path / "answers.batches"
+    assert len(list(ledger.glob("*.json"))) == 2 and not (tmp_path / "answers" / "batches").exists()
+    assert cli_main(["batches", "--offline", "--cache", str(tmp_path / "answers")]) == 0
+    assert capsys.readouterr().out.count("collected") == 2
+    hot_res = run(hot, cache_backend=tmp_path / "answers", progress=False, batch=True)
+    assert {r.completion.error_kind for r in hot_res.results} == {"bad_request"}
+    assert "Anthropic accepts 0 to 1" in hot_res.results[0].completion.error and srv.batch_creates == 2
