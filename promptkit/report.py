@@ -205,7 +205,7 @@ def html_report(
         return "\n".join(parts)
 
     graded = bool(results.grader_names)
-    g = results._grader(grader) if graded else None
+    g = results.resolve_grader(grader) if graded else None
     summary = results.summary(None, g)
     parts.append("<h2>Summary</h2>")
     parts.append(_summary_html(summary))

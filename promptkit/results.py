@@ -104,7 +104,8 @@ class Results:
         many = len({r.cell.settings_label for r in self.results}) > 1
         return ["variant", "model", "settings_label"] if many else ["variant", "model"]
 
-    def _grader(self, grader: str | None) -> str:
+    def resolve_grader(self, grader: str | None = None) -> str:
+        """The grader a view reads: the one named (checked), else the first; report.py uses it too."""
         names = self.grader_names
         if grader is None:
             if not names:
@@ -121,7 +122,7 @@ class Results:
         where no answer could be read counts), or by setting `Grade.label` on
         cells whose target is a plain label.
         """
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         for r in self.results:
             grade = r.grades.get(g)
             if grade is None:
@@ -134,7 +135,7 @@ class Results:
 
     def labels(self, grader: str | None = None) -> list[Any]:
         """The label set: `meta["labels"]` if given, then every gold label, then answers that match none."""
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         seen: dict[Any, None] = {}
         for lab in self.meta.get("labels") or ():
             seen.setdefault(lab, None)
@@ -258,7 +259,7 @@ class Results:
         bad = [b for b in by if b not in df.columns]
         if bad:
             raise ExperimentError(f"cannot group results by {bad}; columns include {list(CELL_COLUMNS)}")
-        g = self._grader(grader) if self.grader_names else None
+        g = self.resolve_grader(grader) if self.grader_names else None
         classify = g is not None and self.is_classification(g)
         labels = self.labels(g) if classify else []
         rows = []
@@ -342,7 +343,7 @@ class Results:
         """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         sub = self.filter(**where) if where else self
         gold, pred = _gold_pred([r for r in sub.results if r.completion.ok], g)
         if not gold:
@@ -355,7 +356,7 @@ class Results:
         """Gold labels down, answers across, with an unparseable column; errors left out."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         if not self.is_classification(g):
             raise GraderError(f"grader {g!r} sets no labels, so there is no confusion matrix; use a label grader")
         if variant is not None:
@@ -399,7 +400,7 @@ class Results:
             raise ExperimentError(
                 f"compare({a!r}, {b!r}): both must be variants {self.variants} or both models {self.models}"
             )
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         other = "model" if across == "variant" else "variant"
         sub = self.filter(**where) if where else self
 
@@ -457,7 +458,7 @@ class Results:
         if repeat is not None:
             where.setdefault("repeat", repeat)
         sub = self.filter(**where) if where else self
-        g = self._grader(grader) if sub.grader_names else None
+        g = self.resolve_grader(grader) if sub.grader_names else None
         other = "model" if across == "variant" else "variant"
         many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
         many_settings = len({r.cell.settings_label for r in sub.results}) > 1

@@ -242,11 +242,6 @@ class Template:
             raise TemplateError(f"template {self.name!r}: unknown field(s) {unknown}; fields are {list(FIELDS)}")
         return dc_replace(self, **changes)
 
-    def with_phrases(self, ids: Any, **kwargs: Any) -> "Template":
-        """Shortcut for `promptkit.apply_phrases(self, ids)`: the template with power phrases added."""
-        from .phrases import apply_phrases
-        return apply_phrases(self, ids, **kwargs)
-
     @property
     def user(self) -> str:
         """The last user turn: the one each row fills and phrases attach to."""
