@@ -26,6 +26,7 @@ from .types import Completion, Grade, Grader, Message, PromptVariant, Request, R
 # eager: the function `phrases` has the name of its module, so a lazy entry would be shadowed
 # by the submodule as soon as anything imported promptkit.phrases (the module is light: yaml loads on use)
 from .phrases import phrases
+from . import report as _report  # noqa: E402,F401 - installs the HTML behind Results.to_html (light: plots load on use)
 
 __version__ = "0.1.0"
 
