@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from . import yamlfile
 from .config import shipped_dir
 from .errors import PromptkitError
 from .templates import Template, load_template
@@ -145,7 +144,7 @@ def _hint(d: Mapping[str, Any], where: str) -> Hint:
 def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
     """Every exercise in the file, validated, by id."""
     p = Path(path) if path else EXERCISES_PATH
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or []
+    data = yamlfile.load(p, ExerciseError, "exercises file") or []
     out: dict[str, Exercise] = {}
     known = set(Exercise.__dataclass_fields__)
     for i, d in enumerate(data):

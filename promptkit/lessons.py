@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .results import SUMMARY_VIEWS
 from .types import Settings
 
-HONEST_COLUMNS = (
-    "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
-    "unparseable", "mentioned", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
-)
+HONEST_COLUMNS = SUMMARY_VIEWS["scoreboard"]
 
 
 def evaluate(
