@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .errors import GraderError
 from .metrics import accuracy, balanced_accuracy, macro_f1
 from .scoring import (
-    LabelScore, _cache_spec, _check_labels, _open_store, _request_for, _score_cached, _with_prefill, loaded_model,
+    LabelScore, cache_spec, check_labels, open_store, request_for, score_cached, with_prefill, loaded_model,
     normalise,
 )
 from .types import Row, Settings
@@ -200,21 +200,21 @@ def contextual_calibration(
     `dev` (rows or scores with gold labels) gives the label shares a collapse
     is measured against. Content-free scores are cached like `score_labels`.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if isinstance(content_free, str) or not content_free:
         raise GraderError(f"content_free must be a list of strings such as {list(CONTENT_FREE)}, got {content_free!r}")
     names = _variables(template, fields, example)
     reference = label_shares(dev, labels) if dev is not None else None
     lm = loaded_model(model)
-    store = _open_store(cache, cache_backend)
-    spec = _cache_spec(model, labels, normalize, end_of_answer)
+    store = open_store(cache, cache_backend)
+    spec = cache_spec(model, labels, normalize, end_of_answer)
     settings = settings or Settings()
     per_input: dict[str, dict[str, float]] = {}
     for text in content_free:
         base = dict(example.input) if example is not None else {}
         row = Row(id=f"content-free:{text!r}", input={**base, **{n: text for n in names}}, split="content-free")
-        req = _with_prefill(_request_for(template, row, settings), prefill)
-        s = _score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row)
+        req = with_prefill(request_for(template, row, settings), prefill)
+        s = score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row)
         if not s.ok:
             raise GraderError(f"could not score the content-free input {text!r}: {s.error}")
         per_input[text] = s.probs
