@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir, env
+from .stored import KEY_RE as _KEY_RE, completion_dict
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
-_KEY_RE = re.compile(r"[0-9a-f]{1,64}")
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
@@ -114,18 +114,6 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     d.pop("n_ctx")  # keyed apart, as the window in force (local models only)
     for name in ("temperature", "top_p"):  # 0 and 0.0 ask the same thing: one key
         d[name] = float(d[name])
-    return d
-
-
-_COMPLETION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Completion))
-
-
-def completion_dict(completion: Completion) -> dict[str, Any]:
-    """A completion as stored: plain JSON values, `cached` False (dataclasses.asdict is 5x slower)."""
-    d = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
-    if completion.logprobs is not None:
-        d["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in completion.logprobs]
-    d["cached"] = False
     return d
 
 

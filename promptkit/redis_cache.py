@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .cache import _KEY_RE, completion_dict
+from .stored import KEY_RE as _KEY_RE, completion_dict
 from .errors import MissingPackageError, redact
 from .types import Completion
 
