@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from .errors import PromptkitError
+from .results import interval_columns
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -138,7 +139,7 @@ def summary_text(res: object) -> str:
         v = row[col]  # type: ignore[index]
         if v != v:  # NaN: nothing scored
             return "-"
-        lo, hi = row[col + "_low"], row[col + "_high"]  # type: ignore[index]
+        lo, hi = (row[c] for c in interval_columns(col))  # type: ignore[index]
         if lo != lo or hi != hi:  # one scored row: no interval
             return f"{v:.2f} [no CI: n=1]" if row["scored"] == 1 else f"{v:.2f}"  # type: ignore[index]
         return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
