@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .stored import KEY_RE as _KEY_RE, completion_dict
 from .errors import MissingPackageError, redact
+from .stored import KEY_RE, completion_dict
 from .types import Completion
 
 PREFIX = "promptkit:"
+
+
+def _blob(completion: Completion) -> str:
+    return json.dumps(completion_dict(completion), ensure_ascii=False)
 
 
 class RedisCache:
@@ -47,7 +51,7 @@ class RedisCache:
         return f"RedisCache({where!r})"
 
     def _name(self, key: str) -> str:
-        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
         return self.prefix + key
 
@@ -68,7 +72,7 @@ class RedisCache:
         name = self._name(key)
         if not completion.ok:
             return
-        blob = json.dumps(completion_dict(completion), ensure_ascii=False)
+        blob = _blob(completion)
         try:
             self.client.set(name, blob, ex=self.ttl_s)
         except Exception as exc:  # the runner notes it and keeps the answer in the results
@@ -101,7 +105,7 @@ class RedisCache:
         for key, completion in items:
             name = self._name(key)
             if completion.ok:
-                pipe.set(name, json.dumps(completion_dict(completion), ensure_ascii=False), ex=self.ttl_s)
+                pipe.set(name, _blob(completion), ex=self.ttl_s)
                 n += 1
         if not n:
             return

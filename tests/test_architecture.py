@@ -156,11 +156,6 @@ PRIVATE_REACHES_LEFT = {
     ("promptkit.exercises", "promptkit.graders", "_MARKER"), ("promptkit.exercises", "promptkit.graders", "_WORD"),
     ("promptkit.shard", "promptkit.runner", "_Run"), ("promptkit.shard", "promptkit.providers", "_REGISTERED"),
     ("promptkit.tools", "promptkit.graders", "_as_completion"),
-    # batch.py and cluster.py (issue 20) reuse the runner and providers' internals; landed the same day
-    ("promptkit.batch", "promptkit.providers._sdk", "_BODY_KIND"),
-    ("promptkit.batch", "promptkit.providers._sdk", "_body_error_type"),
-    ("promptkit.batch", "promptkit.providers.anthropic", "_answer"), ("promptkit.batch", "promptkit.runner", "_Run"),
-    ("promptkit.cluster", "promptkit.providers", "_INSTANCES"), ("promptkit.cluster", "promptkit.runner", "_Run"),
 }
 
 
