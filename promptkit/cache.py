@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir, env
+from .stored import KEY_RE as _KEY_RE, completion_dict
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
-_KEY_RE = re.compile(r"[0-9a-f]{1,64}")
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
@@ -117,20 +117,19 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     return d
 
 
-_COMPLETION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Completion))
-
-
-def completion_dict(completion: Completion) -> dict[str, Any]:
-    """A completion as stored: plain JSON values, `cached` False (dataclasses.asdict is 5x slower)."""
-    d = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
-    if completion.logprobs is not None:
-        d["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in completion.logprobs]
-    d["cached"] = False
-    return d
-
-
 class Cache(Protocol):
-    """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional)."""
+    """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional).
+
+    The contract a new store (network, object store) keeps: `key` is a 64-character lowercase
+    hex cell key; `get` returns the stored Completion with `cached=True`, or None for a miss *or*
+    anything unreadable (never raises for a bad entry: the cell is run again); `put` stores only
+    `completion.ok` answers, as one atomic write per key (a reader sees a whole entry or none),
+    and raises OSError when it cannot write (the runner notes it and keeps the answer in the
+    results). With `threaded_puts = True` the runner calls `put` from one background thread.
+    Optional, for speed: `get_many(keys) -> {key: Completion}` (one round trip for the cache
+    check) and `put_many([(key, completion), ...])` (one write for a burst of answers).
+    See RedisCache (promptkit/redis_cache.py) for a small network example.
+    """
 
     def get(self, key: str) -> Completion | None: ...
 
@@ -493,10 +492,15 @@ class BackgroundWriter:
         return self.errors
 
 
-def open_cache(where: str | os.PathLike[str] | None = None) -> "SqliteCache | DiskCache":
-    """The store at `where`: a .sqlite/.sqlite3/.db file is a SqliteCache, a folder a DiskCache; None the default."""
+def open_cache(where: str | os.PathLike[str] | None = None) -> "SqliteCache | DiskCache | Any":
+    """The store at `where`: a .sqlite/.sqlite3/.db file is a SqliteCache, a folder a DiskCache, a redis:// URL a
+    RedisCache (promptkit/redis_cache.py); None the default."""
     if where is None:
         return SqliteCache()
+    if isinstance(where, str) and where.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_cache import RedisCache
+
+        return RedisCache(url=where)
     p = Path(where)
     if p.suffix.lower() in (".sqlite", ".sqlite3", ".db"):
         return SqliteCache(p)

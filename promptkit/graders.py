@@ -1435,7 +1435,7 @@ def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrad
 
 
 # Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
-_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval"}
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics"}
 
 
 def _structured_grader(name: str | None) -> BaseGrader:

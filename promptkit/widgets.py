@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .results import SUMMARY_VIEWS
 from .templates import Template, load_template, variables_in
 from .types import Message, Row, Settings
 
@@ -306,10 +307,8 @@ class PromptBuilder:
         parts = []
         try:
             summary = results.summary()
-            cols = [c for c in ("variant", "model", "n", "errors", "score", "score_lo", "score_hi", "accuracy", "baseline", "balanced_accuracy",
-                                "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100")
-                    if c in summary.columns]
-            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.3g}"))
+            cols = [c for c in SUMMARY_VIEWS["builder"] if c in summary.columns]
+            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
         except Exception as exc:  # a summary problem must not hide the outputs
             parts.append(f"<p>(no summary: {html.escape(str(exc))})</p>")
         sbs = results.side_by_side(across=across)
