@@ -63,7 +63,7 @@ class Collapse:
         why = (f" Its content-free probability p_cf({self.label}) = {self.p_cf:.3f} is the smallest, and every row "
                f"is divided by it, which lifts {self.label!r} on every row." if self.p_cf is not None else "")
         return (f"calibration collapsed: {self.count} of {self.n} rows ({self.share:.0%}) are {self.label!r}, "
-                f"where {self.reference} has {self.reference_share:.0%}.{why} Fit a rule on the dev rows instead: "
+                f"against {self.reference_share:.0%} in {self.reference}.{why} Fit a rule on the dev rows instead: "
                 f"rule = pk.calibration.fit_label_offsets(dev_scores); rule.apply(test_scores)")
 
 
@@ -410,17 +410,29 @@ def fit_label_offsets(
     y = np.array([labels.index(s.target) for s in ok])
     w = np.array([1.0 / (counts[s.target] * len(labels)) for s in ok])
     k = len(labels)
-    b = np.zeros(k)
+    z = np.maximum(z, -700.0)  # keep exp() finite for labels with probability ~0
     onehot = np.eye(k)[y]
-    for _ in range(100):  # Newton on the k-1 free offsets
+
+    def loss(b: Any) -> float:
+        logits = z + b
+        m = logits.max(axis=1, keepdims=True)
+        lse = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
+        return float((w * (lse - logits[np.arange(len(y)), y])).sum() + l2 * (b ** 2).sum())
+
+    b = np.zeros(k)
+    for _ in range(200):  # damped Newton on the k-1 free offsets (convex: converges from anywhere)
         logits = z + b
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         grad = (w[:, None] * (p - onehot)).sum(axis=0) + 2 * l2 * b
-        hess = np.einsum("i,ij,jk->jk", w, p, np.eye(k)) - np.einsum("i,ij,ik->jk", w, p, p) + 2 * l2 * np.eye(k)
-        step = np.linalg.solve(hess[1:, 1:], grad[1:])
-        b[1:] -= step
-        if np.abs(step).max() < 1e-9:
+        hess = np.diag((w[:, None] * p).sum(axis=0)) - np.einsum("i,ij,ik->jk", w, p, p) + 2 * l2 * np.eye(k)
+        step = np.zeros(k)
+        step[1:] = np.linalg.solve(hess[1:, 1:], grad[1:])
+        t, now = 1.0, loss(b)
+        while loss(b - t * step) > now - 1e-4 * t * float(grad @ step) and t > 1e-8:
+            t /= 2
+        b = b - t * step
+        if np.abs(t * step).max() < 1e-9:
             break
     offsets = {lab: float(v) for lab, v in zip(labels, b)}
     rule = LabelOffsets(labels=labels, offsets=offsets, fitted_value=0.0, fitted_split=split,

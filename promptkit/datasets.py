@@ -482,7 +482,9 @@ def _infer_labels(rows: list[Row]) -> tuple[str, ...]:
 def _count_cell(ds: Dataset, rows: list[Row]) -> str:
     if ds.task.type == "structured":
         keys = Counter(str(next(iter(r.target.values()))) for r in rows if isinstance(r.target, dict) and r.target)
-        return ", ".join(f"{k} {n}" for k, n in sorted(keys.items())) if len(keys) <= 8 else f"{len(rows)} answers"
+        if len(keys) <= 8 and len(keys) < len(rows):  # a small set of kinds (tools): count each
+            return ", ".join(f"{k} {n}" for k, n in sorted(keys.items()))
+        return f"{len(rows)} distinct answers" if len(keys) == len(rows) else f"{len(rows)} answers"
     if ds.task.type == "rubric":
         sizes = [len(r.target) for r in rows]
         per_row = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"

@@ -73,6 +73,7 @@ class Exercise:
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
+    grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -287,7 +288,12 @@ def check(
     if ex.above_chance and n_rows < MIN_HELD_OUT:
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
-    grader = default_grader(ds.task)
+    if ex.grader:
+        from . import graders as _graders
+
+        grader = getattr(_graders, ex.grader)()
+    else:
+        grader = default_grader(ds.task)
     if ex.answer_tag:
         from .graders import in_tag
 

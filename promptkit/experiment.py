@@ -369,7 +369,7 @@ PROMPT_FIELDS: tuple[str, ...] = ("template", "name", "phrases", "ablation", "pl
 DATASET_FIELDS: tuple[str, ...] = ("name", "path", "split", "n", "seed")
 RUN_FIELDS: tuple[str, ...] = (
     "cache", "concurrency", "provider_concurrency", "rpm", "timeout_s", "max_attempts", "budget_usd", "budget_tokens",
-    "stream", "workers",
+    "stream", "workers", "batch", "cluster",
 )
 GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 

@@ -188,15 +188,16 @@ def effect(
     where = {"model": model} if model else {}
     s = _rows_of(results, model)
     row = {v: s[s["variant"] == v].iloc[0] for v in (baseline, variant)}
-    test = results.compare(variant, baseline, metric=metric, **where)
-    n = int(test.details.get("pairs", row[baseline]["n"]))
+    size = results.compare(variant, baseline, metric=metric, **where)  # the change's interval
+    test, p = _decisive_test(results, variant, baseline, metric, where)
+    n = int(size.details.get("pairs", row[baseline]["n"]))
     a, b = float(row[variant][metric]), float(row[baseline][metric])
-    measured = "no significant effect" if not test.significant else ("helps" if a > b else "hurts")
+    measured = _measured(p, a - b, test)
     ci = ""
-    if "ci_low" in test.details:
-        ci = f", 95% interval of the change [{test.details['ci_low']:+.2f}, {test.details['ci_high']:+.2f}]"
+    if "ci_low" in size.details:
+        ci = f", 95% interval of the change [{size.details['ci_low']:+.2f}, {size.details['ci_high']:+.2f}]"
     text = (f"{variant} vs {baseline} on the same {n} rows: {metric.replace('_', ' ')} {b:.2f} → {a:.2f} "
-            f"({a - b:+.2f}{ci}; {test.test}, p = {test.p_value:.2f}: {measured}).")
+            f"({a - b:+.2f}{ci}; {test.test} on the rows each got right, p = {p:.2f}: {measured}).")
     if "unparseable" in s.columns:
         ub, ua = int(row[baseline]["unparseable"]), int(row[variant]["unparseable"])
         text += f" Unreadable answers: {ub} → {ua} of {int(row[baseline]['n'])}."
@@ -221,6 +222,24 @@ def effect(
     return text
 
 
+def _decisive_test(results: Any, variant: str, baseline: str, metric: str, where: dict) -> tuple[Any, float]:
+    """The exact paired test that decides significance: McNemar on which rows each prompt got right.
+
+    Its floor is known (`smallest_detectable`), so a verdict never contradicts the detectable-effect line,
+    which a bootstrap of balanced accuracy on a handful of rows can.
+    """
+    test = results.compare(variant, baseline, metric="accuracy", **where)
+    return test, float(test.p_value)
+
+
+def _measured(p: float, diff: float, test: Any, alpha: float = ALPHA) -> str:
+    """'helps' / 'hurts' only when the exact test is significant and agrees in direction with the metric."""
+    acc_diff = float(test.difference)
+    if p >= alpha or diff == 0 or (acc_diff > 0) != (diff > 0):
+        return "no significant effect"
+    return "helps" if diff > 0 else "hurts"
+
+
 def _readability_p(results: Any, variant: str, baseline: str, model: str) -> float:
     """Exact McNemar p-value on readability (was the answer readable?) for the same rows."""
     from .metrics import mcnemar_test
@@ -237,9 +256,9 @@ def _readability_p(results: Any, variant: str, baseline: str, model: str) -> flo
 
 
 def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accuracy", model: str | None = None) -> Any:
-    """Each variant's effect against the baseline on the same rows: the change with its interval, p corrected
-    for the number of comparisons (Holm), the smallest change these rows could show, and a verdict in which
-    "hurt" also covers a significant rise in unreadable answers."""
+    """Each variant's effect against the baseline on the same rows: the change with its (bootstrap) interval,
+    the exact paired test's p corrected for the number of comparisons (Holm), the smallest change these rows
+    could show, and a verdict in which "hurt" also covers a significant rise in unreadable answers."""
     import pandas as pd
 
     from .phrases import default_library
@@ -254,7 +273,8 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
         for v in sm.index:
             if v == baseline:
                 continue
-            test = results.compare(v, baseline, metric=metric, model=m)
+            test = results.compare(v, baseline, metric=metric, model=m)  # the change's interval
+            decisive, p = _decisive_test(results, v, baseline, metric, {"model": m})
             diff = float(sm.loc[v, metric]) - float(base[metric])
             ids = [part for part in v.split("+")[1:] if part in lib]
             n = int(test.details.get("pairs", base["n"]))
@@ -264,7 +284,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
                 metric: float(sm.loc[v, metric]), f"Δ {metric}": diff,
                 "Δ low": float(test.details.get("ci_low", float("nan"))),
                 "Δ high": float(test.details.get("ci_high", float("nan"))),
-                "test": test.test, "p": test.p_value, "rows": n,
+                "test": decisive.test, "p": p, "_acc_diff": float(decisive.difference), "rows": n,
                 "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else 0,
                 "_readable_p": _readability_p(results, v, baseline, m) if "unparseable" in sm else 1.0,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
@@ -278,9 +298,10 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
     table["smallest detectable"] = [smallest_detectable(n, ALPHA / m_tests) for n in table["rows"]]
 
     def verdict(r: Any, rp: float) -> str:
-        if r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] > 0:
+        same_way = r[f"Δ {metric}"] != 0 and (r["_acc_diff"] > 0) == (r[f"Δ {metric}"] > 0)
+        if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] > 0:
             return "helped"
-        if r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] < 0:
+        if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] < 0:
             return "hurt"
         if rp < ALPHA and r["Δ unparseable"] > 0:
             return "hurt"  # more answers nobody can read is a cost, whatever the score did
@@ -288,7 +309,7 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
 
     table["verdict"] = [verdict(r, rp) for (_, r), rp in zip(table.iterrows(), readable_p)]
     table["why"] = [
-        ("more unreadable answers" if v == "hurt" and not (r["p (Holm)"] < ALPHA) else
+        ("more unreadable answers" if v == "hurt" and not (r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] < 0) else
          f"{metric.replace('_', ' ')} {'up' if r[f'Δ {metric}'] > 0 else 'down'}" if v != "no significant effect" else "")
         for (_, r), v in zip(table.iterrows(), table["verdict"])
     ]

@@ -64,9 +64,13 @@ class _Run:
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
         progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
-        workers: int = 1,
+        workers: int = 1, batch: bool = False, cluster: Any = None,
     ) -> None:
         self.experiment = experiment
+        self.batch = batch  # openai:/anthropic: cells go to the vendors' batch APIs (promptkit/batch.py)
+        self.batch_part: Any = None
+        self.cluster = cluster  # local-model cells go to this Dask scheduler (promptkit/cluster.py)
+        self.cluster_part: Any = None
         self.stream = stream
         self.mode = cache
         self.store = cache_backend
@@ -114,6 +118,16 @@ class _Run:
         self.bar = self._bar()
         try:
             todo = await self._answer_from_cache()
+            batched: dict[str, list[str]] = {}
+            if self.batch:
+                from .batch import take_batchable
+
+                todo, batched = take_batchable(self, todo)
+            clustered: list[str] = []
+            if self.cluster is not None:
+                from .cluster import take_clustered
+
+                todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
             shards = await split(self, queues) if self.workers > 1 else []
             workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
@@ -121,6 +135,14 @@ class _Run:
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
             ]
+            if batched:
+                from .batch import run_batches
+
+                workers.append(asyncio.ensure_future(run_batches(self, batched)))
+            if clustered:
+                from .cluster import run_on_cluster
+
+                workers.append(asyncio.ensure_future(run_on_cluster(self, clustered)))
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -428,6 +450,12 @@ class _Run:
             "processes": getattr(self, "processes", 1),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
+        if self.batch_part is not None:
+            bp = self.batch_part
+            meta["batch"] = {"submitted": bp.submitted, "batches_adopted": bp.adopted, "ledger": str(bp.ledger.folder)}
+        if self.cluster_part is not None:
+            cp = self.cluster_part
+            meta["cluster"] = {"scheduler": cp.address, "cells_by_worker": dict(cp.by_worker)}
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
         if self.cache_problems:
@@ -449,6 +477,7 @@ _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
     "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
+    "batch": False, "cluster": None,
 }
 
 
@@ -467,6 +496,8 @@ async def arun(
     budget_tokens: int | None = _UNSET,
     stream: bool = _UNSET,
     workers: int = _UNSET,
+    batch: bool = _UNSET,
+    cluster: Any = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -493,6 +524,10 @@ async def arun(
         workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
             when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
             a run with a budget stays in one process.
+        batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
+            24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
+        cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a
+            distributed.Client, or "local" for a LocalCluster of this machine's cores (promptkit/cluster.py).
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -501,7 +536,8 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
-        "stream": stream, "workers": workers,
+        "stream": stream, "workers": workers, "batch": batch,
+        "cluster": cluster,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -517,6 +553,15 @@ async def arun(
         n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
+    if not isinstance(opts["batch"], bool):
+        raise ExperimentError(f"batch must be true or false, got {opts['batch']!r}")
+    if opts["batch"] and opts["cache"] == "off":
+        raise ExperimentError("batch mode needs the cache (cache='use' or 'refresh'): batch answers arrive "
+                              "later, and the cache is where a re-run finds them instead of paying again")
+    if opts["cluster"] is not None:
+        from .cluster import check_cluster
+
+        opts["cluster"] = check_cluster(opts["cluster"])
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
@@ -527,7 +572,8 @@ async def arun(
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers,
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers, batch=opts["batch"],
+        cluster=opts["cluster"],
         timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     run_.cache_problems = cache_problems

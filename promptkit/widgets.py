@@ -309,7 +309,7 @@ class PromptBuilder:
         try:
             summary = results.summary()
             cols = [c for c in SUMMARY_VIEWS["builder"] if c in summary.columns]
-            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.3g}"))
+            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
         except Exception as exc:  # a summary problem must not hide the outputs
             parts.append(f"<p>(no summary: {html.escape(str(exc))})</p>")
         sbs = results.side_by_side(across=across)

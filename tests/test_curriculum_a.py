@@ -142,25 +142,6 @@ def test_injection_rows_quote_their_attack_and_ask_for_another_tier():
         assert any(r.meta["attack_label"] for r in part) and any(not r.meta["attack_label"] for r in part), split
 
 
-# --- exercises: the starter fails on the exercise's model, the reference passes (test_exercises.py) ----------
-
-@pytest.mark.local_model
-@pytest.mark.parametrize("ex_id", ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"])
-def test_the_starter_prompt_fails(ex_id):
-    ex = get_exercise(ex_id)
-    result = check(ex_id, ex.starter(), progress=False)
-    assert not result.passed, str(result)
-    assert result.hint, "a failing starter gets a hint"
-
-
-@pytest.mark.local_model
-def test_schema_exercise_measures_schema_validity():
-    ex = get_exercise("structured.valid_signals")
-    sol = solution(ex.id)
-    result = check(ex.id, sol, settings=sol.meta["settings"], progress=False)
-    assert result.measured["schema_valid"] == 1.0 and result.measured["parse_rate"] == 1.0
-
-
 # --- the executed chapters: every sentence they print about the run, checked against that run --------------
 
 CHAPTERS = {
@@ -305,3 +286,24 @@ def test_injection_sentences_match_the_run(executed):
         assert line in text, (line, text)
     caught = sum(flagged[r] for r, a in attack.items() if a)
     assert f"The check flagged {caught} of {sum(1 for a in attack.values() if a)} planted rows" in text
+
+
+# --- exercises: the starter fails on the exercise's model (after the chapters, whose exercise cells ran it) ------
+# (the reference answers pass: test_exercises.py runs every exercise's reference on its model)
+
+@pytest.mark.local_model
+@pytest.mark.parametrize("ex_id", ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"])
+def test_the_starter_prompt_fails(ex_id, notebook_cache, monkeypatch):
+    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))  # the chapters' exercise cells ran the same calls
+    ex = get_exercise(ex_id)
+    result = check(ex_id, ex.starter(), progress=False)
+    assert not result.passed, str(result)
+    assert result.hint, "a failing starter gets a hint"
+
+
+@pytest.mark.local_model
+def test_schema_exercise_measures_schema_validity():
+    ex = get_exercise("structured.valid_signals")
+    sol = solution(ex.id)
+    result = check(ex.id, sol, settings=sol.meta["settings"], progress=False)
+    assert result.measured["schema_valid"] == 1.0 and result.measured["parse_rate"] == 1.0

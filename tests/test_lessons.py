@@ -125,3 +125,16 @@ def test_token_budget_says_when_answers_were_cut_off():
     assert "cot [x]: 40.0 of 40 tokens on average; 12 of 12 answers stopped at the limit, 12 unreadable" \
            " (most were cut off: this budget does not let them finish)." in text
     assert "base [x]: 2.0 of 40 tokens on average; 0 of 12 answers stopped at the limit, 0 unreadable." in text
+
+
+def test_verdict_never_contradicts_the_smallest_detectable_change():
+    """On 6 rows a bootstrap of balanced accuracy can call +0.50 significant; the exact test that decides cannot
+    (3 rows changed, 6 are needed), so the sentence says 'no significant effect' beside 'smallest ... 1.00'."""
+    gold6 = ["Commit", "Likely", "At-Risk"] * 2
+    res = run_of(base=["Commit"] * 6, better=gold6[:5] + ["Commit"])
+    text = lessons.effect(res, "base", "better")
+    assert "no significant effect" in text and "smallest change that could reach significance is 1.00" in text
+    boot = res.compare("better", "base", metric="balanced_accuracy")
+    assert boot.difference >= 0.5  # the size is still reported, with its interval
+    table = lessons.ablation_table(res, "base")
+    assert table.loc[0, "verdict"] == "no significant effect"
