@@ -31,7 +31,7 @@ from .config import cache_dir, env
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
-_KEY_RE = re.compile(r"[0-9a-f]{1,64}")
+KEY_RE = re.compile(r"[0-9a-f]{1,64}")  # a cell key: the sha256 hex every store is keyed by (redis_cache.py too)
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
@@ -197,7 +197,7 @@ class DiskCache:
         self._made: set[Path] = set()  # folders known to exist (a mkdir per write is measurable)
 
     def _path(self, key: str) -> Path:
-        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
         return self.root / key[:2] / f"{key}.json"
 
@@ -351,7 +351,7 @@ class SqliteCache:
 
     @staticmethod
     def _check(key: str) -> None:
-        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
 
     def get(self, key: str) -> Completion | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .cache import _KEY_RE, completion_dict
+from .cache import KEY_RE, completion_dict
 from .errors import MissingPackageError, redact
 from .types import Completion
 
@@ -47,7 +47,7 @@ class RedisCache:
         return f"RedisCache({where!r})"
 
     def _name(self, key: str) -> str:
-        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
         return self.prefix + key
 
