@@ -54,17 +54,23 @@ class Collapse:
     reference_share: float
     reference: str  # where the reference share comes from ("the dev split's gold labels", "an even share")
     p_cf: float | None = None  # set when the label's content-free probability is the smallest (the likely cause)
+    before: int | None = None  # rows on that label before calibration, when known
 
     @property
     def share(self) -> float:
         return self.count / self.n
 
     def __str__(self) -> str:
+        fix = "Fit a rule on the dev rows instead: rule = pk.calibration.fit_label_offsets(dev_scores); " \
+              "rule.apply(test_scores)"
+        if self.before is not None and self.before >= self.count:
+            return (f"contextual calibration left {self.count} of {self.n} rows ({self.share:.0%}) on {self.label!r} "
+                    f"(before it: {self.before}), against {self.reference_share:.0%} in {self.reference}: it did not "
+                    f"correct the model's pull toward {self.label!r}. {fix}")
         why = (f" Its content-free probability p_cf({self.label}) = {self.p_cf:.3f} is the smallest, and every row "
                f"is divided by it, which lifts {self.label!r} on every row." if self.p_cf is not None else "")
         return (f"calibration collapsed: {self.count} of {self.n} rows ({self.share:.0%}) are {self.label!r}, "
-                f"against {self.reference_share:.0%} in {self.reference}.{why} Fit a rule on the dev rows instead: "
-                f"rule = pk.calibration.fit_label_offsets(dev_scores); rule.apply(test_scores)")
+                f"against {self.reference_share:.0%} in {self.reference}.{why} {fix}")
 
 
 def label_shares(items: Iterable[Any], labels: Sequence[str]) -> dict[str, float]:
@@ -138,6 +144,10 @@ class ContextualCalibration:
         out = [self.apply_one(s) for s in scores]
         name = "the dev split's gold labels" if self.reference is not None else "an even share"
         self.last_collapse = check_collapse(out, self.reference, reference_name=name, p_cf=self.p_cf)
+        if self.last_collapse is not None:
+            lab = self.last_collapse.label
+            before = sum(s.ok and s.label == lab for s in scores)
+            self.last_collapse = replace(self.last_collapse, before=before)
         if self.last_collapse is not None and warn:
             warnings.warn(str(self.last_collapse), CalibrationCollapseWarning, stacklevel=2)
         return out

@@ -168,8 +168,10 @@ def models_sentences(text_results: Any, scores_by_model: Mapping[str, Sequence[L
         top, k = (counts.index[0], int(counts.iloc[0])) if len(counts) else ("nothing", 0)
         aucs = {lab: ovr_auc(scores, lab) for lab in labels}
         shown = ", ".join(f"{lab} {v:.2f}" for lab, v in aucs.items() if v is not None)
-        out.append(f"{m} answered {top!r} on {k} of {len(part)} rows in text; the one-vs-rest ROC AUC of its "
-                   f"label probabilities on the scored rows: {shown or 'not computable (one class only)'}.")
+        said = (f"left {k} of {len(part)} text answers unreadable" if top == "(unreadable)" else
+                f"answered {top!r} on {k} of {len(part)} rows in text")
+        out.append(f"{m} {said}; the one-vs-rest ROC AUC of its label probabilities on the scored rows: "
+                   f"{shown or 'not computable (one class only)'}.")
     return "\n".join(out)
 
 

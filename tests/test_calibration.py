@@ -193,3 +193,11 @@ def test_a_calibration_that_keeps_the_label_mix_does_not_warn():
         cc.apply(test)
     assert cc.last_collapse is None
     assert balanced_accuracy([s.target for s in cc.apply(test)], [s.label for s in cc.apply(test)], TIERS) == 1.0
+
+
+def test_a_calibration_that_fails_to_fix_a_pile_up_says_so_rather_than_blaming_itself():
+    cc = ContextualCalibration(labels=TIERS, p_cf={"Commit": 0.3, "Likely": 0.3, "At-Risk": 0.4},
+                               reference={"Commit": 0.3, "Likely": 0.4, "At-Risk": 0.3})
+    test = biased_rows("test", 4)  # raw argmax: At-Risk on all 12
+    with pytest.warns(CalibrationCollapseWarning, match=r"left 12 of 12 rows \(100%\) on 'At-Risk' \(before it: 12\)"):
+        cc.apply(test)
