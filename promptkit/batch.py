@@ -31,7 +31,8 @@ from .types import Cell, Completion, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .providers import Provider
-    from .runner import _Run
+
+Run = Any  # the runner's state for one run (runner._Run): cells, groups, store, budget, _finish
 
 VENDORS: tuple[str, ...] = ("openai", "anthropic")
 # (requests, bytes) per batch, as the vendors document them
@@ -246,8 +247,8 @@ def _error(kind: str, message: str) -> Completion:
 
 def openai_result(provider: "Provider", cell: Cell, line: dict[str, Any]) -> Completion | None:
     """A Completion from an OpenAI output/error line; None when the request was not run (expired, cancelled)."""
+    from .providers._sdk import IncompleteReply, body_error_kind
     from .providers.base import classify_status
-    from .providers._sdk import IncompleteReply, _BODY_KIND, _body_error_type
 
     resp = line.get("response")
     err = line.get("error")
@@ -259,9 +260,8 @@ def openai_result(provider: "Provider", cell: Cell, line: dict[str, Any]) -> Com
     status = resp.get("status_code")
     body = resp.get("body")
     if status != 200:
-        etype = _body_error_type(body)
         msg = ((body or {}).get("error") or {}).get("message") if isinstance(body, dict) else None
-        kind = classify_status(int(status), msg or "") if isinstance(status, int) else _BODY_KIND.get(etype or "", "server")
+        kind = classify_status(int(status), msg or "") if isinstance(status, int) else body_error_kind(body)
         return _error(kind, f"batch request failed with HTTP {status}: {msg or body!r}")
     import openai
 
@@ -274,19 +274,19 @@ def openai_result(provider: "Provider", cell: Cell, line: dict[str, Any]) -> Com
 
 def anthropic_result(provider: "Provider", cell: Cell, item: Any) -> Completion | None:
     """A Completion from an Anthropic result; None when the request was not run (expired, canceled)."""
-    from .providers._sdk import IncompleteReply, _BODY_KIND
-    from .providers.anthropic import _answer
+    from .providers._sdk import IncompleteReply, body_error_kind
+    from .providers.anthropic import completion_from_message
 
     result = item.result
     if result.type == "succeeded":
         try:
-            return _answer(result.message, cell.request.prefill.rstrip(), time.perf_counter())
+            return completion_from_message(result.message, cell.request.prefill.rstrip())
         except IncompleteReply as exc:
             return _error("malformed", str(exc))
     if result.type == "errored":
         inner = getattr(getattr(result, "error", None), "error", None)
         etype = getattr(inner, "type", None) or ""
-        return _error(_BODY_KIND.get(etype, "server"),
+        return _error(body_error_kind({"error": {"type": etype}}),
                       f"batch request failed: {etype}: {getattr(inner, 'message', '') or ''}".rstrip(": "))
     return None  # expired, canceled
 
@@ -370,7 +370,7 @@ async def results(provider: "Provider", entry: dict[str, Any], cells: dict[str, 
 
 # ---- the run's batch part ---------------------------------------------------------------------
 
-def take_batchable(run: "_Run", todo: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+def take_batchable(run: Run, todo: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Split the keys to call into (synchronous keys, {model: keys for a batch}); unready models stay synchronous."""
     from .providers import get_provider
 
@@ -397,7 +397,7 @@ def take_batchable(run: "_Run", todo: list[str]) -> tuple[list[str], dict[str, l
 class BatchPart:
     """The cells of one run that go through vendor batches: adopt, submit, poll, collect, resubmit."""
 
-    def __init__(self, run: "_Run", batched: dict[str, list[str]]) -> None:
+    def __init__(self, run: Run, batched: dict[str, list[str]]) -> None:
         self.run = run
         self.batched = batched
         self.ledger = ledger_for(run.store)
@@ -672,7 +672,7 @@ class BatchPart:
         await self.run._finish(key, comp, hit=False)
 
 
-async def run_batches(run: "_Run", batched: dict[str, list[str]]) -> None:
+async def run_batches(run: Run, batched: dict[str, list[str]]) -> None:
     """The runner's hook: answer `batched` ({model: keys}) through vendor batches."""
     part = BatchPart(run, batched)
     run.batch_part = part

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir, env
+from .stored import KEY_RE as _KEY_RE, completion_dict
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
-KEY_RE = re.compile(r"[0-9a-f]{1,64}")  # a cell key: the sha256 hex every store is keyed by (redis_cache.py too)
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
@@ -117,18 +117,6 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     return d
 
 
-_COMPLETION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Completion))
-
-
-def completion_dict(completion: Completion) -> dict[str, Any]:
-    """A completion as stored: plain JSON values, `cached` False (dataclasses.asdict is 5x slower)."""
-    d = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
-    if completion.logprobs is not None:
-        d["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in completion.logprobs]
-    d["cached"] = False
-    return d
-
-
 class Cache(Protocol):
     """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional).
 
@@ -197,7 +185,7 @@ class DiskCache:
         self._made: set[Path] = set()  # folders known to exist (a mkdir per write is measurable)
 
     def _path(self, key: str) -> Path:
-        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
         return self.root / key[:2] / f"{key}.json"
 
@@ -351,7 +339,7 @@ class SqliteCache:
 
     @staticmethod
     def _check(key: str) -> None:
-        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             raise ValueError(f"cache key must be at most 64 lowercase hex characters, got {key!r}")
 
     def get(self, key: str) -> Completion | None:

@@ -20,16 +20,15 @@ import asyncio
 import os
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import ExperimentError, MissingPackageError, redact
 from .types import Completion, Request
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import _Run
+Run = Any  # the runner's state for one run (runner._Run): cells, groups, results, _finish
 
 IN_CLUSTER: frozenset[str] = frozenset({"local", "score"})  # providers that hold a loaded model
-MODEL_BUILDS: Counter[str] = Counter()  # worker side: providers this process built (a model loads with the first)
+PROVIDERS_SEEN: dict[str, set[int]] = {}  # worker side: the provider objects that answered, by model
 
 
 def _distributed() -> Any:
@@ -65,12 +64,8 @@ def answer_cell(model: str, request: Request, timeout_s: float | None) -> tuple[
     except Exception:
         where = f"pid {os.getpid()}"
     try:
-        from .providers import parse_spec
-        from .providers import _INSTANCES
-
-        if str(parse_spec(model)) not in _INSTANCES:
-            MODEL_BUILDS[model] += 1
-        provider = get_provider(model)
+        provider = get_provider(model)  # built once per process; it loads its model once (load_model's cache)
+        PROVIDERS_SEEN.setdefault(model, set()).add(id(provider))
     except Exception as exc:  # e.g. the model is not installed on this worker
         return Completion(error_kind="config", model=model,
                           error=redact(f"on worker {where}: {type(exc).__name__}: {exc}")), where
@@ -88,11 +83,11 @@ def answer_cell(model: str, request: Request, timeout_s: float | None) -> tuple[
 
 
 def model_builds() -> dict[str, int]:
-    """Worker side: how many times this process built each model's provider (1 each when loaded once)."""
-    return dict(MODEL_BUILDS)
+    """Worker side: how many provider objects (each holding its loaded model) answered per model: 1 when loaded once."""
+    return {m: len(ids) for m, ids in PROVIDERS_SEEN.items()}
 
 
-def take_clustered(run: "_Run", todo: list[str]) -> tuple[list[str], list[str]]:
+def take_clustered(run: Run, todo: list[str]) -> tuple[list[str], list[str]]:
     """Split the keys to call into (stay in the driver, go to the cluster)."""
     from .providers import parse_spec
 
@@ -110,7 +105,7 @@ def take_clustered(run: "_Run", todo: list[str]) -> tuple[list[str], list[str]]:
 class ClusterPart:
     """The cells of one run answered on a Dask cluster."""
 
-    def __init__(self, run: "_Run", keys: list[str], cluster: Any) -> None:
+    def __init__(self, run: Run, keys: list[str], cluster: Any) -> None:
         self.run, self.keys, self.cluster = run, keys, cluster
         self.by_worker: Counter[str] = Counter()
         self.address: str | None = None
@@ -162,7 +157,7 @@ class ClusterPart:
             raise
 
 
-async def run_on_cluster(run: "_Run", keys: list[str]) -> None:
+async def run_on_cluster(run: Run, keys: list[str]) -> None:
     """The runner's hook: answer `keys` (local-model cells) on the run's Dask cluster."""
     part = ClusterPart(run, keys, run.cluster)
     run.cluster_part = part

@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .cache import KEY_RE, completion_dict
 from .errors import MissingPackageError, redact
+from .stored import KEY_RE, completion_dict
 from .types import Completion
 
 PREFIX = "promptkit:"
+
+
+def _blob(completion: Completion) -> str:
+    return json.dumps(completion_dict(completion), ensure_ascii=False)
 
 
 class RedisCache:
@@ -68,7 +72,7 @@ class RedisCache:
         name = self._name(key)
         if not completion.ok:
             return
-        blob = json.dumps(completion_dict(completion), ensure_ascii=False)
+        blob = _blob(completion)
         try:
             self.client.set(name, blob, ex=self.ttl_s)
         except Exception as exc:  # the runner notes it and keeps the answer in the results
@@ -101,7 +105,7 @@ class RedisCache:
         for key, completion in items:
             name = self._name(key)
             if completion.ok:
-                pipe.set(name, json.dumps(completion_dict(completion), ensure_ascii=False), ex=self.ttl_s)
+                pipe.set(name, _blob(completion), ex=self.ttl_s)
                 n += 1
         if not n:
             return

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _timeout = getattr(asyncio, "timeout", None)
 
+BAR_INTERVAL_S = 0.1
 CacheMode = Literal["use", "refresh", "off"]
 CACHE_MODES: tuple[str, ...] = ("use", "refresh", "off")
 
@@ -116,6 +117,7 @@ class _Run:
         self.global_slots = asyncio.Semaphore(self.concurrency)
         self.grade_slots = asyncio.Semaphore(self.concurrency)
         self.bar = self._bar()
+        self.bar_pending, self.bar_next = 0, 0.0
         try:
             todo = await self._answer_from_cache()
             batched: dict[str, list[str]] = {}
@@ -164,6 +166,7 @@ class _Run:
                 self.results[i] = CellResult(self.cells[i], Completion(
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
+            self._bar_flush()
             self.bar.close()
             self._flush_writes()
         finished = datetime.now(timezone.utc)
@@ -365,7 +368,15 @@ class _Run:
         self.counts["duplicates"] += len(idxs) - 1
         if not comp.ok:
             self.errors[comp.error_kind or "unknown"] += len(idxs)
-        self.bar.update(len(idxs))
+        self.bar_pending += len(idxs)
+        if time.monotonic() >= self.bar_next:  # the bar redraws at most ten times a second anyway
+            self._bar_flush()
+
+    def _bar_flush(self) -> None:
+        self.bar_next = time.monotonic() + BAR_INTERVAL_S
+        if self.bar_pending:
+            self.bar.update(self.bar_pending)
+            self.bar_pending = 0
         spent = self.budget.spent_usd
         self.bar.set_postfix_str(
             f"errors={sum(self.errors.values())} cached={self.counts['cache_hits']} cost=${spent:.4f}", refresh=False,

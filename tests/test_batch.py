@@ -257,7 +257,8 @@ def test_promptkit_batches_lists_status_and_counts_and_yaml_batch_option(srv, tm
     t.start()
     try:
         deadline = time.monotonic() + 30
-        while srv.batch_creates < 2 and time.monotonic() < deadline:
+        ledger = pkbatch.ledger_for(SqliteCache(tmp_path / "pkcache" / "cache.sqlite3"))
+        while [e["state"] for e in ledger.entries()] != ["collected", "submitted"] and time.monotonic() < deadline:
             time.sleep(0.05)
         capsys.readouterr()
         assert cli_main(["batches"]) == 0

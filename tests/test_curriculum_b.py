@@ -203,12 +203,13 @@ def test_native_tools_on_local_models():
 
 
 def test_a_chain_hands_each_answer_on_and_sums_its_costs():
-    first = pk.Template.from_dict({"name": "a", "turns": [{"role": "user", "content": "notes {{notes}}"}]})
-    second = pk.Template.from_dict({"name": "b", "turns": [{"role": "user", "content": "from {{signals}}"}]})
+    # echo answers with the prompt: the second answer starts with the tier, so the strict label parser reads it
+    first = pk.Template.from_dict({"name": "a", "turns": [{"role": "user", "content": "{{notes}} in the notes"}]})
+    second = pk.Template.from_dict({"name": "b", "turns": [{"role": "user", "content": "{{signals}}, from the signals"}]})
     rows = [Row("r1", {"notes": "Commit soon"}, "Commit"), Row("r2", {"notes": "Likely maybe"}, "At-Risk")]
     run = chains.run_chain([chains.Step(first, "signals"), chains.Step(second, "tier")], rows, "echo:x",
                            grader=pk.graders.label_match(["Commit", "Likely", "At-Risk"]), progress=False)
-    assert run.steps[1].results[0].cell.request.messages[-1].content == "from notes Commit soon"
+    assert run.steps[1].results[0].cell.request.messages[-1].content == "Commit soon in the notes, from the signals"
     s1 = {r.cell.row_id: r.completion for r in run.steps[0].results}
     s2 = {r.cell.row_id: r.completion for r in run.steps[1].results}
     for r in run.results.results:
@@ -216,7 +217,8 @@ def test_a_chain_hands_each_answer_on_and_sums_its_costs():
         assert r.completion.input_tokens == s1[r.cell.row_id].input_tokens + s2[r.cell.row_id].input_tokens
         assert r.completion.output_tokens == s1[r.cell.row_id].output_tokens + s2[r.cell.row_id].output_tokens
     side = run.intermediate()
-    assert list(side["signals"]) == ["notes Commit soon", "notes Likely maybe"] and list(side["correct"]) == [True, False]
+    assert list(side["signals"]) == ["Commit soon in the notes", "Likely maybe in the notes"]
+    assert list(side["correct"]) == [True, False]
     one = pk.lessons.evaluate(second.replace(name="one", turns=[{"role": "user", "content": "{{notes}}"}]), "renewal_tier",
                               n=2, models=["echo:x"], progress=False)
     with pytest.raises(pk.PromptkitError, match="needs \\['signals'\\]"):

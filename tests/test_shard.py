@@ -154,3 +154,12 @@ def test_yaml_run_section_and_cli_accept_workers(server, tmp_path, capsys):
                  "--out", str(tmp_path / "out")]) == 0
     first = json.loads((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert first["meta"]["processes"] == 2
+
+
+def test_workers_share_a_sqlite_cache_whatever_its_file_is_called(server, tmp_path):
+    from promptkit.cache import SqliteCache
+
+    store = SqliteCache(tmp_path / "answers")  # no .sqlite3 suffix: opened by path alone it would be a folder cache
+    res = pk.run(grid(server.openai_base_url, 10), cache_backend=store, workers=2, progress=False)
+    assert res.meta["processes"] == 2
+    assert len(store) == 18 and not (tmp_path / "answers").is_dir()
