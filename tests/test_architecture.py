@@ -22,11 +22,6 @@ ALLOWED: dict[frozenset[str], str] = {
         "runs runner._Run in a fresh interpreter (a function-level import in the child only). Moving the worker "
         "main into runner.py waits for the perf branch's runner/shard work to land (issue 18)."
     ),
-    frozenset({"promptkit.cache", "promptkit.redis_cache"}): (
-        "open_cache is the one factory for every store and imports the Redis store only for a redis:// URL (the "
-        "redis package is an optional extra); redis_cache.py reuses cache.py's key format and completion JSON. "
-        "Splitting those format helpers out of cache.py is a later slice of issue 18 (scale branch's files)."
-    ),
 }
 
 
@@ -161,11 +156,6 @@ PRIVATE_REACHES_LEFT = {
     ("promptkit.exercises", "promptkit.graders", "_MARKER"), ("promptkit.exercises", "promptkit.graders", "_WORD"),
     ("promptkit.shard", "promptkit.runner", "_Run"), ("promptkit.shard", "promptkit.providers", "_REGISTERED"),
     ("promptkit.tools", "promptkit.graders", "_as_completion"),
-    # batch.py and cluster.py (scale branch, merged today) run cells outside the runner's loop
-    ("promptkit.batch", "promptkit.providers._sdk", "_BODY_KIND"),
-    ("promptkit.batch", "promptkit.providers._sdk", "_body_error_type"),
-    ("promptkit.batch", "promptkit.providers.anthropic", "_answer"), ("promptkit.batch", "promptkit.runner", "_Run"),
-    ("promptkit.cluster", "promptkit.providers", "_INSTANCES"), ("promptkit.cluster", "promptkit.runner", "_Run"),
 }
 
 
