@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from .errors import PromptkitError
+from .providers import DEFAULT_MODEL
 from .results import interval_columns
 
 
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("complete", help="ask one model one prompt")
     c.add_argument("prompt")
-    c.add_argument("-m", "--model", default="local:smollm2", help="model spec, e.g. local:smollm2, openai:gpt-4o-mini")
+    c.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model spec, e.g. local:smollm2, openai:gpt-4o-mini")
     c.add_argument("-s", "--system", default=None)
     c.add_argument("--prefill", default=None, help="start of the assistant's answer")
     c.add_argument("-t", "--temperature", type=float, default=0.0)

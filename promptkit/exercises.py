@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from . import yamlfile
 from .config import shipped_dir
 from .errors import PromptkitError
+from .providers import DEFAULT_MODEL
 from .templates import Template, load_template
 from .types import Message, Settings
 
@@ -59,7 +60,7 @@ class Exercise:
     at_least: float
     split: str = "test"
     rows: int = 8
-    model: str = "local:smollm2"
+    model: str = DEFAULT_MODEL
     settings: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1
     allow_settings: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import DatasetError
 from .graders import BaseGrader, Grade, gold_of
+from .providers import DEFAULT_MODEL
 from .types import Completion
 
 CHECK_KINDS = ("max_words", "contains_any", "contains_none", "regex")
@@ -192,10 +193,10 @@ def best_judge_model(prefer_api: bool = True) -> str:
         for r in table:
             if r["ready"] and r["kind"] == "api" and r["spec"].split(":")[0] in ("anthropic", "openai") and "<model>" not in r["spec"]:
                 return r["spec"]
-    for spec in ("local:qwen2.5-1.5b", "local:qwen2.5-0.5b", "local:smollm2"):
+    for spec in ("local:qwen2.5-1.5b", "local:qwen2.5-0.5b", DEFAULT_MODEL):
         if spec in ready:
             return spec
-    return "local:smollm2"
+    return DEFAULT_MODEL
 
 
 def criterion_pass_rates(results: Any, grader: str = "rubric_checks") -> Any:

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .providers import DEFAULT_MODEL
 from .results import SUMMARY_VIEWS
 from .templates import Template, load_template, variables_in
 from .types import Message, Row, Settings
@@ -161,7 +162,7 @@ class PromptBuilder:
         from .models_status import model_table
 
         ready = [r["spec"] for r in model_table() if r["ready"] and "<model>" not in r["spec"]]
-        return ready or ["local:smollm2"]
+        return ready or [DEFAULT_MODEL]
 
     def selected_phrases(self) -> list[str]:
         return [pid for pid, cb in self.phrase_boxes.items() if cb.value]

@@ -91,11 +91,8 @@ def anyio_backend():
 
 @pytest.fixture(autouse=True)
 def _registered_providers_restored():
-    """A provider a test registers is gone after it, so no test sees another's `fake:` or `canned:`.
-
-    Providers registered at a test module's import (test_runner's `fake:`) stay: shard workers find them by
-    importing that module, so they must be registered by importing it.
-    """
+    """A provider a test (or its fixture) registers is gone after it, so no test sees another's `fake:` or
+    `canned:`, and no shard worker of a later test imports that test's module to find it."""
     from promptkit import providers
 
     before, builtin = dict(providers._REGISTERED), dict(providers._BUILTIN)

@@ -178,3 +178,19 @@ def test_layers_meet_through_public_names():
     assert not new, f"modules importing another module's private names (make them public): {new}"
     gone = PRIVATE_REACHES_LEFT - reaches
     assert not gone, f"fixed, remove from PRIVATE_REACHES_LEFT: {sorted(gone)}"
+
+
+def test_the_default_model_is_written_once():
+    """Code uses providers.DEFAULT_MODEL; the spec string itself appears only where it is defined (docs aside)."""
+    from promptkit.providers import DEFAULT_MODEL
+
+    found = []
+    for name, path in module_names().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                      and n.body and isinstance(n.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value == DEFAULT_MODEL and id(node) not in docstrings:
+                found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert len(found) == 1 and found[0].startswith("promptkit/providers/__init__.py:"), found

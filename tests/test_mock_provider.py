@@ -65,3 +65,22 @@ def test_and_gone_after_it():
     """Runs after the test above (file order): conftest put the registry back."""
     assert "tmpreg" not in known_prefixes()
     assert {"score", "tools", "mock", "echo"} <= set(known_prefixes())
+
+
+def test_lessons_evaluate_sends_each_dev_row_once_with_the_settings_asked():
+    """lessons.evaluate's own logic (split, n, settings, default grader), with the model's answers scripted."""
+    ds = pk.load_dataset("renewal_tier")
+    dev = ds.split("dev").rows[:3]
+
+    def gold(req):  # the right label for whichever row this request is about (cells may run in any order)
+        text = "\n".join(msg.content for msg in req.messages)
+        return next(r.target for r in dev if all(str(v) in text for v in r.input.values()))
+
+    m = mock_provider("mock:lesson").always(gold)
+    res = pk.lessons.evaluate(ds.template(), "renewal_tier", n=3, models="mock:lesson", max_tokens=7, temperature=0.3,
+                              progress=False)
+    assert len(m.requests) == 3 and {r.settings.max_tokens for r in m.requests} == {7}
+    assert {r.settings.temperature for r in m.requests} == {0.3}
+    assert sorted(res.df["row_id"]) == sorted(r.id for r in dev)
+    s = res.summary()
+    assert float(s["accuracy"].iloc[0]) == 1.0 and int(s["unparseable"].iloc[0]) == 0
