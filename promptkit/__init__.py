@@ -8,16 +8,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .cpu import prefer_passive_wait
+
+prefer_passive_wait()  # before anything can load llama.cpp's OpenMP runtime (issue 21): see promptkit/cpu.py
+
 from .complete import acomplete, build_request, complete
 from .errors import (
     DatasetError, ExperimentError, GraderError, MissingKeyError, MissingPackageError, ModelInstallError,
     ModelSpecError, PromptkitError, SettingsError, TemplateError,
 )
 from .providers import DEFAULT_MODEL, get_provider, parse_spec, register
+
+# Providers that live above the providers layer, registered lazily here so providers/ never names them.
+register("score", "promptkit.scoring:ScoringProvider")  # classify by label likelihood: score:smollm2[Yes|No]
+register("tools", "promptkit.tools:ToolCallProvider")  # tool calls through the native interface: tools:openai:gpt-4o-mini
 from .types import Completion, Grade, Grader, Message, PromptVariant, Request, Row, Settings, TokenLogprob
 # eager: the function `phrases` has the name of its module, so a lazy entry would be shadowed
 # by the submodule as soon as anything imported promptkit.phrases (the module is light: yaml loads on use)
 from .phrases import phrases
+from . import report as _report  # noqa: E402,F401 - installs the HTML behind Results.to_html (light: plots load on use)
 
 __version__ = "0.1.0"
 
@@ -52,6 +61,8 @@ _LAZY: dict[str, str] = {
     "classification_summary": "promptkit.metrics:classification_summary",
     "mcnemar_test": "promptkit.metrics:mcnemar_test",
     "paired_bootstrap_test": "promptkit.metrics:paired_bootstrap_test",
+    "paired_permutation_test": "promptkit.metrics:paired_permutation_test",
+    "paired_test": "promptkit.metrics:paired_test",
     "roc_auc": "promptkit.metrics:roc_auc",
     "scoring": "promptkit.scoring:",
     "label_logprobs": "promptkit.scoring:label_logprobs",
@@ -60,6 +71,7 @@ _LAZY: dict[str, str] = {
     "calibration": "promptkit.calibration:",
     "contextual_calibration": "promptkit.calibration:contextual_calibration",
     "fit_threshold": "promptkit.calibration:fit_threshold",
+    "fit_label_offsets": "promptkit.calibration:fit_label_offsets",
     "grammars": "promptkit.grammars:",
     "label_grammar": "promptkit.grammars:label_grammar",
     "json_grammar": "promptkit.grammars:json_grammar",

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import yamlfile
 from .errors import ModelSpecError
 
 CATALOG_PATH = Path(__file__).with_name("data") / "models.yaml"
@@ -99,10 +98,22 @@ def _local(name: str, d: dict[str, Any]) -> LocalModel:
     return LocalModel(name=name, chunks=tuple(d.get("chunks", ())), raw=d, **kw)
 
 
+def _read(path: str) -> dict[str, Any]:
+    """The YAML of the catalog file, or a ModelSpecError naming file, line and column (and the variable)."""
+    who = " (PROMPTKIT_MODELS_FILE names this file: fix it or unset the variable)" if os.environ.get(
+        "PROMPTKIT_MODELS_FILE") else ""
+    data = yamlfile.load(path, ModelSpecError, "model catalog", who)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"{path}: expected a mapping with providers, models and local, "
+                             f"got {type(data).__name__}{who}")
+    return data
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str) -> Catalog:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    data = _read(path)
     models: dict[tuple[str, str], ModelInfo] = {}
     for provider, entries in (data.get("models") or {}).items():
         for mid, d in (entries or {}).items():

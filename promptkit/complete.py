@@ -1,6 +1,7 @@
 """One call to one model: the shortest path from a prompt to a Completion."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 from .aio import run_sync
@@ -14,11 +15,12 @@ def build_request(
     system: str | None = None,
     prefill: str = "",
     settings: Settings | None = None,
+    stream: bool = False,
     **setting_values: Any,
 ) -> Request:
-    """A Request from a plain string, a list of Messages, or a Request (returned as is)."""
+    """A Request from a plain string, a list of Messages, or a Request (returned as is, streamed if asked)."""
     if isinstance(prompt, Request):
-        return prompt
+        return replace(prompt, stream=True) if stream and not prompt.stream else prompt
     if settings is None:
         settings = Settings.from_dict(setting_values)
     elif setting_values:
@@ -29,11 +31,14 @@ def build_request(
         msgs = ([Message("system", system)] if system else []) + [
             m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in prompt
         ]
-    return Request(messages=tuple(msgs), settings=settings, prefill=prefill)
+    return Request(messages=tuple(msgs), settings=settings, prefill=prefill, stream=bool(stream))
 
 
 async def acomplete(prompt: str | Sequence[Message] | Request, model: str = DEFAULT_MODEL, **kwargs: Any) -> Completion:
-    """Ask `model` once and return its Completion (errors are recorded in it, not raised)."""
+    """Ask `model` once and return its Completion (errors are recorded in it, not raised).
+
+    `stream=True` streams an API call so time to first token is measured (otherwise None).
+    """
     return await get_provider(model).complete(build_request(prompt, **kwargs))
 
 

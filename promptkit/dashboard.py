@@ -58,7 +58,9 @@ class Chapter:
 
 def default_notebooks() -> Path:
     """The tour folder: ./notebooks when run from a checkout, else the one beside the package."""
-    for cand in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"):
+    from .config import shipped_dir
+
+    for cand in (Path.cwd() / "notebooks", shipped_dir("notebooks")):
         if any(cand.glob("*.ipynb")):
             return cand
     return Path.cwd() / "notebooks"

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
+from . import yamlfile
 from .files import atomic_write
 from .errors import DatasetError
 from .types import Row
 
 SPLITS = ("train", "dev", "test")
-TASK_TYPES = ("label", "multilabel", "rubric")
+TASK_TYPES = ("label", "multilabel", "rubric", "structured")  # structured: a JSON target checked by target_schema
 ROW_FIELDS = ("id", "split", "input", "target", "meta")
 TASKS_FILE = "tasks.yaml"
 CARD_START = "<!-- counts:start -->"
@@ -30,11 +29,13 @@ CARD_END = "<!-- counts:end -->"
 
 
 def datasets_dir() -> Path:
-    """Where datasets live: $PROMPTKIT_DATASETS_DIR, else the repo's `datasets/` next to the package."""
+    """Where datasets live: $PROMPTKIT_DATASETS_DIR, else the ones shipped with promptkit (the repo's `datasets/`)."""
+    from .config import shipped_dir
+
     override = os.environ.get("PROMPTKIT_DATASETS_DIR")
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return shipped_dir("datasets")
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,8 @@ def load_tasks(directory: str | os.PathLike[str] | None = None) -> dict[str, Tas
     """Every task in a datasets folder's tasks.yaml, in file order."""
     directory = Path(directory) if directory is not None else datasets_dir()
     path = directory / TASKS_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: not found (set PROMPTKIT_DATASETS_DIR to a folder holding {TASKS_FILE})")
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{TASKS_FILE}: not valid YAML: {exc}") from None
+    text = yamlfile.read_text(path, DatasetError, hint=f" (set PROMPTKIT_DATASETS_DIR to a folder holding {TASKS_FILE})")
+    raw = yamlfile.loads(text, str(path), DatasetError)
     if not isinstance(raw, dict) or not raw:
         raise DatasetError(f"{TASKS_FILE}: expected a mapping of task name -> metadata")
     tasks = {name: _task_from_yaml(name, spec, TASKS_FILE, directory) for name, spec in raw.items()}
@@ -264,6 +261,29 @@ class _RowChecker:
         return Row(id=row_id, input=dict(inp), target=obj["target"], split=split, meta=dict(meta))
 
 
+def lone_surrogate(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(field path, what is wrong) for the first string holding half a surrogate pair, else None.
+
+    Such a string cannot be encoded as UTF-8: it would fail the cell key, the cache and
+    every export, so it is reported where it was written instead.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return path or "value", (f"contains a lone surrogate \\u{ord(value[exc.start]):04x} at character "
+                                     f"{exc.start} (half of an emoji or a broken escape), which is not text: "
+                                     f"fix or remove it")
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        sub = f"{path}[{k}]" if isinstance(k, int) else (f"{path}.{k}" if path else str(k))
+        found = lone_surrogate(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
 def read_rows(path: str | os.PathLike[str], task: TaskInfo) -> list[Row]:
     """Read and validate one JSONL file; the first bad row raises DatasetError naming file, line and field."""
     path = Path(path)
@@ -283,6 +303,10 @@ def read_rows(path: str | os.PathLike[str], task: TaskInfo) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{name} line {lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if "\\ud" in line.lower():  # JSON may escape half a surrogate pair, which no text can hold
+            bad = lone_surrogate(obj)
+            if bad is not None:
+                raise checker.fail(lineno, bad[0], bad[1])
         rows.append(checker.check(lineno, obj))
     if not rows:
         raise DatasetError(f"{name}: empty file (no rows)")
@@ -456,6 +480,11 @@ def _infer_labels(rows: list[Row]) -> tuple[str, ...]:
 # --- the card's counts table ----------------------------------------------------------------------------------
 
 def _count_cell(ds: Dataset, rows: list[Row]) -> str:
+    if ds.task.type == "structured":
+        keys = Counter(str(next(iter(r.target.values()))) for r in rows if isinstance(r.target, dict) and r.target)
+        if len(keys) <= 8 and len(keys) < len(rows):  # a small set of kinds (tools): count each
+            return ", ".join(f"{k} {n}" for k, n in sorted(keys.items()))
+        return f"{len(rows)} distinct answers" if len(keys) == len(rows) else f"{len(rows)} answers"
     if ds.task.type == "rubric":
         sizes = [len(r.target) for r in rows]
         per_row = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"

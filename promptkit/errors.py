@@ -12,8 +12,9 @@ import re
 class PromptkitError(Exception):
     """Base of every error promptkit raises on purpose."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: tuple[str | int, ...] = ()) -> None:
         super().__init__(redact(message))
+        self.field = tuple(field)  # the input field at fault, e.g. ("turns", 1, "role"): a file reader finds its line
 
 
 class SettingsError(PromptkitError, ValueError):
@@ -76,13 +77,23 @@ def _mask(m: re.Match[str]) -> str:
     return m.group(1) + "[REDACTED]"
 
 
+_IN_USE: set[str] = set()  # the key values providers actually send, whatever their variable or shape
+MIN_SECRET_LEN = 8  # shorter values would blank out ordinary words; no real key is this short
+
+
+def register_secret(value: str | None) -> None:
+    """Redact this exact value from every text from now on (a key a provider is about to send)."""
+    if value and len(value) >= MIN_SECRET_LEN:
+        _IN_USE.add(value)
+
+
 def secret_values() -> list[str]:
-    """Values of environment variables that look like credentials, longest first."""
+    """Keys in use, and values of environment variables that look like credentials, longest first."""
     vals = {
         v for k, v in os.environ.items()
-        if v and len(v) >= 6 and re.search(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", k.upper())
+        if v and len(v) >= 6 and re.search(r"(API_KEY|_KEY|_TOKEN|_SECRET|PASSWORD)$", k.upper())
     }
-    return sorted(vals, key=len, reverse=True)
+    return sorted(vals | _IN_USE, key=len, reverse=True)
 
 
 def redact(text: str) -> str:

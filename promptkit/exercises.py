@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from . import yamlfile
+from .config import shipped_dir
 from .errors import PromptkitError
 from .templates import Template, load_template
 from .types import Message, Settings
 
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
-SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
+MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
 METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid")
 
 
@@ -62,21 +63,39 @@ class Exercise:
     settings: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1
     allow_settings: tuple[str, ...] = ()
+    allow_models: tuple[str, ...] = ()  # other models the check may run on (the named one always)
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
+    above_chance: bool = False  # also require the lower bound of balanced accuracy above chance
+    reasoning_first: float | None = None  # share of answers that must reason first, then give "Answer: X"
+    start: Mapping[str, Any] | None = None  # the starter prompt as a template dict; default: the dataset's
+    save_as: str | None = None  # the file name the live builder saves to for this exercise
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
+    retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
+    grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
 
     def starter(self) -> Template:
-        """The dataset's default template: a place to start, not the answer."""
+        """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
+        if self.start is not None:
+            return as_template(dict(self.start, name="starter"), self)
         from .datasets import load_dataset
 
         return load_dataset(self.dataset).template()
+
+    def goals(self) -> list[str]:
+        """Every condition the check requires, in words."""
+        out = [f"{self.metric.replace('_', ' ')} ≥ {self.at_least:g}"]
+        if self.above_chance:
+            out.append("the lower bound of balanced accuracy above chance")
+        if self.reasoning_first is not None:
+            out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
+        return out
 
     def _repr_html_(self) -> str:
         return (f"<div style='border:1px solid #90caf9;background:#f3f8fe;padding:8px 12px;border-radius:6px'>"
                 f"<b>Exercise {html.escape(self.id)}: {html.escape(self.title)}</b><br>{html.escape(self.task)}"
                 f"<br><small>Checked on {self.rows} {self.split} rows of <code>{self.dataset}</code> with "
-                f"<code>{self.model}</code>; goal: {self.metric} ≥ {self.at_least:g}.</small></div>")
+                f"<code>{self.model}</code>; goal: {html.escape('; '.join(self.goals()))}.</small></div>")
 
 
 @dataclass
@@ -88,6 +107,7 @@ class CheckResult:
     measured: dict[str, float]
     hint: str | None
     results: Any = field(repr=False, default=None)
+    goals: list[tuple[str, bool]] = field(default_factory=list)  # (the goal with its measured value, met)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -96,21 +116,21 @@ class CheckResult:
         ex = self.exercise
         nums = ", ".join(f"{k} {v:.2f}" for k, v in self.measured.items())
         if self.passed:
-            head = (f"<b>✓ Passed</b> {html.escape(ex.title)}: {ex.metric} {self.measured[ex.metric]:.2f}"
-                    f" ≥ {ex.at_least:g}")
+            head = f"<b>✓ Passed</b> {html.escape(ex.title)}"
             colour = "#2e7d32", "#edf7ed"
         else:
-            head = (f"<b>Not yet</b> {html.escape(ex.title)}: {ex.metric} {self.measured.get(ex.metric, float('nan')):.2f}"
-                    f" &lt; {ex.at_least:g}")
+            head = f"<b>Not yet</b> {html.escape(ex.title)}"
             colour = "#b26a00", "#fff4e5"
+        goals = "".join(f"<li>{'✓' if met else '✗'} {html.escape(text)}</li>" for text, met in self.goals)
         hint = f"<br><b>Hint:</b> {html.escape(self.hint)}" if self.hint and not self.passed else ""
         return (f"<div style='border-left:5px solid {colour[0]};background:{colour[1]};padding:8px 12px'>"
-                f"{head}<br><small>{html.escape(nums)}</small>{hint}</div>")
+                f"{head}<ul style='margin:4px 0'>{goals}</ul><small>{html.escape(nums)}</small>{hint}</div>")
 
     def __str__(self) -> str:
         state = "PASSED" if self.passed else "not yet"
         nums = ", ".join(f"{k}={v:.2f}" for k, v in self.measured.items())
         out = f"[{state}] {self.exercise.id}: {nums}"
+        out += "".join(f"\n  {'✓' if met else '✗'} {text}" for text, met in self.goals)
         return out + (f"\nHint: {self.hint}" if self.hint and not self.passed else "")
 
 
@@ -124,7 +144,7 @@ def _hint(d: Mapping[str, Any], where: str) -> Hint:
 def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
     """Every exercise in the file, validated, by id."""
     p = Path(path) if path else EXERCISES_PATH
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or []
+    data = yamlfile.load(p, ExerciseError, "exercises file") or []
     out: dict[str, Exercise] = {}
     known = set(Exercise.__dataclass_fields__)
     for i, d in enumerate(data):
@@ -138,8 +158,12 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         d["hints"] = tuple(_hint(h, where) for h in d.get("hints", ()))
         d["allow_settings"] = tuple(d.get("allow_settings", ()))
         d["must_include"] = tuple(d.get("must_include", ()))
+        d["allow_models"] = tuple(d.get("allow_models", ()))
         Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
         ex = Exercise(**d)
+        if ex.above_chance and ex.rows < MIN_HELD_OUT:
+            raise ExerciseError(f"{where}: an above-chance goal needs at least {MIN_HELD_OUT} held-out rows "
+                                f"(fewer cannot separate a skill from luck), got rows: {ex.rows}")
         if ex.id in out:
             raise ExerciseError(f"{where}: duplicate exercise id {ex.id!r}")
         out[ex.id] = ex
@@ -162,6 +186,9 @@ def as_template(prompt: Any, exercise: Exercise) -> Template:
     if isinstance(prompt, Template):
         return prompt
     if isinstance(prompt, Path) or (isinstance(prompt, str) and prompt.endswith((".yaml", ".yml", ".toml"))):
+        if not Path(prompt).expanduser().is_file():
+            raise ExerciseError(f"exercise {exercise.id}: there is no file {str(prompt)!r} (looked in "
+                                f"{Path.cwd()}); save your prompt first (the builder's Save button), then check it")
         return load_template(prompt)
     if isinstance(prompt, Mapping):
         d = dict(prompt)
@@ -175,6 +202,14 @@ def as_template(prompt: Any, exercise: Exercise) -> Template:
                         f"got {type(prompt).__name__}")
 
 
+def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
+    """The label came after a marker ("Answer: X") with some reasoning before it, not first and alone."""
+    from .graders import _MARKER, _WORD
+
+    marks = list(_MARKER.finditer(text or ""))
+    return how == "marker" and bool(marks) and len(_WORD.findall(text[: marks[-1].start()])) >= min_words
+
+
 def measure(results: Any) -> dict[str, float]:
     """The metrics an exercise can ask for, read from the run's own summary (one place computes them)."""
     row = results.summary(by=["variant"]).iloc[0]
@@ -182,9 +217,14 @@ def measure(results: Any) -> dict[str, float]:
     out: dict[str, float] = {"mean_score": float(row.get("score", 0.0))}
     if "unparseable" in row.index and answered:
         out["parse_rate"] = 1 - float(row["unparseable"]) / answered
-        for k in ("accuracy", "balanced_accuracy", "macro_f1"):
+        for k in ("accuracy", "balanced_accuracy", "balanced_accuracy_low", "macro_f1", "chance"):
             out[k] = float(row[k])
         out["majority_baseline"] = float(row["baseline"])
+        out["mentioned"] = float(row.get("mentioned", 0))
+        g = results.primary_grader
+        ok = [r for r in results.results if r.completion.ok and g in r.grades]
+        out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
+                                      for r in ok) / len(ok)) if ok else 0.0
     df = results.df
     g = results.primary_grader
     if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
@@ -219,6 +259,12 @@ def check(
     held_out = ds.split(ex.split)
     used = template.variables
     fields = set(held_out.rows[0].input)
+    variant: Any = template.replace(name="your prompt")
+    if ex.retrieval_k:
+        from .retrieval import BM25, WithRetrieval, load_corpus
+
+        variant = WithRetrieval(variant, BM25(load_corpus()), ex.retrieval_k, name="your prompt", strict=False)
+        fields = fields | {"documents"}
     if not used & fields:
         raise ExerciseError(
             f"exercise {ex.id}: your prompt uses none of the row fields {sorted(fields)}, so the model would never "
@@ -233,23 +279,46 @@ def check(
     if refused:
         raise ExerciseError(f"exercise {ex.id}: settings {refused} are fixed in this exercise; "
                             f"you may change {list(ex.allow_settings) or 'none'}")
+    if model is not None and model != ex.model and model not in ex.allow_models:
+        raise ExerciseError(f"exercise {ex.id} is checked on {ex.model}"
+                            + (f" (or {', '.join(ex.allow_models)})" if ex.allow_models else "")
+                            + f"; a different model ({model}) would not show the prompting skill it asks for")
+    n_rows = rows or ex.rows
+    if ex.above_chance and n_rows < MIN_HELD_OUT:
+        raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
-    grader = default_grader(ds.task)
+    if ex.grader:
+        from . import graders as _graders
+
+        grader = getattr(_graders, ex.grader)()
+    else:
+        grader = default_grader(ds.task)
     if ex.answer_tag:
         from .graders import in_tag
 
         grader = in_tag(grader, ex.answer_tag)
-    exp = Experiment(variants=[template.replace(name="your prompt")], models=[model or ex.model],
-                     rows=held_out.rows[: rows or ex.rows], settings=s, repeats=ex.repeats, graders=[grader],
+    exp = Experiment(variants=[variant], models=[model or ex.model],
+                     rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)
     measured = measure(res)
     value = measured.get(ex.metric, 0.0)
-    passed = value >= ex.at_least and measured["errors"] == 0
+    goals = [(f"{ex.metric.replace('_', ' ')} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
+    if ex.above_chance:
+        low, chance = measured.get("balanced_accuracy_low", 0.0), measured.get("chance", 1.0)
+        goals.append((f"balanced accuracy {measured.get('balanced_accuracy', 0.0):.2f}, lower bound {low:.2f} "
+                      f"above chance {chance:.2f}", low > chance))
+    if ex.reasoning_first is not None:
+        share = measured.get("reasoning_first", 0.0)
+        goals.append((f"answers that reason first, then 'Answer: <label>': {share:.2f} ≥ {ex.reasoning_first:g}",
+                      share >= ex.reasoning_first))
+    if measured["errors"]:
+        goals.append((f"{int(measured['errors'])} calls failed", False))
+    passed = all(met for _, met in goals)
     hint = next((h.text for h in ex.hints if h.applies(measured)), None)
     if measured["errors"]:
         hint = f"{int(measured['errors'])} calls failed (see results.df['error']); fix those first."
-    return CheckResult(exercise=ex, passed=passed, measured=measured, hint=hint, results=res)
+    return CheckResult(exercise=ex, passed=passed, measured=measured, hint=hint, results=res, goals=goals)
 
 
 def solution(exercise_id: str) -> Template:

@@ -8,18 +8,37 @@ Experiments are written in Python or in a YAML file (`load_experiment`).
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import os
-import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import yamlfile
 from .cache import cell_key
 from .errors import ExperimentError, GraderError, PromptkitError
 from .types import Cell, Grader, PromptVariant, Row, Settings
 
 MAX_PROBLEMS_SHOWN = 5
+DEFAULT_MAX_CELLS = 1_000_000  # ~1 GB of cells and results; PROMPTKIT_MAX_CELLS raises it
+
+
+def max_cells() -> int:
+    """The largest grid a run expands: PROMPTKIT_MAX_CELLS or 1,000,000."""
+    raw = os.environ.get("PROMPTKIT_MAX_CELLS")
+    if raw is None:
+        return DEFAULT_MAX_CELLS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ExperimentError(f"environment variable PROMPTKIT_MAX_CELLS must be a whole number of at least 1, "
+                              f"got {raw!r}")
+    return value
+
 
 
 def _fmt(value: Any) -> str:
@@ -49,8 +68,11 @@ def _as_rows(rows: Any) -> list[Row]:
         elif isinstance(r, Mapping):
             if "id" not in r or "input" not in r:
                 raise ExperimentError(f"rows[{i}] needs the fields 'id' and 'input', got {sorted(r)}")
+            meta = dict(r.get("meta") or {})
+            if "variant" in r:  # a paired row names its own prompt
+                meta["variant"] = r["variant"]
             out.append(Row(id=str(r["id"]), input=dict(r["input"]), target=r.get("target"),
-                           split=r.get("split", "test"), meta=dict(r.get("meta") or {})))
+                           split=r.get("split", "test"), meta=meta))
         else:
             raise ExperimentError(f"rows[{i}] must be a Row or a mapping, got {type(r).__name__}")
     return out
@@ -63,6 +85,12 @@ class Experiment:
     `settings` is the base; `sweep` maps a setting name to the values to try,
     e.g. {"temperature": [0, 0.7]}, and every combination becomes its own
     settings_label. `graders` grade each answer (those with `agrade` are awaited).
+
+    `pairing` says which prompts meet which rows: "cross" (every prompt on every row),
+    "row" (each row names its prompt in `row.meta["variant"]`), or "zip" (prompt i with
+    row i), for workloads where every case has its own prompt. `strict=True` makes a
+    row field the prompt never uses, and rows whose prompts come out identical although
+    their inputs differ, errors instead of warnings.
     """
 
     variants: Sequence[PromptVariant]
@@ -76,6 +104,8 @@ class Experiment:
     description: str = ""
     source: str | None = None  # the YAML file it came from, for messages and the report
     run_options: dict[str, Any] = field(default_factory=dict)  # defaults for arun() (the YAML `run:` section)
+    pairing: str = "cross"
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):
@@ -124,6 +154,34 @@ class Experiment:
             except PromptkitError as exc:
                 raise ExperimentError(f"{self._where(f'models[{i}]')}: {exc}") from None
         self.settings_grid()  # raises on a bad sweep
+        self.pairs()  # raises on a bad pairing
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(variant index, row index) of every prompt-row pair the pairing asks for, variant-major."""
+        nv, nr = len(self.variants), len(self.rows)
+        if self.pairing == "cross":
+            return [(vi, ri) for vi in range(nv) for ri in range(nr)]
+        if self.pairing == "zip":
+            if nv != nr:
+                raise ExperimentError(f"{self._where('pairing')}: 'zip' pairs prompt i with row i, but there are "
+                                      f"{nv} prompts and {nr} rows; give one prompt per row (or use pairing 'row')")
+            return [(i, i) for i in range(nv)]
+        if self.pairing == "row":
+            index = {v.name: i for i, v in enumerate(self.variants)}
+            out, bad = [], []
+            for ri, row in enumerate(self.rows):
+                name = row.meta.get("variant")
+                if name not in index:
+                    bad.append(f"row {row.id!r} names {name!r}" if name is not None else f"row {row.id!r} names none")
+                    continue
+                out.append((index[name], ri))
+            if bad:
+                raise ExperimentError(
+                    f"{self._where('rows')}: with pairing 'row' every row names its prompt (a row's 'variant' field, "
+                    f"or Row.meta['variant']) as one of {list(index)}; " + "; ".join(bad[:MAX_PROBLEMS_SHOWN])
+                    + (f"; ... and {len(bad) - MAX_PROBLEMS_SHOWN} more" if len(bad) > MAX_PROBLEMS_SHOWN else ""))
+            return sorted(out)
+        raise ExperimentError(f"{self._where('pairing')}: must be 'cross', 'row' or 'zip', got {self.pairing!r}")
 
     def settings_grid(self) -> list[tuple[str, Settings]]:
         """(label, Settings) for every combination of the swept values, in the order written."""
@@ -148,23 +206,41 @@ class Experiment:
 
     @property
     def n_cells(self) -> int:
-        return len(self.variants) * len(self.models) * len(self.settings_grid()) * len(self.rows) * self.repeats
+        return len(self.pairs()) * len(self.models) * len(self.settings_grid()) * self.repeats
 
     def expand(self) -> list[Cell]:
         """Every cell of the grid, model-major (variants, settings, rows, repeats inside).
 
-        Raises ExperimentError, before any call, when rows cannot fill a prompt.
+        Raises ExperimentError, before any call, when rows cannot fill a prompt or the grid is
+        larger than `max_cells()` (checked before a single cell is built).
         """
         grid = self.settings_grid()
+        pairs = self.pairs()
+        self._check_size(len(grid), len(pairs))
         problems: dict[tuple[int, int], str] = {}
         requests: dict[tuple[int, int, int], Any] = {}
-        for vi, variant in enumerate(self.variants):
+        same: dict[tuple[int, int, Any], int] = {}
+        slots: dict[int, list[str] | None] = {}
+        for vi, ri in pairs:
+            variant, row = self.variants[vi], self.rows[ri]
             for si, (_, settings) in enumerate(grid):
-                for ri, row in enumerate(self.rows):
-                    try:
-                        requests[vi, si, ri] = variant.to_request(row.input, settings)
-                    except PromptkitError as exc:
-                        problems.setdefault((vi, ri), f"row {row.id!r} cannot fill prompt {variant.name!r}: {exc}")
+                try:
+                    if self.strict and hasattr(variant, "render"):
+                        req = variant.render(row.input, settings, strict=True)
+                    else:
+                        req = variant.to_request(row.input, settings)
+                except PromptkitError as exc:
+                    problems.setdefault((vi, ri), f"row {row.id!r} cannot fill prompt {variant.name!r}: {exc}")
+                    continue
+                requests[vi, si, ri] = req
+                if si == 0:
+                    left = _unfilled(variant, req, row.input, slots)
+                    if left:
+                        problems.setdefault((vi, ri), _single_brace_problem(row.id, variant.name, left))
+                        continue
+                    first = same.setdefault((vi, si, (req.messages, req.prefill)), ri)
+                    if first != ri and self.rows[first].input != row.input:
+                        self._identical(variant.name, self.rows[first], row, problems, (vi, ri))
         if problems:
             shown = list(problems.values())[:MAX_PROBLEMS_SHOWN]
             more = len(problems) - len(shown)
@@ -174,19 +250,60 @@ class Experiment:
                 + "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
                 + "\nFix the dataset rows or the template variables (or drop those rows) and run again."
             )
+        by_variant: dict[int, list[int]] = {}
+        for vi, ri in pairs:
+            by_variant.setdefault(vi, []).append(ri)
         cells: list[Cell] = []
-        for model in self.models:
-            for vi, variant in enumerate(self.variants):
-                for si, (label, settings) in enumerate(grid):
-                    for ri, row in enumerate(self.rows):
-                        req = requests[vi, si, ri]
-                        for rep in range(self.repeats):
-                            cells.append(Cell(
-                                key=cell_key(model, req, rep), variant=variant.name, model=model,
-                                settings=settings, row_id=row.id, repeat=rep, request=req,
-                                target=row.target, settings_label=label,
-                            ))
+        try:
+            for model in self.models:
+                for vi, ris in by_variant.items():
+                    variant = self.variants[vi]
+                    for si, (label, settings) in enumerate(grid):
+                        for ri in ris:
+                            row = self.rows[ri]
+                            req = requests[vi, si, ri]
+                            for rep in range(self.repeats):
+                                cells.append(Cell(
+                                    key=cell_key(model, req, rep), variant=variant.name, model=model,
+                                    settings=settings, row_id=row.id, repeat=rep, request=req,
+                                    target=row.target, settings_label=label,
+                                ))
+        except UnicodeEncodeError:  # half a surrogate pair in a row or a prompt: say where, call nothing
+            raise ExperimentError(self._not_text()) from None
         return cells
+
+    def _identical(self, variant: str, first: Row, row: Row, problems: dict[Any, str], at: tuple[int, int]) -> None:
+        """Rows with different inputs that give the same prompt would share one call: warn, or fail if strict."""
+        differ = sorted(k for k in {*first.input, *row.input} if first.input.get(k) != row.input.get(k))
+        msg = (f"rows {first.id!r} and {row.id!r} differ in {differ} but give prompt {variant!r} the same text, "
+               f"so they share one call and one answer; does the prompt use those fields (as {{{{name}}}})?")
+        if self.strict:
+            problems.setdefault(at, msg)
+        else:
+            where = f"{self.source}: " if self.source else ""
+            warnings.warn(f"promptkit: {where}{msg} (Experiment(strict=True) makes this an error)", stacklevel=3)
+
+    def _check_size(self, n_settings: int, n_pairs: int) -> None:
+        n = n_pairs * len(self.models) * n_settings * self.repeats
+        limit = max_cells()
+        if n > limit:
+            where = f"{self.source}: " if self.source else ""
+            raise ExperimentError(
+                f"{where}the grid has {n:,} cells ({n_pairs} prompt-row pair(s) x {len(self.models)} model(s) x "
+                f"{n_settings} setting(s) x {self.repeats} repeat(s)), more than the limit "
+                f"of {limit:,}; nothing was run. Lower repeats, rows or the sweep, or raise the limit with the "
+                f"environment variable PROMPTKIT_MAX_CELLS={n}")
+
+    def _not_text(self) -> str:
+        from .datasets import lone_surrogate
+
+        where = f"{self.source}: " if self.source else ""
+        for row in self.rows:
+            bad = lone_surrogate(row.input, "input")
+            if bad is not None:
+                return f"{where}row {row.id!r}, field '{bad[0]}': {bad[1]}; nothing was run"
+        return (f"{where}a prompt holds a lone surrogate (half an emoji or a broken escape), which is not text; "
+                f"fix the template; nothing was run")
 
     def describe(self) -> dict[str, Any]:
         """A plain-data summary of the grid for results meta and reports."""
@@ -203,7 +320,35 @@ class Experiment:
             "repeats": self.repeats,
             "graders": [g.name for g in self.graders],
             "cells": self.n_cells,
+            "pairing": self.pairing,
+            "strict": self.strict,
         }
+
+
+def _unfilled(variant: Any, request: Any, fields: Mapping[str, Any], memo: dict[int, list[str] | None]) -> list[str]:
+    """Row fields written as `{name}` in a `{{name}}` template (read from the template, not the row's values),
+    or, for another kind of prompt variant, still in its rendered prompt."""
+    from .templates import SINGLE_RE, unfilled_single
+
+    if not fields:
+        return []
+    if id(variant) not in memo:
+        parts = getattr(variant, "parts", None)
+        memo[id(variant)] = None if parts is None else ([] if variant.placeholders == "single" else list(dict.fromkeys(
+            m.group(1) for _, text in parts() for m in SINGLE_RE.finditer(text) if m.group(1))))
+    names = memo[id(variant)]
+    if names is not None:
+        return [n for n in names if n in fields]
+    texts = [m.content for m in request.messages] + [request.prefill]
+    return list(dict.fromkeys(n for t in texts if "{" in t for n in unfilled_single(t, fields)))
+
+
+def _single_brace_problem(row_id: str, variant: str, names: list[str]) -> str:
+    slots = ", ".join("{" + n + "}" for n in names)
+    return (f"row {row_id!r}, prompt {variant!r}: {slots} is left in the prompt as written, yet the row has "
+            f"{'those fields' if len(names) > 1 else 'that field'}; this template reads {{{{name}}}} variables, so "
+            f"write {', '.join('{{' + n + '}}' for n in names)}, or make the template with placeholders='single' "
+            f"(YAML: placeholders: single) to read Python-style {{name}}")
 
 
 def _unique(items: Iterable[Any], where: str, what: str) -> None:
@@ -218,11 +363,13 @@ def _unique(items: Iterable[Any], where: str, what: str) -> None:
 
 FIELDS: tuple[str, ...] = (
     "name", "description", "prompts", "models", "dataset", "rows", "settings", "sweep", "repeats", "graders", "run",
+    "pairing", "strict",
 )
-PROMPT_FIELDS: tuple[str, ...] = ("template", "name", "phrases", "ablation")
+PROMPT_FIELDS: tuple[str, ...] = ("template", "name", "phrases", "ablation", "placeholders")
 DATASET_FIELDS: tuple[str, ...] = ("name", "path", "split", "n", "seed")
 RUN_FIELDS: tuple[str, ...] = (
     "cache", "concurrency", "provider_concurrency", "rpm", "timeout_s", "max_attempts", "budget_usd", "budget_tokens",
+    "stream", "workers", "batch", "cluster",
 )
 GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 
@@ -232,38 +379,10 @@ class _Where:
 
     def __init__(self, source: str, text: str | None) -> None:
         self.source = source
-        self.root = None
-        if text is not None:
-            import yaml
-
-            try:
-                self.root = yaml.compose(text)
-            except yaml.YAMLError:
-                self.root = None
-
-    def line(self, path: Sequence[str | int]) -> int | None:
-        import yaml
-
-        node = self.root
-        line = None
-        for step in path:
-            if isinstance(node, yaml.MappingNode) and isinstance(step, str):
-                match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == step), None)
-                if match is None:
-                    break
-                line = match[0].start_mark.line + 1
-                node = match[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-                line = node.start_mark.line + 1
-            else:
-                break
-        return line
+        self.root = yamlfile.compose(text)
 
     def __call__(self, *path: str | int) -> str:
-        name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
-        line = self.line(path)
-        return f"{self.source}" + (f", line {line}" if line else "") + (f", field '{name}'" if name else "")
+        return yamlfile.where(self.source, self.root, path)
 
     def error(self, *path: str | int, msg: str) -> ExperimentError:
         return ExperimentError(f"{self(*path)}: {msg}")
@@ -287,21 +406,9 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
 
     Paths inside (templates, a dataset .jsonl) are relative to the file's folder.
     """
-    import yaml
-
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ExperimentError(f"{p}: experiment file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ExperimentError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    text = yamlfile.read_text(p, ExperimentError, "experiment file")
+    data = yamlfile.loads(text, str(p), ExperimentError)
     return experiment_from_dict(data, source=str(p), base_dir=p.parent, text=text)
 
 
@@ -350,9 +457,8 @@ def experiment_from_dict(
     try:
         settings = Settings.from_dict(d.get("settings") or {})
     except PromptkitError as exc:
-        bad = re.match(r"Settings\.(\w+) ", str(exc))  # point at the line of the setting that is out of range
-        raw = d.get("settings")
-        at = ("settings", bad.group(1)) if bad and isinstance(raw, Mapping) and bad.group(1) in raw else ("settings",)
+        raw = d.get("settings")  # point at the line of the setting that is out of range
+        at = ("settings", *exc.field) if exc.field and isinstance(raw, Mapping) and exc.field[0] in raw else ("settings",)
         raise where.error(*at, msg=str(exc)) from None
     sweep = d.get("sweep") or {}
     if not isinstance(sweep, Mapping):
@@ -379,12 +485,19 @@ def experiment_from_dict(
         return Experiment(
             variants=variants, models=models, rows=rows, settings=settings, sweep=sweep, repeats=repeats,
             graders=graders, name=str(name), description=str(d.get("description") or ""), source=source,
-            run_options=run_options,
+            run_options=run_options, pairing=d.get("pairing", "cross"), strict=_flag(d, "strict", where),
         )
     except ExperimentError:
         raise
     except PromptkitError as exc:
         raise ExperimentError(f"{source}: {exc}") from None
+
+
+def _flag(d: Mapping[str, Any], key: str, where: _Where) -> bool:
+    value = d.get(key, False)
+    if not isinstance(value, bool):
+        raise where.error(key, msg=f"must be true or false, got {value!r}")
+    return value
 
 
 def _resolve_path(value: Any, base: Path) -> Path:
@@ -464,6 +577,11 @@ def _load_prompts(spec: Any, where: _Where, base: Path, dataset: Any) -> list[An
         if "phrases" in d and "ablation" in d:
             raise where.error("prompts", i, msg="give 'phrases' (one variant) or 'ablation' (one variant per phrase), not both")
         template = _load_template(d["template"], where, base, dataset, i)
+        if "placeholders" in d:  # `placeholders: single` reads Python-style {name} variables
+            try:
+                template = template.replace(placeholders=d["placeholders"])
+            except PromptkitError as exc:
+                raise where.error("prompts", i, "placeholders", msg=str(exc)) from None
         try:
             if "phrases" in d:
                 from .phrases import apply_phrases
@@ -494,6 +612,8 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's.
 
     `default` is the dataset's usual grader as tasks.yaml names it (label_match, json_match, llm_judge).
+    Any grader also takes `on: reply` (grade the continuation after the prefill), `negate: true` (must not
+    pass) and `as: column_name` (its name in the results, so two graders of one kind can sit side by side).
     """
     from . import graders as gmod
 
@@ -504,11 +624,29 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
     else:
         raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
     name = GRADER_ALIASES.get(name, name)
+    if True in args:  # YAML 1.1 reads the key `on` as true
+        args["on"] = args.pop(True)
+    on, negate, label = args.pop("on", None), args.pop("negate", False), args.pop("as", None)
+    if not isinstance(negate, bool):
+        raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise GraderError(f"grader {name!r}: 'as' names its column and must be non-empty text, got {label!r}")
+
+    def finish(grader: Any) -> Any:
+        if on is not None:  # `on: reply` grades the continuation alone, for any grader
+            grader = grader.on_reply(on)
+        if negate:
+            grader = gmod.not_(grader)
+        if label is not None:  # `as: name` tells two graders of one kind apart
+            grader = copy.copy(grader)
+            grader.name = label
+        return grader
+
     if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
         task = getattr(dataset, "task", None)
         if task is None:
             raise GraderError("'default' means the dataset's usual grader, but no dataset is given")
-        return gmod.default_grader(task, **args)
+        return finish(gmod.default_grader(task, **args))
     public = [n for n in getattr(gmod, "__all__", []) if callable(getattr(gmod, n, None)) and n[0].islower()]
     factory = getattr(gmod, name, None) if name in public else None
     if factory is None:
@@ -528,7 +666,7 @@ def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
         raise GraderError(f"grader {name!r}: {exc}") from None
     if not callable(grader) or not isinstance(getattr(grader, "name", None), str):
         raise GraderError(f"{name!r} is not a grader factory (it returned {type(grader).__name__})")
-    return grader
+    return finish(grader)
 
 
 def _load_graders(spec: Any, where: _Where, dataset: Any) -> list[Any]:

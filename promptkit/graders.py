@@ -1,17 +1,23 @@
 """Graders: score a completion against a row's gold target, the same way every time.
 
 Every grader is made by a factory (`label_match(...)`, `json_match(...)`, ...)
-and called as `grader(completion, target) -> Grade`. A failed model call gives a
+and called as `grader(completion, target) -> Grade`. A grader reads
+`completion.text` (the prefill + the reply, the answer as a reader sees it) unless
+made with `on="reply"` (or `.on_reply()`), which grades the continuation alone.
+Text checks follow Python's defaults: `regex` and `equals` are case-sensitive and
+strip nothing; `contains` ignores case and spacing unless told otherwise. A failed model call gives a
 failing Grade with `parsed=False` (never an exception), and an answer that
 cannot be read (`parsed=False`) is kept apart from a wrong one. Graders compose
 with `all_of`, `any_of`, `weighted`, `mean` and the operators `&` and `|`.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from dataclasses import replace as dc_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import GraderError
@@ -19,9 +25,9 @@ from .types import Completion, Grade
 
 __all__ = [
     "BaseGrader", "Criterion", "LabelParse", "Verdict", "all_of", "any_of", "contains", "default_grader",
-    "error_grade", "extract_json", "extraction_summary", "gold_of", "json_match", "judge_grammar", "label_key",
-    "label_match", "length", "llm_judge", "mean", "numeric", "parse_label", "parse_number", "parse_verdict", "prf",
-    "regex", "rubric_criteria", "unparsed", "weighted",
+    "equals", "error_grade", "extract_json", "extraction_summary", "gold_of", "json_match", "judge_grammar",
+    "label_key", "label_match", "length", "line_count", "llm_judge", "mean", "not_", "numeric", "parse_label",
+    "parse_number", "parse_verdict", "prf", "regex", "rubric_criteria", "unparsed", "weighted",
 ]
 
 
@@ -58,16 +64,44 @@ def _as_completion(completion: Any) -> Completion:
     )
 
 
+ON_CHOICES: tuple[str, ...] = ("text", "reply")
+
+
+def _check_on(on: Any, where: str) -> str:
+    if on not in ON_CHOICES:
+        raise GraderError(f"{where}: on must be 'text' (prefill + reply) or 'reply' (the continuation alone), got {on!r}")
+    return on
+
+
 class BaseGrader:
-    """Shared behaviour: failed calls fail unread, `&` and `|` compose, `agrade` can be awaited."""
+    """Shared behaviour: failed calls fail unread, `&`, `|` and `~` compose, `agrade` can be awaited.
+
+    `on` is what is graded: "text" (default: the prefill + the reply) or "reply" (the continuation alone).
+    """
 
     name: str = "grader"
+    on: str = "text"
 
     def __call__(self, completion: Completion | str, target: Any = None) -> Grade:
         completion = _as_completion(completion)
         if not completion.ok:
             return error_grade(completion)
-        return self.grade(completion, target)
+        return self.grade(self.view(completion), target)
+
+    def view(self, completion: Completion) -> Completion:
+        """The completion as this grader reads it: with `on="reply"`, the text without the prefill."""
+        if self.on == "reply" and completion.prefill:
+            return dc_replace(completion, text=completion.reply, prefill="")
+        return completion
+
+    def on_reply(self, on: str = "reply") -> "BaseGrader":
+        """A copy that grades the reply alone (the third-party convention), or `on="text"` for the whole text."""
+        other = copy.copy(self)
+        other.on = _check_on(on, self.name)
+        return other
+
+    def __invert__(self) -> "BaseGrader":
+        return not_(self)
 
     def grade(self, completion: Completion, target: Any) -> Grade:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,13 +135,13 @@ _JOINERS = {"or", "and", "vs", "versus", "nor", ","}
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|,")  # words, and commas (to see lists of labels)
 _NEGATOR_PAIRS = {("rather", "than"), ("instead", "of"), ("other", "than"), ("can't", "be"), ("not", "be")}
 _MARKER = re.compile(
-    r"\b(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
+    r"\b(?:(?:final\s+)?(?:answer|label|tier|classification|category|class|prediction|rating|colou?r|"
     r"verdict|status|health|decision|result|output)\b"
-    r"(?:\s+[\w'-]+){0,3}?\s*(?:is|was|would\s+be|should\s+be|:|=|->|=>)\s*",
+    r"(?:\s+[\w'-]+){0,3}?\s*(?:is|was|would\s+be|should\s+be|:|=|->|=>)"
+    r"|(?:classify|classified|rate|rated|label|labelled|labeled|mark|marked)(?:\s+[\w'-]+){0,3}?\s+as)\s*",
     re.IGNORECASE,
 )
 _LIST_LEAD = re.compile(r"^\s*(?:[-*\u2022>]+|\d+[.)])\s+")
-_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|__(.+?)__|`([^`\n]+)`|^#+\s*(.+)$", re.MULTILINE)
 
 
 def label_key(text: str, case_sensitive: bool = False) -> str:
@@ -121,13 +155,18 @@ class LabelParse:
     """What `parse_label` read from an answer: the label (or None), how it was found, and why."""
 
     label: str | None
-    how: str | None  # exact | marker | leading | emphasis | mention
+    how: str | None  # exact | leading | marker; "mention" when a label only appears elsewhere (not an answer)
     candidates: list[str] = field(default_factory=list)
     reason: str = ""
 
     @property
     def ambiguous(self) -> bool:
-        return self.label is None and len(self.candidates) > 1
+        return self.label is None and len(self.candidates) > 1 and self.how != "mention"
+
+    @property
+    def mentioned(self) -> bool:
+        """A label appears in the answer, but not as the answer: counted apart from unreadable and wrong."""
+        return self.label is None and self.how == "mention"
 
 
 @dataclass
@@ -275,31 +314,24 @@ def _parse(text: str, vocab: _Vocabulary) -> LabelParse:
     decided = _decide([lab for labels, _ in runs for lab in labels], "marker")
     if decided:
         return decided
-    # 4. emphasis: **X**, `X`, a heading
-    found = []
-    for m in _EMPHASIS.finditer(raw):
-        span = next(g for g in m.groups() if g is not None)
-        lab = vocab.lookup(span)
-        found += [lab] if lab is not None else vocab.labels_at(_TOKEN.findall(_MARKER.sub(" ", span))[:16])[0]
-    decided = _decide(found, "emphasis")
-    if decided:
-        return decided
-    # 5. the labels mentioned anywhere, leaving out negated ones; the label's own casing wins
-    mentions = [(lab, exact) for lab, exact, neg in vocab.mentions(_WORD.findall(plain)) if not neg]
-    if not vocab.case_sensitive:
-        decided = _decide([lab for lab, exact in mentions if exact], "mention")
-        if decided:
-            return decided
-    decided = _decide([lab for lab, _ in mentions], "mention")
-    if decided:
-        return decided
+    # Anything else is not an answer: a label used as a word ("likely to renew") or named in passing is
+    # "mentioned, not answered", kept apart so a summary can show it without grading it as a choice.
+    mentions = _distinct(lab for lab, _, neg in vocab.mentions(_WORD.findall(plain)) if not neg)
+    if mentions:
+        return LabelParse(None, "mention", mentions,
+                          "mentioned, not answered: " + " and ".join(repr(x) for x in mentions)
+                          + " appear(s) in the answer, but not as the answer (alone, first, or after 'Answer:')")
     return LabelParse(None, None, [], "no label of " + ", ".join(vocab.labels) + " in the answer")
 
 
 def parse_label(
     text: str, labels: Sequence[str], aliases: Mapping[str, Any] | None = None, case_sensitive: bool = False
 ) -> LabelParse:
-    """Read one label from a free-text answer; None (with the reason) when there is none or several."""
+    """Read one label from a free-text answer, strictly: the whole answer, its first words, or after a marker.
+
+    None (with the reason) when there is no label, several, or a label only mentioned in passing
+    (`how == "mention"`): a parse rate that counted mentions would reward rambling.
+    """
     return _parse(text, _Vocabulary(labels, aliases, case_sensitive))
 
 
@@ -359,7 +391,8 @@ def _squash(text: str, case_sensitive: bool) -> str:
 
 
 class _Contains(BaseGrader):
-    def __init__(self, needles, require_all, case_sensitive, name):
+    def __init__(self, needles, require_all, case_sensitive, name, on="text"):
+        self.on = _check_on(on, name)
         if needles is not None:
             needles = [needles] if isinstance(needles, str) else list(needles)
             if not needles or not all(isinstance(n, str) and n.strip() for n in needles):
@@ -384,36 +417,159 @@ class _Contains(BaseGrader):
             ok = bool(found)
             score = float(ok)
             reason = f"contains {found[0]!r}" if ok else "contains none of " + ", ".join(repr(n) for n in needles)
+        if not self.case_sensitive:
+            reason += " (ignoring case and spacing)"
         return Grade(score=score, passed=ok, reason=reason, details={"found": found, "missing": missing})
 
 
 def contains(
-    text: str | Sequence[str] | None = None, all: bool = True, case_sensitive: bool = False, *, name: str = "contains"
+    text: str | Sequence[str] | None = None, all: bool = True, case_sensitive: bool = False, *, name: str = "contains",
+    on: str = "text",
 ) -> BaseGrader:
-    """Passes when the answer contains the text (all of a list, or any with all=False); None uses the target."""
-    return _Contains(text, all, case_sensitive, name)
+    """Passes when the answer contains the text (all of a list, or any with all=False); None uses the target.
+
+    Unlike `regex` and `equals`, it ignores case and runs of whitespace by default (case_sensitive=False).
+    """
+    return _Contains(text, all, case_sensitive, name, on)
+
+
+def _compile(pattern: Any, flags: int, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, flags)
+    except (re.error, TypeError) as exc:
+        raise GraderError(f"{where}: invalid pattern {pattern!r}: {exc}") from None
+
+
+def _flag_names(flags: int) -> str:
+    names = [n for n in ("IGNORECASE", "MULTILINE", "DOTALL", "VERBOSE", "ASCII") if flags & getattr(re, n)]
+    return "flags " + "|".join(names) if names else "case-sensitive"
 
 
 class _Regex(BaseGrader):
-    def __init__(self, pattern, flags, fullmatch, name):
-        try:
-            self.pattern = re.compile(pattern, flags)
-        except (re.error, TypeError) as exc:
-            raise GraderError(f"regex: invalid pattern {pattern!r}: {exc}") from None
-        self.fullmatch, self.name = fullmatch, name
+    def __init__(self, pattern, flags, fullmatch, name, on="text"):
+        self.pattern = None if pattern is None else _compile(pattern, flags, name)
+        self.flags, self.fullmatch, self.name, self.on = flags, fullmatch, name, _check_on(on, name)
 
     def grade(self, completion: Completion, target: Any) -> Grade:
-        text = completion.text.strip() if self.fullmatch else completion.text
-        m = self.pattern.fullmatch(text) if self.fullmatch else self.pattern.search(text)
+        pattern = self.pattern
+        if pattern is None:  # the pattern is the row's own target
+            gold = gold_of(target)
+            if not isinstance(gold, str):
+                raise GraderError(f"{self.name}: with no pattern given, the row's target must be a regex string, got {gold!r}")
+            pattern = _compile(gold, self.flags, f"{self.name} (the row's target)")
+        how = f"{'whole answer' if self.fullmatch else 'search'}, {_flag_names(self.flags)}"
+        text = completion.text
+        m = pattern.fullmatch(text) if self.fullmatch else pattern.search(text)
         if m is None:
-            return Grade(0.0, False, f"no match for /{self.pattern.pattern}/")
+            return Grade(0.0, False, f"no match for /{pattern.pattern}/ ({how})", details={"pattern": pattern.pattern})
         group = next((g for g in m.groups() if g is not None), None)
-        return Grade(1.0, True, f"matched {m.group(0)[:60]!r}", details={"match": m.group(0), "group": group})
+        return Grade(1.0, True, f"matched {m.group(0)[:60]!r} ({how})",
+                     details={"match": m.group(0), "group": group, "pattern": pattern.pattern})
 
 
-def regex(pattern: str, flags: int = re.IGNORECASE, fullmatch: bool = False, *, name: str = "regex") -> BaseGrader:
-    """Passes when the pattern is found (or matches the whole answer); the first group is kept in details."""
-    return _Regex(pattern, flags, fullmatch, name)
+def regex(
+    pattern: str | None = None, flags: int = 0, fullmatch: bool = False, *, name: str = "regex", on: str = "text",
+) -> BaseGrader:
+    """Passes when the pattern is found (or, with fullmatch, matches the whole answer as written).
+
+    Python's defaults: case-sensitive (pass flags=re.IGNORECASE to ignore case) and nothing stripped.
+    `pattern=None` takes each row's target as its pattern. The first group is kept in details.
+    """
+    return _Regex(pattern, flags, fullmatch, name, on)
+
+
+class _Equals(BaseGrader):
+    def __init__(self, text, case_sensitive, strip, name, on):
+        if text is not None and not isinstance(text, str):
+            raise GraderError(f"{name}: text must be a string (or None to use each row's target), got {text!r}")
+        self.text, self.case_sensitive, self.strip, self.name = text, case_sensitive, strip, name
+        self.on = _check_on(on, name)
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        want = self.text if self.text is not None else gold_of(target)
+        if not isinstance(want, str):
+            raise GraderError(f"{self.name}: with no text given, the row's target must be a string, got {want!r}")
+        got = completion.text
+        a, b = (got.strip(), want.strip()) if self.strip else (got, want)
+        if not self.case_sensitive:
+            a, b = a.casefold(), b.casefold()
+        ok = a == b
+        how = ("case-sensitive" if self.case_sensitive else "ignoring case") + (", stripped" if self.strip else ", as written")
+        reason = f"equals {want[:60]!r} ({how})" if ok else f"{got[:60]!r} is not {want[:60]!r} ({how})"
+        return Grade(float(ok), ok, reason)
+
+
+def equals(
+    text: str | None = None, *, case_sensitive: bool = True, strip: bool = False, name: str = "equals", on: str = "text",
+) -> BaseGrader:
+    """Passes when the answer is exactly the text (Python's `==`: case-sensitive, nothing stripped); None uses the target."""
+    return _Equals(text, case_sensitive, strip, name, on)
+
+
+class _LineCount(BaseGrader):
+    def __init__(self, lines, min_lines, max_lines, blank, name, on):
+        for k, v in {"lines": lines, "min_lines": min_lines, "max_lines": max_lines}.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise GraderError(f"{name}: {k} must be a whole number of at least 0, got {v!r}")
+        if lines is None and min_lines is None and max_lines is None:
+            raise GraderError(f"{name} needs lines (exactly), min_lines or max_lines")
+        self.lines, self.min_lines, self.max_lines, self.blank = lines, min_lines, max_lines, blank
+        self.name, self.on = name, _check_on(on, name)
+
+    def grade(self, completion: Completion, target: Any) -> Grade:
+        lines = completion.text.splitlines()
+        n = len(lines) if self.blank else sum(1 for line in lines if line.strip())
+        what = "lines" if self.blank else "non-blank lines"
+        broken = []
+        if self.lines is not None and n != self.lines:
+            broken.append(f"{n} {what}, not {self.lines}")
+        if self.min_lines is not None and n < self.min_lines:
+            broken.append(f"{n} {what}, under the minimum of {self.min_lines}")
+        if self.max_lines is not None and n > self.max_lines:
+            broken.append(f"{n} {what}, over the limit of {self.max_lines}")
+        ok = not broken
+        return Grade(float(ok), ok, f"{n} {what}" if ok else "; ".join(broken), details={"lines": n})
+
+
+def line_count(
+    lines: int | None = None, *, min_lines: int | None = None, max_lines: int | None = None, blank: bool = False,
+    name: str = "line_count", on: str = "text",
+) -> BaseGrader:
+    """Passes when the answer has `lines` lines exactly (or within min/max); blank lines count only if blank=True."""
+    return _LineCount(lines, min_lines, max_lines, blank, name, on)
+
+
+class _Not(BaseGrader):
+    def __init__(self, inner: Any, name: str | None):
+        if not callable(inner) or not isinstance(getattr(inner, "name", None), str):
+            raise GraderError(f"not_: {inner!r} is not a grader (a callable with a .name)")
+        self.inner, self.name = inner, name or f"not_{inner.name}"
+
+    def __call__(self, completion: Completion | str, target: Any = None) -> Grade:
+        completion = _as_completion(completion)
+        if not completion.ok:  # a failed call is no answer, so it cannot pass a must-not check either
+            return error_grade(completion)
+        return self._flip(self.inner(self.view(completion), target))
+
+    async def agrade(self, completion: Completion | str, target: Any = None) -> Grade:
+        completion = _as_completion(completion)
+        if not completion.ok:
+            return error_grade(completion)
+        ag = getattr(self.inner, "agrade", None)
+        inner = await ag(self.view(completion), target) if ag is not None else self.inner(self.view(completion), target)
+        return self._flip(inner)
+
+    def _flip(self, g: Grade) -> Grade:
+        if not g.parsed:  # an unreadable answer stays unreadable (and failing), never a pass
+            return Grade(0.0, False, f"not {self.inner.name}: {g.reason}", parsed=False, details={"inner": g})
+        ok = not g.passed
+        return Grade(1.0 - g.score, ok, f"{'passes' if ok else 'fails'} not {self.inner.name}: {g.reason}",
+                     details={"inner": g})
+
+
+def not_(grader: BaseGrader, *, name: str | None = None) -> BaseGrader:
+    """Passes when `grader` fails (a must-not check, also written `~grader`); failed calls and unreadable answers still fail."""
+    return _Not(grader, name)
 
 
 # --------------------------------------------------------------------------- JSON
@@ -854,11 +1010,11 @@ class _Composite(BaseGrader):
         self.name = name or f"{kind}({','.join(self.names)})"
 
     def __call__(self, completion: Completion | str, target: Any = None) -> Grade:
-        completion = _as_completion(completion)
+        completion = self.view(_as_completion(completion))
         return self.combine([g(completion, target) for g in self.parts])
 
     async def agrade(self, completion: Completion | str, target: Any = None) -> Grade:
-        completion = _as_completion(completion)
+        completion = self.view(_as_completion(completion))
         grades = []
         for g in self.parts:
             ag = getattr(g, "agrade", None)
@@ -1185,6 +1341,7 @@ class _LLMJudge(BaseGrader):
         completion = _as_completion(completion)
         if not completion.ok:
             return error_grade(completion)
+        completion = self.view(completion)
         rubric, task = self._rubric_and_task(target)
         if not completion.text.strip():
             return unparsed("empty answer: nothing to judge")
@@ -1272,4 +1429,24 @@ def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrad
         return mean(found, json_match(fields=[primary], name=primary), name=f"{field_name}+{primary}")
     if kind == "rubric":
         return llm_judge(model=judge_model)
-    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric")
+    if kind == "structured":  # a JSON target whose grader is named in tasks.yaml (tool calls, cited answers)
+        return _structured_grader(get("grader", None))
+    raise GraderError(f"no default grader for task type {kind!r}; known types are label, multilabel, rubric, structured")
+
+
+# Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics"}
+
+
+def _structured_grader(name: str | None) -> BaseGrader:
+    if name not in _ELSEWHERE:
+        raise GraderError(f"a structured task names its grader in tasks.yaml, one of {sorted(_ELSEWHERE)}; got {name!r}")
+    return globals()["__getattr__"](name)()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'promptkit.graders' has no attribute {name!r}")

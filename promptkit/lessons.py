@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .results import SUMMARY_VIEWS
 from .types import Settings
 
-HONEST_COLUMNS = (
-    "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
-    "unparseable", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
-)
+HONEST_COLUMNS = SUMMARY_VIEWS["scoreboard"]
 
 
 def evaluate(
     variants: Any,
-    dataset: str = "renewal_tier",
+    dataset: Any = "renewal_tier",
     *,
     split: str = "dev",
     n: int | None = None,
@@ -29,21 +27,45 @@ def evaluate(
     name: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Run prompt variants on a dataset split with the task's default grader; returns Results."""
-    from .datasets import load_dataset
-    from .experiment import Experiment
-    from .graders import default_grader
-    from .runner import run
+    """Run prompt variants on a dataset split with the task's default grader; returns Results.
 
-    ds = load_dataset(dataset)
-    rows = ds.split(split).rows if split else ds.rows
+    `dataset` is a dataset name, a Dataset, or a list of Rows (new rows
+    written apart from the kit): a list is used as given (`split` does not
+    apply) and needs `graders` unless every row's target is a label, in which
+    case label_match over the labels seen is used.
+    """
+    from .datasets import Dataset, load_dataset
+    from .errors import ExperimentError
+    from .experiment import Experiment
+    from .graders import default_grader, label_match
+    from .runner import run
+    from .types import Row
+
+    if isinstance(dataset, (str, Dataset)):
+        ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+        rows = ds.split(split).rows if split else ds.rows
+        grader = default_grader(ds.task) if graders is None else None
+        title = ds.name
+    else:
+        rows = list(dataset)
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, Row)), None)
+        if bad is not None or not rows:
+            raise ExperimentError(
+                f"evaluate(dataset=...) takes a dataset name, a Dataset or a non-empty list of Rows; "
+                + (f"item {bad} is a {type(rows[bad]).__name__}" if bad is not None else "the list is empty"))
+        grader = None
+        if graders is None:
+            if not all(isinstance(r.target, str) for r in rows):
+                raise ExperimentError("these rows' targets are not all labels; pass graders=[...] to say how to grade them")
+            grader = label_match(list(dict.fromkeys(r.target for r in rows)))
+        split, title = None, f"{len(rows)} rows"
     rows = rows[:n] if n else rows
     variants = variants if isinstance(variants, (list, tuple)) else [variants]
     exp = Experiment(
         variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
         settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
-        graders=list(graders) if graders is not None else [default_grader(ds.task)],
-        name=name or f"{dataset} ({split})",
+        graders=list(graders) if graders is not None else [grader],
+        name=name or (f"{title} ({split})" if split else title),
     )
     return run(exp, progress=progress)
 
@@ -57,13 +79,20 @@ def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
 
 
 def answer_counts(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
-    """How often each label was answered (and how often nothing readable): degenerate prompts show here."""
+    """How often each label was answered, mentioned without answering, or unreadable; the last row counts the
+    gold labels (every label, so it sums to the rows): degenerate prompts show here."""
     df = results.df
     g = results.primary_grader
     col = f"{g}_label"
-    answers = df[col].where(df[f"{g}_parsed"].astype("boolean").fillna(False), "unparseable")
+    parsed = df[f"{g}_parsed"].astype("boolean").fillna(False)
+    mentioned = df[f"{g}_reason"].fillna("").str.contains("mentioned, not answered", regex=False)
+    answers = df[col].where(parsed, "unparseable").where(parsed | ~mentioned, "mentioned, not answered")
     answers = answers.where(df["error_kind"].isna(), "error")
     table = df.assign(answer=answers).groupby(list(by))["answer"].value_counts().unstack(fill_value=0)
+    labels = [str(x) for x in results.labels(g)]  # every label, answered or not, so the gold row sums to n
+    apart = [c for c in ("mentioned, not answered", "unparseable", "error") if c in table.columns]
+    table = table.reindex(columns=labels + [c for c in table.columns if c not in labels + apart] + apart,
+                          fill_value=0)
     gold = df.drop_duplicates("row_id")["target"].map(lambda t: t if isinstance(t, str) else str(t)).value_counts()
     table.loc[("gold labels",) + ("",) * (len(by) - 1) if len(by) > 1 else "gold labels", :] = [
         gold.get(c, 0) for c in table.columns
@@ -90,6 +119,53 @@ def what_the_model_sees(prompt: Any, model: str = "local:smollm2", variables: di
     return json.dumps(msgs, indent=2, ensure_ascii=False)
 
 
+ALPHA = 0.05
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values: many comparisons in one table, each read at the usual 0.05."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    out = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * float(p_values[i])))
+        out[i] = running
+    return out
+
+
+def smallest_detectable(n: int, alpha: float = ALPHA) -> float:
+    """The smallest share of n paired rows that must flip, all one way, before a paired test can say p < alpha.
+
+    Exact McNemar on k discordant rows all favouring one side gives p = 2 * 0.5**k, so nothing smaller
+    than k/n can reach significance, however real; below it "no significant effect" is all a run can say.
+    """
+    if n <= 0:
+        return float("nan")
+    k = 1
+    while 2 * 0.5 ** k >= alpha:
+        k += 1
+    return min(1.0, k / n)
+
+
+def _rows_of(results: Any, model: str | None) -> Any:
+    s = results.summary(by=["variant", "model"])
+    return s[s["model"] == model] if model else s
+
+
+def below_chance_warning(results: Any, baseline: str, model: str | None = None) -> str:
+    """A warning when the baseline prompt does not beat chance: then a 'gain' may only be a climb back to it."""
+    s = _rows_of(results, model)
+    rows = s[s["variant"] == baseline]
+    if rows.empty or "balanced_accuracy" not in rows.columns:
+        return ""
+    r = rows.iloc[0]
+    if float(r["balanced_accuracy"]) > float(r["chance"]):
+        return ""
+    return (f"Warning: the baseline prompt ({baseline}) scores balanced accuracy {float(r['balanced_accuracy']):.2f}, "
+            f"not above chance ({float(r['chance']):.2f}), so a gain here may be a climb back to chance "
+            f"rather than the technique working.")
+
+
 def effect(
     results: Any,
     baseline: str,
@@ -100,36 +176,88 @@ def effect(
     paper_says: str | None = None,
     model: str | None = None,
 ) -> str:
-    """One plain paragraph: what a change did to the score, whether it is significant, and how it sits with a paper.
+    """One plain paragraph, generated from the run: what a change did, whether it is more than noise on these
+    rows, the smallest change these rows could show, and how that sits with a published result.
 
-    `paper_says` is "helps", "no effect" or "hurts" (what the cited source found on its models).
+    `paper_says` is "helps", "no effect" or "hurts" (what the cited source found on its models). A run that
+    shows no significant effect never "agrees" with a published null: it could not have seen a small effect.
     """
+    if paper_says not in (None, "helps", "hurts", "no effect", "no significant effect"):
+        raise ValueError(f"paper_says must be 'helps', 'hurts' or 'no effect', got {paper_says!r}")
     where = {"model": model} if model else {}
-    s = results.summary(by=["variant", "model"])
-    if model:
-        s = s[s["model"] == model]
+    s = _rows_of(results, model)
     row = {v: s[s["variant"] == v].iloc[0] for v in (baseline, variant)}
-    test = results.compare(variant, baseline, metric=metric, **where)
+    size = results.compare(variant, baseline, metric=metric, **where)  # the change's interval
+    test, p = _decisive_test(results, variant, baseline, metric, where)
+    n = int(size.details.get("pairs", row[baseline]["n"]))
     a, b = float(row[variant][metric]), float(row[baseline][metric])
-    parse = ""
+    measured = _measured(p, a - b, test)
+    ci = ""
+    if "ci_low" in size.details:
+        ci = f", 95% interval of the change [{size.details['ci_low']:+.2f}, {size.details['ci_high']:+.2f}]"
+    text = (f"{variant} vs {baseline} on the same {n} rows: {metric.replace('_', ' ')} {b:.2f} → {a:.2f} "
+            f"({a - b:+.2f}{ci}; {test.test} on the rows each got right, p = {p:.2f}: {measured}).")
     if "unparseable" in s.columns:
-        parse = (f" Unreadable answers: {int(row[baseline]['unparseable'])} → {int(row[variant]['unparseable'])}"
-                 f" of {int(row[baseline]['n'])}.")
-    measured = "no significant effect" if not test.significant else ("helps" if a > b else "hurts")
-    text = (f"{variant} vs {baseline}: {metric.replace('_', ' ')} {b:.2f} → {a:.2f} "
-            f"({a - b:+.2f}; {test.test}, p = {test.p_value:.2f}: {measured}).{parse}")
+        ub, ua = int(row[baseline]["unparseable"]), int(row[variant]["unparseable"])
+        text += f" Unreadable answers: {ub} → {ua} of {int(row[baseline]['n'])}."
+    mde = smallest_detectable(n)
+    text += (f" With {n} rows the smallest change that could reach significance is {mde:.2f} "
+             f"({round(mde * n)} rows all moving one way).")
+    warning = below_chance_warning(results, baseline, model)
+    if warning:
+        text += " " + warning
     if paper and paper_says:
-        said = {"helps": "it helps", "hurts": "it hurts", "no significant effect": "it made no significant difference"}[paper_says]
+        said = {"helps": "it helps", "hurts": "it hurts", "no effect": "it made no significant difference",
+                "no significant effect": "it made no significant difference"}[paper_says]
         if measured == paper_says:
             text += f" This agrees with {paper}, which found that {said}."
+        elif measured == "no significant effect" and paper_says in ("no effect", "no significant effect"):
+            text += (f" {paper} found that {said} on its (much larger) models; this run shows no significant "
+                     f"effect either, but it could not have detected a change smaller than {mde:.2f}, so it "
+                     f"neither confirms nor contradicts that.")
         else:
             text += (f" {paper} found that {said} on its (much larger) models; "
-                     f"our measurement here does not show that.")
+                     f"this run does not show that (not shown here is not the same as disproved).")
     return text
 
 
+def _decisive_test(results: Any, variant: str, baseline: str, metric: str, where: dict) -> tuple[Any, float]:
+    """The exact paired test that decides significance: McNemar on which rows each prompt got right.
+
+    Its floor is known (`smallest_detectable`), so a verdict never contradicts the detectable-effect line,
+    which a bootstrap of balanced accuracy on a handful of rows can.
+    """
+    test = results.compare(variant, baseline, metric="accuracy", **where)
+    return test, float(test.p_value)
+
+
+def _measured(p: float, diff: float, test: Any, alpha: float = ALPHA) -> str:
+    """'helps' / 'hurts' only when the exact test is significant and agrees in direction with the metric."""
+    acc_diff = float(test.difference)
+    if p >= alpha or diff == 0 or (acc_diff > 0) != (diff > 0):
+        return "no significant effect"
+    return "helps" if diff > 0 else "hurts"
+
+
+def _readability_p(results: Any, variant: str, baseline: str, model: str) -> float:
+    """Exact McNemar p-value on readability (was the answer readable?) for the same rows."""
+    from .metrics import mcnemar_test
+
+    g = results.primary_grader
+    df = results.df[(results.df["model"] == model) & results.df["error_kind"].isna()]
+    key = ["row_id", "repeat", "settings_label"]
+    a = df[df["variant"] == variant].set_index(key)[f"{g}_parsed"].astype("boolean").fillna(False)
+    b = df[df["variant"] == baseline].set_index(key)[f"{g}_parsed"].astype("boolean").fillna(False)
+    common = a.index.intersection(b.index)
+    if not len(common):
+        return 1.0
+    return mcnemar_test([True] * len(common), list(a[common]), list(b[common])).p_value
+
+
 def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accuracy", model: str | None = None) -> Any:
-    """Each variant's measured effect against the baseline on the same rows, with a paired test and a verdict."""
+    """Each variant's effect against the baseline on the same rows: the change with its (bootstrap) interval,
+    the exact paired test's p corrected for the number of comparisons (Holm), the smallest change these rows
+    could show, and a verdict in which "hurt" also covers a significant rise in unreadable answers."""
     import pandas as pd
 
     from .phrases import default_library
@@ -144,39 +272,88 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
         for v in sm.index:
             if v == baseline:
                 continue
-            test = results.compare(v, baseline, metric=metric, model=m)
+            test = results.compare(v, baseline, metric=metric, model=m)  # the change's interval
+            decisive, p = _decisive_test(results, v, baseline, metric, {"model": m})
             diff = float(sm.loc[v, metric]) - float(base[metric])
             ids = [part for part in v.split("+")[1:] if part in lib]
-            verdict = "no significant effect" if not test.significant else ("helped" if diff > 0 else "hurt")
+            n = int(test.details.get("pairs", base["n"]))
             rows.append({
                 "model": m, "variant": v,
                 "category": ", ".join(sorted({lib[i].category for i in ids})) or "",
-                metric: float(sm.loc[v, metric]), f"Δ {metric}": diff, "p": test.p_value, "verdict": verdict,
-                "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else None,
+                metric: float(sm.loc[v, metric]), f"Δ {metric}": diff,
+                "Δ low": float(test.details.get("ci_low", float("nan"))),
+                "Δ high": float(test.details.get("ci_high", float("nan"))),
+                "test": decisive.test, "p": p, "_acc_diff": float(decisive.difference), "rows": n,
+                "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else 0,
+                "_readable_p": _readability_p(results, v, baseline, m) if "unparseable" in sm else 1.0,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
             })
-    return pd.DataFrame(rows).sort_values(["model", f"Δ {metric}"], ascending=[True, False]).reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p (Holm)"] = holm(list(table["p"]))
+    readable_p = holm(list(table["_readable_p"]))
+    m_tests = len(table)
+    table["smallest detectable"] = [smallest_detectable(n, ALPHA / m_tests) for n in table["rows"]]
+
+    def verdict(r: Any, rp: float) -> str:
+        same_way = r[f"Δ {metric}"] != 0 and (r["_acc_diff"] > 0) == (r[f"Δ {metric}"] > 0)
+        if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] > 0:
+            return "helped"
+        if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] < 0:
+            return "hurt"
+        if rp < ALPHA and r["Δ unparseable"] > 0:
+            return "hurt"  # more answers nobody can read is a cost, whatever the score did
+        return "no significant effect"
+
+    table["verdict"] = [verdict(r, rp) for (_, r), rp in zip(table.iterrows(), readable_p)]
+    table["why"] = [
+        ("more unreadable answers" if v == "hurt" and not (r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] < 0) else
+         f"{metric.replace('_', ' ')} {'up' if r[f'Δ {metric}'] > 0 else 'down'}" if v != "no significant effect" else "")
+        for (_, r), v in zip(table.iterrows(), table["verdict"])
+    ]
+    cols = ["model", "variant", "category", metric, f"Δ {metric}", "Δ low", "Δ high", "test", "p", "p (Holm)",
+            "smallest detectable", "Δ unparseable", "verdict", "why", "rows", "published evidence"]
+    return table[cols].sort_values(["model", f"Δ {metric}"], ascending=[True, False]).reset_index(drop=True)
 
 
-def plot_effects(table: Any, metric: str = "balanced_accuracy") -> Any:
-    """Horizontal bars of each variant's effect; significant ones solid, the rest hatched."""
+def verdict_lines(table: Any, metric: str = "balanced_accuracy") -> list[str]:
+    """'helped / hurt / no significant effect' sentences, generated from an ablation table."""
+    out = []
+    for verdict in ("helped", "hurt", "no significant effect"):
+        part = table[table["verdict"] == verdict]
+        names = ", ".join(
+            f"{v} ({d:+.2f}" + (f", {w}" if w else "") + ")"
+            for v, d, w in zip(part["variant"], part[f"Δ {metric}"], part["why"])) or "none"
+        out.append(f"{verdict}: {names}")
+    return out
+
+
+def plot_effects(table: Any, metric: str = "balanced_accuracy", title: str | None = None) -> Any:
+    """Forest plot: each variant's change against the baseline with its 95% interval and a zero line;
+    filled markers where the change is significant after Holm correction."""
     from matplotlib.figure import Figure
 
     col = f"Δ {metric}"
     models = list(dict.fromkeys(table["model"]))
-    fig = Figure(figsize=(8, 0.35 * len(table) + 1.2))
+    fig = Figure(figsize=(8, 0.4 * len(table) + 1.4))
     ax = fig.subplots()
-    labels, ys = [], []
+    labels = []
     for i, (_, r) in enumerate(table.iterrows()):
         color = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a"][models.index(r["model"]) % 4]
         sig = r["verdict"] != "no significant effect"
-        ax.barh(i, r[col], color=color if sig else "white", edgecolor=color, hatch=None if sig else "//")
+        lo, hi = r.get("Δ low"), r.get("Δ high")
+        if lo == lo and hi == hi:  # not NaN
+            ax.plot([lo, hi], [i, i], color=color, lw=2)
+        ax.plot([r[col]], [i], "o", color=color, markerfacecolor=color if sig else "white", markersize=7)
+        ax.annotate(f"{r[col]:+.2f}", (r[col], i), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
         labels.append(f"{r['variant']} [{r['model'].split(':')[-1]}]")
-        ys.append(i)
     ax.axvline(0, color="black", lw=1)
-    ax.set_yticks(ys, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"change in {metric.replace('_', ' ')} vs baseline (hatched: not significant)")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -0.7)
+    ax.set_xlabel(f"change in {metric.replace('_', ' ')} vs baseline, 95% interval (filled: significant after Holm)")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -431,4 +608,108 @@ def what_moved(results: Any, baseline: str, model: str | None = None) -> str:
     out.append("More unreadable answers with: " + (", ".join(worse) or "none") + ".")
     out.append("Accuracy above the majority baseline (beyond its interval): " + (", ".join(beat) or "none") + ".")
     out.append("Balanced accuracy above chance (beyond its interval): " + (", ".join(above_chance) or "none") + ".")
+    warning = below_chance_warning(results, baseline, model)
+    if warning:
+        out.append(warning)
+    return "\n".join(out)
+
+
+EVIDENCE_PATH = __import__("pathlib").Path(__file__).with_name("data") / "evidence.yaml"
+EVIDENCE_FIELDS = ("id", "technique", "method", "paper", "arxiv", "venue", "models", "sizes", "benchmark",
+                   "reported", "notes")
+
+
+def evidence(ids: Sequence[str] | None = None) -> Any:
+    """The published results the tour cites (paper, arXiv id, models and sizes, the number), from the kit's
+    own data file, so a lesson can show them beside its measurement without pointing outside the kit."""
+    import pandas as pd
+    import yaml
+
+    from .errors import PromptkitError
+
+    entries = yaml.safe_load(EVIDENCE_PATH.read_text(encoding="utf-8")) or []
+    for i, e in enumerate(entries):
+        missing = [f for f in EVIDENCE_FIELDS if f not in e]
+        if missing:
+            raise PromptkitError(f"{EVIDENCE_PATH.name} entry {i + 1} ({e.get('id', '?')}): missing {missing}")
+    table = pd.DataFrame(entries, columns=list(EVIDENCE_FIELDS)).set_index("id")
+    if ids is not None:
+        unknown = [i for i in ids if i not in table.index]
+        if unknown:
+            raise PromptkitError(f"no evidence entry {unknown}; entries are {list(table.index)}")
+        table = table.loc[list(ids)]
+    return table
+
+
+def clears_chance(
+    dataset: str,
+    models: Sequence[str],
+    *,
+    split: str = "dev",
+    n: int | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Any:
+    """Each model's base prompt on a task: balanced accuracy with its interval beside chance, measured now.
+
+    A technique can only be seen working on a model that does better than chance to begin with; below it, a
+    'gain' is often a climb back to chance. Chapters run on the first model whose base prompt clears it.
+    """
+    import pandas as pd
+
+    from .datasets import load_dataset
+
+    res = evaluate(load_dataset(dataset).template(), dataset, split=split, n=n, models=list(models),
+                   progress=progress, **settings)
+    s = res.summary(by=["model"]).set_index("model")
+    rows = []
+    for m in models:
+        r = s.loc[m]
+        rows.append({"model": m, "rows": int(r["n"]), "balanced accuracy": float(r["balanced_accuracy"]),
+                     "low": float(r["balanced_accuracy_low"]), "high": float(r["balanced_accuracy_high"]),
+                     "chance": float(r["chance"]), "unparseable": int(r["unparseable"]),
+                     "clears chance": bool(float(r["balanced_accuracy"]) > float(r["chance"])),
+                     "interval above chance": bool(float(r["balanced_accuracy_low"]) > float(r["chance"]))})
+    table = pd.DataFrame(rows)
+    table.attrs["results"] = res
+    return table
+
+
+def chance_sentence(table: Any) -> str:
+    """What the clears-chance table shows, one sentence per model, generated from it."""
+    out = []
+    for _, r in table.iterrows():
+        state = ("above chance, beyond its interval" if r["interval above chance"] else
+                 "above chance, but its interval reaches chance" if r["clears chance"] else "not above chance")
+        out.append(f"{r['model']}: base prompt balanced accuracy {r['balanced accuracy']:.2f} "
+                   f"[{r['low']:.2f}, {r['high']:.2f}] on {r['rows']} rows, chance {r['chance']:.2f}: {state}.")
+    return "\n".join(out)
+
+
+def token_budget(results: Any, max_tokens: int) -> Any:
+    """Per variant and model: tokens the answers used and how many stopped at the limit, not on their own."""
+    import pandas as pd
+
+    df = results.df[results.df["error_kind"].isna()]
+    g = results.primary_grader
+    rows = []
+    for (v, m), part in df.groupby(["variant", "model"], sort=False):
+        rows.append({"variant": v, "model": m, "n": len(part),
+                     "output tokens (mean)": float(part["output_tokens"].astype(float).mean()),
+                     "max_tokens": max_tokens,
+                     "stopped at the limit": int((part["finish_reason"] == "length").sum()),
+                     "unreadable": int((~part[f"{g}_parsed"].astype("boolean").fillna(False)).sum()) if g else 0})
+    return pd.DataFrame(rows)
+
+
+def budget_sentence(table: Any, max_tokens: int) -> str:
+    """One line per variant, generated from `token_budget`: did the answers have room to finish?"""
+    out = []
+    for _, r in table.iterrows():
+        line = (f"{r['variant']} [{r['model'].split(':')[-1]}]: {r['output tokens (mean)']:.1f} of {max_tokens} "
+                f"tokens on average; {r['stopped at the limit']} of {r['n']} answers stopped at the limit, "
+                f"{r['unreadable']} unreadable")
+        if r["stopped at the limit"] > r["n"] / 2:
+            line += " (most were cut off: this budget does not let them finish)"
+        out.append(line + ".")
     return "\n".join(out)

@@ -14,8 +14,10 @@ from typing import Any
 
 from .types import Completion, Request
 
-# Error kinds worth another attempt: the same request may succeed a moment later.
-RETRYABLE: frozenset[str] = frozenset({"rate_limit", "overloaded", "server", "timeout", "connection"})
+# Error kinds worth another attempt: the same request may succeed a moment later (a reply that was
+# unreadable or cut short is a fault of the moment too).
+RETRYABLE: frozenset[str] = frozenset({"rate_limit", "overloaded", "server", "timeout", "connection",
+                                       "malformed", "truncated"})
 
 # Default calls in flight per provider prefix; the local model answers one call at a time.
 DEFAULT_PROVIDER_CONCURRENCY: dict[str, int] = {"local": 1}
@@ -83,14 +85,34 @@ def estimate_tokens(request: Request) -> tuple[int, int]:
     return math.ceil(chars / 3) + 8 * len(request.messages), request.settings.max_tokens
 
 
+class Reservation:
+    """Room a call holds in the budget: its estimate as scaled when it started."""
+
+    __slots__ = ("usd", "tokens", "base_usd", "base_tokens", "key", "probe")
+
+    def __init__(self, usd: float, tokens: int, base_usd: float = 0.0, base_tokens: int = 0,
+                 key: str | None = None, probe: bool = False) -> None:
+        self.usd, self.tokens, self.base_usd, self.base_tokens = usd, tokens, base_usd, base_tokens
+        self.key, self.probe = key, probe
+
+
+_FREE = Reservation(0.0, 0)
+
+
 class Budget:
     """A spending cap in USD and/or tokens, checked before each call starts.
 
-    A call may start only if what is spent, plus the estimates of calls in
-    flight, plus its own estimate stays under the cap. When it does not fit but
-    calls are in flight, it waits for them to settle (their actual cost is often
-    below the estimate); when nothing is in flight and it still does not fit,
-    the budget is exhausted and no further call starts.
+    A call may start only if what is spent, plus the reservations of calls in
+    flight, plus its own reservation stays under the cap. A reservation is the
+    call's estimate (`estimate_tokens`) times the largest ratio of billed to
+    estimated cost seen so far for its model; until one call of a model has been
+    billed, that model runs one call at a time, so a server that bills far more
+    than estimated is learnt from one call, not from a whole burst. When a call
+    does not fit but calls are in flight, it waits for them to settle; when
+    nothing is in flight and it still does not fit, the budget is exhausted.
+    So the cap holds exactly when no call bills more than its scaled estimate;
+    otherwise the overshoot is at most what the calls in flight bill beyond their
+    reservations.
     """
 
     def __init__(self, usd: float | None = None, tokens: int | None = None) -> None:
@@ -108,6 +130,8 @@ class Budget:
         self._in_flight = 0
         self.exhausted = False
         self._cond: asyncio.Condition | None = None
+        self._ratio: dict[str | None, tuple[float, float]] = {}  # model -> (usd, tokens) billed / estimated, max
+        self._probing: set[str | None] = set()
 
     @property
     def limited(self) -> bool:
@@ -120,39 +144,60 @@ class Budget:
             return False
         return True
 
-    async def reserve(self, usd: float, tokens: int) -> bool:
-        """Hold room for one call; False means the budget is exhausted and the call must not start."""
+    async def reserve(self, usd: float, tokens: int, key: str | None = None) -> Reservation | None:
+        """Hold room for one call of model `key`; None means the budget is exhausted and it must not start."""
         if not self.limited:
-            return True
+            return _FREE
         if self._cond is None:
             self._cond = asyncio.Condition()
         async with self._cond:
             while True:
                 if self.exhausted:
-                    return False
-                if self._fits(usd, tokens):
-                    self._flight_usd += usd
-                    self._flight_tokens += tokens
+                    return None
+                learnt = key in self._ratio
+                if not learnt and key in self._probing:  # this model's first bill is not in yet
+                    await self._cond.wait()
+                    continue
+                r_usd, r_tokens = self._ratio.get(key, (1.0, 1.0))
+                held = Reservation(usd * r_usd, math.ceil(tokens * r_tokens), usd, tokens, key, probe=not learnt)
+                if self._fits(held.usd, held.tokens):
+                    self._flight_usd += held.usd
+                    self._flight_tokens += held.tokens
                     self._in_flight += 1
-                    return True
+                    if held.probe:
+                        self._probing.add(key)
+                    return held
                 if self._in_flight == 0:
                     self.exhausted = True
                     self._cond.notify_all()
-                    return False
+                    return None
                 await self._cond.wait()
 
-    async def settle(self, reserved_usd: float, reserved_tokens: int, completion: Completion | None) -> None:
-        """Replace a call's estimate by what it actually cost."""
+    async def settle(self, held: Reservation, completion: Completion | None) -> None:
+        """Replace a call's reservation by what it actually cost, and learn how far the estimate was off."""
         if completion is not None:
             self.add(completion)
         if not self.limited:
             return
         assert self._cond is not None
         async with self._cond:
-            self._flight_usd -= reserved_usd
-            self._flight_tokens -= reserved_tokens
+            self._flight_usd -= held.usd
+            self._flight_tokens -= held.tokens
             self._in_flight -= 1
+            if held.probe:
+                self._probing.discard(held.key)
+            if completion is not None and completion.ok:
+                self._learn(held, completion)
             self._cond.notify_all()
+
+    def _learn(self, held: Reservation, completion: Completion) -> None:
+        r_usd, r_tokens = self._ratio.get(held.key, (1.0, 1.0))
+        if completion.cost_usd is not None and held.base_usd > 0:
+            r_usd = max(r_usd, completion.cost_usd / held.base_usd)
+        billed = (completion.input_tokens or 0) + (completion.output_tokens or 0)
+        if held.base_tokens > 0:
+            r_tokens = max(r_tokens, billed / held.base_tokens)
+        self._ratio[held.key] = (r_usd, r_tokens)
 
     def add(self, completion: Completion) -> None:
         """Count what a finished (not cached) call cost."""

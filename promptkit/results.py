@@ -35,6 +35,43 @@ JSONL_FORMAT = "promptkit.results/1"
 SCORE_CI = "95% percentile bootstrap over dataset rows (a row's repeats and settings resampled together), 2000 resamples, seed 0"
 ACCURACY_CI = ("95% Wilson interval over cells (as metrics.classification_summary); balanced accuracy and "
                "macro-F1: 95% percentile bootstrap over cells, 1000 resamples, seed 0")
+PASS_RATE = "passed / n: every cell counts, an error cell as a failure; score and accuracy are over answered cells"
+
+
+def interval_columns(metric: str) -> tuple[str, str]:
+    """The summary's columns holding `metric`'s 95% interval: ("score_low", "score_high") for "score"."""
+    return f"{metric}_low", f"{metric}_high"
+
+
+# The summary columns each view shows, in reading order, chosen here from the names `summary()` makes, so no view
+# asks for a column that does not exist (the live builder once asked for score_lo/score_hi and never showed the
+# interval). "<metric> CI" is report.py's one-column form of the metric's interval_columns.
+SUMMARY_VIEWS: dict[str, tuple[str, ...]] = {
+    "report": (
+        "variant", "model", "settings_label", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline",
+        "majority_label", "flag", "balanced_accuracy", "balanced_accuracy CI", "chance", "macro_f1", "unparseable", "wrong",
+        "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
+    ),
+    "scoreboard": (  # lessons.scoreboard: what keeps a classification score honest
+        "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
+        "unparseable", "mentioned", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
+    ),
+    "builder": (  # widgets.PromptBuilder's results
+        "variant", "model", "n", "errors", "score", *interval_columns("score"), "accuracy", "baseline", "balanced_accuracy",
+        "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100",
+    ),
+}
+# report.py renders Results as HTML and sits above this module: it installs its renderer here when imported
+# (`import promptkit` imports it), so the data never imports its display.
+_HTML_REPORT: Callable[..., str] | None = None
+
+
+def install_html_report(render: Callable[..., str]) -> None:
+    """Set the renderer behind `Results.to_html` (report.py calls this; results.py never imports report.py)."""
+    global _HTML_REPORT
+    _HTML_REPORT = render
+
+
 PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 
 
@@ -103,7 +140,8 @@ class Results:
         many = len({r.cell.settings_label for r in self.results}) > 1
         return ["variant", "model", "settings_label"] if many else ["variant", "model"]
 
-    def _grader(self, grader: str | None) -> str:
+    def resolve_grader(self, grader: str | None = None) -> str:
+        """The grader a view reads: the one named (checked), else the first; report.py uses it too."""
         names = self.grader_names
         if grader is None:
             if not names:
@@ -120,7 +158,7 @@ class Results:
         where no answer could be read counts), or by setting `Grade.label` on
         cells whose target is a plain label.
         """
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         for r in self.results:
             grade = r.grades.get(g)
             if grade is None:
@@ -133,7 +171,7 @@ class Results:
 
     def labels(self, grader: str | None = None) -> list[Any]:
         """The label set: `meta["labels"]` if given, then every gold label, then answers that match none."""
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         seen: dict[Any, None] = {}
         for lab in self.meta.get("labels") or ():
             seen.setdefault(lab, None)
@@ -232,8 +270,10 @@ class Results:
     ) -> "pd.DataFrame":
         """Per group: calls, errors, mean score with CI, latency p50/p95, tokens and cost per 100 rows.
 
-        Errors are counted and kept out of every score (a failed call says
-        nothing about the prompt). For a classification grader each group also
+        `errors` counts failed calls. `pass_rate` is `passed` over every cell, so an
+        error cell counts as a failure there; `score`, accuracy and the other label
+        metrics are over the answered cells only (a rate limit says nothing about
+        the prompt), with `errors` beside them. For a classification grader each group also
         gets accuracy beside the majority baseline of its rows, balanced
         accuracy, macro-F1, unparseable count and a `flag` when accuracy does
         not beat the baseline by more than its interval. The CI methods are in
@@ -255,7 +295,7 @@ class Results:
         bad = [b for b in by if b not in df.columns]
         if bad:
             raise ExperimentError(f"cannot group results by {bad}; columns include {list(CELL_COLUMNS)}")
-        g = self._grader(grader) if self.grader_names else None
+        g = self.resolve_grader(grader) if self.grader_names else None
         classify = g is not None and self.is_classification(g)
         labels = self.labels(g) if classify else []
         rows = []
@@ -272,9 +312,10 @@ class Results:
                 mean, lo, hi = _cluster_bootstrap(
                     have[f"{g}_score"].to_numpy(dtype=float), have["row_id"].astype(str).to_numpy(), n_boot=n_boot
                 )
-                rec.update(score=mean, score_low=lo, score_high=hi)
-                passed = have[f"{g}_passed"].dropna()
-                rec["pass_rate"] = float(passed.astype(bool).mean()) if len(passed) else math.nan
+                rec.update(zip(("score", *interval_columns("score")), (mean, lo, hi)))
+                # a failed call is not a pass: pass_rate is over every cell, errors counted as failures
+                rec["passed"] = int(have[f"{g}_passed"].dropna().astype(bool).sum())
+                rec["pass_rate"] = rec["passed"] / len(part) if len(part) else math.nan
             lat = ok["latency_s"].dropna()
             rec["latency_p50"] = float(lat.quantile(0.5)) if len(lat) else math.nan
             rec["latency_p95"] = float(lat.quantile(0.95)) if len(lat) else math.nan
@@ -300,6 +341,7 @@ class Results:
         out = pd.DataFrame(rows)
         out.attrs["grader"] = g
         out.attrs["score_ci"] = SCORE_CI
+        out.attrs["pass_rate"] = PASS_RATE
         if classify:
             out.attrs["accuracy_ci"] = ACCURACY_CI
             out.attrs["labels"] = labels
@@ -330,13 +372,14 @@ class Results:
             "balanced_accuracy_low": bal_lo, "balanced_accuracy_high": bal_hi, "chance": 1 / len(present),
             "macro_f1": metrics.macro_f1(gold, pred, labels), "macro_f1_low": f1_lo, "macro_f1_high": f1_hi,
             "correct": correct, "wrong": n - correct - unparseable, "unparseable": unparseable,
+            "mentioned": sum(_mentioned(c.grades.get(grader)) for c in cells if _gold(c, grader) is not None),
         }
 
     def classification(self, grader: str | None = None, **where: Any) -> Any:
         """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         sub = self.filter(**where) if where else self
         gold, pred = _gold_pred([r for r in sub.results if r.completion.ok], g)
         if not gold:
@@ -349,7 +392,7 @@ class Results:
         """Gold labels down, answers across, with an unparseable column; errors left out."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         if not self.is_classification(g):
             raise GraderError(f"grader {g!r} sets no labels, so there is no confusion matrix; use a label grader")
         if variant is not None:
@@ -378,8 +421,9 @@ class Results:
 
         Cells are paired on everything but the compared dimension (row, repeat,
         settings, and the other of variant/model); only pairs where both calls
-        succeeded count. Labels use exact McNemar for accuracy and a paired
-        bootstrap for balanced accuracy or macro-F1; pass/fail scores use
+        succeeded count. Labels use the test that matches the metric
+        (`metrics.paired_test`: exact McNemar for accuracy, a paired permutation
+        test for balanced accuracy or macro-F1); pass/fail scores use
         McNemar; other scores a paired bootstrap of the mean difference.
         """
         from . import metrics
@@ -392,7 +436,7 @@ class Results:
             raise ExperimentError(
                 f"compare({a!r}, {b!r}): both must be variants {self.variants} or both models {self.models}"
             )
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         other = "model" if across == "variant" else "variant"
         sub = self.filter(**where) if where else self
 
@@ -414,12 +458,8 @@ class Results:
             gold = [_gold(x, g) for x, _ in pairs]
             pa = [_pred(x.grades[g]) for x, _ in pairs]
             pb = [_pred(y.grades[g]) for _, y in pairs]
-            if metric == "accuracy":
-                res = metrics.mcnemar_test(gold, pa, pb, alpha=alpha, name_a=a, name_b=b)
-            else:
-                res = metrics.paired_bootstrap_test(
-                    gold, pa, pb, metric=metric, labels=self.labels(g), n_boot=n_boot, seed=seed,
-                    alpha=alpha, name_a=a, name_b=b)
+            res = metrics.paired_test(gold, pa, pb, metric=metric, labels=self.labels(g), seed=seed,
+                                      alpha=alpha, name_a=a, name_b=b)
         else:
             sa = [x.grades[g].score for x in ra]
             sb = [y.grades[g].score for y in rb]
@@ -454,7 +494,7 @@ class Results:
         if repeat is not None:
             where.setdefault("repeat", repeat)
         sub = self.filter(**where) if where else self
-        g = self._grader(grader) if sub.grader_names else None
+        g = self.resolve_grader(grader) if sub.grader_names else None
         other = "model" if across == "variant" else "variant"
         many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
         many_settings = len({r.cell.settings_label for r in sub.results}) > 1
@@ -498,6 +538,57 @@ class Results:
                                "font-size": "0.85em", "max-width": "28em"})
             .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}])
         )
+
+    # ------------------------------------------------------------------ combining
+
+    @classmethod
+    def concat(cls, parts: Iterable["Results"]) -> "Results":
+        """One Results from several runs (e.g. one experiment per exercise): cells in order, meta merged.
+
+        `meta["parts"]` keeps each run's own meta; counts, spend and wall time are summed,
+        so summaries, exports and the CLI summary read the whole.
+        """
+        parts = list(parts)
+        if not parts or not all(isinstance(p, Results) for p in parts):
+            raise ExperimentError("Results.concat takes a non-empty list of Results")
+        metas = [p.meta for p in parts]
+        exps = [m.get("experiment") or {} for m in metas]
+
+        def union(key: str) -> list[Any]:
+            return list(dict.fromkeys(x for e in exps for x in (e.get(key) or [])))
+
+        counts: dict[str, Any] = {}
+        for m in metas:
+            for k, v in (m.get("counts") or {}).items():
+                if isinstance(v, dict):
+                    acc = counts.setdefault(k, {})
+                    for kk, vv in v.items():
+                        acc[kk] = acc.get(kk, 0) + vv
+                elif isinstance(v, (int, float)):
+                    counts[k] = counts.get(k, 0) + v
+        meta: dict[str, Any] = {
+            "experiment": {
+                "name": "+".join(dict.fromkeys(str(e.get("name") or "results") for e in exps)),
+                "variants": union("variants"), "models": union("models"), "graders": union("graders"),
+                "settings_labels": union("settings_labels") or ["default"],
+                "cells": sum(len(p) for p in parts),
+            },
+            "counts": counts,
+            "wall_s": sum(float(m.get("wall_s") or 0.0) for m in metas),
+            "spent_usd": sum(float(m.get("spent_usd") or 0.0) for m in metas),
+            "stopped_for_budget": any(m.get("stopped_for_budget") for m in metas),
+            "stop_reason": next((m["stop_reason"] for m in metas if m.get("stop_reason")), None),
+            "parts": metas,
+        }
+        labels = list(dict.fromkeys(x for m in metas for x in (m.get("labels") or [])))
+        if labels:
+            meta["labels"] = labels
+        return cls([r for p in parts for r in p.results], meta)
+
+    def __add__(self, other: "Results") -> "Results":
+        if not isinstance(other, Results):
+            return NotImplemented
+        return Results.concat([self, other])
 
     # ------------------------------------------------------------------ regrade
 
@@ -599,10 +690,10 @@ class Results:
         return atomic_write(path, lambda f: df.to_csv(f, index=False, lineterminator="\n"))
 
     def to_html(self, path: str | os.PathLike[str], title: str | None = None, **kwargs: Any) -> Path:
-        """One self-contained HTML report (tables and inline plots), written atomically."""
-        from .report import html_report
-
-        text = html_report(self, title=title, **kwargs)
+        """One self-contained HTML report (tables and inline plots), written atomically: report.html_report's."""
+        if _HTML_REPORT is None:  # pragma: no cover - `import promptkit` imports report.py, which installs it
+            raise ExperimentError("Results.to_html needs promptkit.report: import promptkit.report first")
+        text = _HTML_REPORT(self, title=title, **kwargs)
         return atomic_write(path, lambda f: f.write(text))
 
 
@@ -630,6 +721,12 @@ def _pred(grade: Grade | None) -> Any:
     if grade is None or not grade.parsed:
         return None
     return grade.label
+
+
+def _mentioned(grade: Grade | None) -> bool:
+    """An unreadable answer that names a label without giving it (counted within `unparseable`)."""
+    return (grade is not None and not grade.parsed and isinstance(grade.details, Mapping)
+            and grade.details.get("how") == "mention")
 
 
 def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], list[Any]]:

@@ -21,11 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from .aio import run_sync
-from .cache import Cache, open_cache
+from .aio import ctrl_c_raises, loop_running, run_sync
+from .cache import BackgroundWriter, Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .types import Cell, CellResult, Completion, Grade
+from .shard import check_workers, split
+from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Experiment
@@ -62,18 +63,27 @@ class _Run:
     def __init__(
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
-        progress: bool,
+        progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
+        workers: int = 1, batch: bool = False, cluster: Any = None,
     ) -> None:
         self.experiment = experiment
+        self.batch = batch  # openai:/anthropic: cells go to the vendors' batch APIs (promptkit/batch.py)
+        self.batch_part: Any = None
+        self.cluster = cluster  # local-model cells go to this Dask scheduler (promptkit/cluster.py)
+        self.cluster_part: Any = None
+        self.stream = stream
         self.mode = cache
         self.store = cache_backend
         self.concurrency = concurrency
         self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
         self.rpm = _per_provider(rpm, "rpm")
         self.timeout_s = timeout_s
+        self.timeout_local_s = timeout_local_s  # local calls: no limit unless timeout_s was given
+        self.timeout_default = timeout_default
         self.retry = retry
         self.budget = budget
         self.progress = progress
+        self.workers = workers
         self.graders = list(experiment.graders)
         self.async_graders = any(hasattr(g, "agrade") for g in self.graders)
         self.counts: Counter[str] = Counter()
@@ -82,11 +92,11 @@ class _Run:
         self.max_in_flight = 0
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
+        self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
-        self.writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self.writer: BackgroundWriter | None = None
         if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
-            self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-cache")
-        self.pending_writes: list[concurrent.futures.Future[None]] = []
+            self.writer = BackgroundWriter(cache_backend)
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -96,6 +106,9 @@ class _Run:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         self.cells: list[Cell] = self.experiment.expand()
+        if self.stream:  # asked for: API calls stream so time to first token is measured (not part of the key)
+            for c in self.cells:
+                c.request = replace(c.request, stream=True)
         self.results: list[CellResult | None] = [None] * len(self.cells)
         self.groups: dict[str, list[int]] = {}
         for i, c in enumerate(self.cells):
@@ -105,12 +118,31 @@ class _Run:
         self.bar = self._bar()
         try:
             todo = await self._answer_from_cache()
+            batched: dict[str, list[str]] = {}
+            if self.batch:
+                from .batch import take_batchable
+
+                todo, batched = take_batchable(self, todo)
+            clustered: list[str] = []
+            if self.cluster is not None:
+                from .cluster import take_clustered
+
+                todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
-            workers = [
+            shards = await split(self, queues) if self.workers > 1 else []
+            workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
             ]
+            if batched:
+                from .batch import run_batches
+
+                workers.append(asyncio.ensure_future(run_batches(self, batched)))
+            if clustered:
+                from .cluster import run_on_cluster
+
+                workers.append(asyncio.ensure_future(run_on_cluster(self, clustered)))
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -122,6 +154,11 @@ class _Run:
                         else "were not kept (cache off)")
                 print(f"promptkit: run interrupted; {done} answered cell(s) {kept}", file=sys.stderr)
                 raise
+            for s in shards:  # what the worker processes did counts as this run's
+                self.counts.update({k: s.stats.get(k, 0) for k in ("calls", "retries")})
+                self.max_in_flight += s.stats.get("max_in_flight", 0)
+                self.cache_write_errors.extend(s.stats.get("cache_write_errors", ()))
+            self.processes = 1 + len(shards)
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
                 self.results[i] = CellResult(self.cells[i], Completion(
@@ -139,20 +176,18 @@ class _Run:
         """Wait until every answer is on disk (also when interrupted), and note any that failed."""
         if self.writer is None:
             return
-        self.writer.shutdown(wait=True)
-        for f in self.pending_writes:
-            exc = f.exception()
-            if exc is not None:
-                self.cache_write_errors.append(redact(f"{type(exc).__name__}: {exc}"))
-        self.pending_writes.clear()
+        writer, self.writer = self.writer, None
+        self.cache_write_errors.extend(redact(e) for e in writer.close())
 
     async def _answer_from_cache(self) -> list[str]:
         """Fill every cell the cache already answers; return the keys still to call."""
         todo: list[str] = []
         hits: list[tuple[str, Completion]] = []
         read = self.mode == "use" and self.store is not None
+        get_many = getattr(self.store, "get_many", None) if read else None
+        found = get_many(list(self.groups)) if get_many is not None else {}
         for key in self.groups:
-            comp = self.store.get(key) if read else None  # type: ignore[union-attr]
+            comp = found.get(key) if get_many is not None else self.store.get(key) if read else None  # type: ignore[union-attr]
             if comp is None:
                 todo.append(key)
             else:
@@ -178,6 +213,8 @@ class _Run:
                     prov = get_provider(cell.model)
                 except PromptkitError as exc:
                     prov = Completion(error_kind="config", error=str(exc), model=cell.model)
+                    print(f"promptkit: {cell.model} cannot be called, so its cells are marked error_kind 'config': "
+                          f"{exc}", file=sys.stderr)
                 providers[cell.model] = prov
                 if self.budget.usd is not None and not isinstance(prov, Completion) and self._unpriced(prov):
                     self.unpriced_models.append(cell.model)
@@ -221,7 +258,8 @@ class _Run:
     async def _call(self, cell: Cell, gate: Gate, provider: "Provider") -> Completion:
         """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
         est_usd, est_tokens = self._estimate(cell, provider)
-        if not await self.budget.reserve(est_usd, est_tokens):
+        held = await self.budget.reserve(est_usd, est_tokens, cell.model)
+        if held is None:
             return Completion(error_kind="budget", error="not run: " + self._budget_message(final=False))
         comp: Completion | None = None
         try:
@@ -245,7 +283,7 @@ class _Run:
                 comp.error = f"{comp.error} (gave up after {attempt} attempts)"
             return comp
         finally:
-            await self.budget.settle(est_usd, est_tokens, comp)
+            await self.budget.settle(held, comp)
 
     async def _enter(self, gate: Gate) -> None:
         """Take a global slot and the provider's next start slot, without holding the first while pacing."""
@@ -268,16 +306,19 @@ class _Run:
         self.global_slots.release()
 
     async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
-        if self.timeout_s is None:
+        limit = self.timeout_local_s if provider.spec.provider == "local" else self.timeout_s
+        if limit is None:
             return await provider.complete(cell.request)
         try:
             if _timeout is not None:  # Python 3.11+: no extra task per call
-                async with _timeout(self.timeout_s):
+                async with _timeout(limit):
                     return await provider.complete(cell.request)
-            return await asyncio.wait_for(provider.complete(cell.request), self.timeout_s)
+            return await asyncio.wait_for(provider.complete(cell.request), limit)
         except asyncio.TimeoutError:
-            return Completion(error_kind="timeout", error=f"no answer within {self.timeout_s:g} s (timeout_s)",
-                              latency_s=self.timeout_s)
+            why = "the default for API calls" if self.timeout_default else "as set"
+            return Completion(error_kind="timeout", latency_s=limit,
+                              error=f"no answer within {limit:g} s, so the call was cancelled (timeout_s={limit:g}, "
+                                    f"{why}; raise timeout_s, or pass timeout_s=None for no limit)")
 
     def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
         if not self.budget.limited:
@@ -290,11 +331,13 @@ class _Run:
 
     # ---- finishing cells ---------------------------------------------------------------
 
-    async def _finish(self, key: str, comp: Completion, *, hit: bool) -> None:
-        if not hit:
+    async def _finish(self, key: str, comp: Completion, *, hit: bool, write: bool = True) -> None:
+        if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
+            comp.prefill = prefill_used(self.cells[self.groups[key][0]].request, comp)
+        if not hit and write:
             if comp.ok and self.store is not None and self.mode != "off":
                 if self.writer is not None:  # file writes overlap the calls instead of pausing the loop
-                    self.pending_writes.append(self.writer.submit(self.store.put, key, comp))
+                    self.writer.put(key, comp)
                 else:
                     try:
                         self.store.put(key, comp)
@@ -394,18 +437,29 @@ class _Run:
             "unpriced_models": self.unpriced_models,
             "budget": {"usd": self.budget.usd, "tokens": self.budget.tokens},
             "cache": self.mode,
+            "stream": self.stream,
             "limits": {
                 "concurrency": self.concurrency,
                 "provider_concurrency": {g.name: g.concurrency for g in self.gates.values()},
                 "rpm": {g.name: g.rpm for g in self.gates.values() if g.rpm},
                 "timeout_s": self.timeout_s,
+                "timeout_s_local": self.timeout_local_s,
                 "max_attempts": self.retry.max_attempts,
             },
             "max_in_flight": self.max_in_flight,
+            "processes": getattr(self, "processes", 1),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
+        if self.batch_part is not None:
+            bp = self.batch_part
+            meta["batch"] = {"submitted": bp.submitted, "batches_adopted": bp.adopted, "ledger": str(bp.ledger.folder)}
+        if self.cluster_part is not None:
+            cp = self.cluster_part
+            meta["cluster"] = {"scheduler": cp.address, "cells_by_worker": dict(cp.by_worker)}
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
+        if self.cache_problems:
+            meta["cache_problems"] = list(self.cache_problems)
         return meta
 
 
@@ -422,7 +476,8 @@ def _resolve_cache(cache: str, cache_backend: Cache | str | os.PathLike[str] | N
 _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
-    "max_attempts": 4, "budget_usd": None, "budget_tokens": None,
+    "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
+    "batch": False, "cluster": None,
 }
 
 
@@ -439,6 +494,10 @@ async def arun(
     retry: RetryPolicy | None = None,
     budget_usd: float | None = _UNSET,
     budget_tokens: int | None = _UNSET,
+    stream: bool = _UNSET,
+    workers: int = _UNSET,
+    batch: bool = _UNSET,
+    cluster: Any = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -454,10 +513,21 @@ async def arun(
         concurrency: calls in flight at once across all providers (default 16).
         provider_concurrency: per provider prefix (e.g. {"openai": 8}); local models default to 1.
         rpm: requests per minute per provider prefix (one number applies to every API provider).
-        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit).
+        timeout_s: seconds one call may take before it is cancelled and retried (None: no limit). By
+            default 120 s for API calls and no limit for local models (a long prompt on a small CPU
+            can take minutes); a value given here or in the YAML `run:` section applies to both.
         max_attempts: tries per call for rate limits, overload, server errors, timeouts, lost connections.
         budget_usd, budget_tokens: stop starting calls before spending more; unstarted cells get
             error_kind "budget" and `meta["stopped_for_budget"]` is True.
+        stream: stream API calls so time to first token is measured (default False: a plain reply
+            costs less client CPU per call and still gives latency, tokens and cost).
+        workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
+            when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
+            a run with a budget stays in one process.
+        batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
+            24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
+        cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a
+            distributed.Client, or "local" for a LocalCluster of this machine's cores (promptkit/cluster.py).
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -466,6 +536,8 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
+        "stream": stream, "workers": workers, "batch": batch,
+        "cluster": cluster,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -478,15 +550,54 @@ async def arun(
         budget = Budget(usd=opts["budget_usd"], tokens=opts["budget_tokens"])
         _per_provider(opts["provider_concurrency"], "provider_concurrency")
         _per_provider(opts["rpm"], "rpm")
+        n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
+    if not isinstance(opts["batch"], bool):
+        raise ExperimentError(f"batch must be true or false, got {opts['batch']!r}")
+    if opts["batch"] and opts["cache"] == "off":
+        raise ExperimentError("batch mode needs the cache (cache='use' or 'refresh'): batch answers arrive "
+                              "later, and the cache is where a re-run finds them instead of paying again")
+    if opts["cluster"] is not None:
+        from .cluster import check_cluster
+
+        opts["cluster"] = check_cluster(opts["cluster"])
+    if not isinstance(opts["stream"], bool):
+        raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
+    cache_problems = store.check() if store is not None and hasattr(store, "check") else []
+    for problem in cache_problems:  # said before the first call: a broken cache means paying again
+        print(f"promptkit: {problem}", file=sys.stderr)
+    timeout_given = timeout_s is not _UNSET or "timeout_s" in getattr(experiment, "run_options", {})
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress,
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers, batch=opts["batch"],
+        cluster=opts["cluster"],
+        timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
-    return await run_.execute()
+    run_.cache_problems = cache_problems
+    res = await run_.execute()
+    _say_setup_errors(res)
+    failed = res.meta.get("cache_write_errors")
+    if failed:
+        print(f"promptkit: some answers could not be written to the cache ({failed[0]}); they are in these "
+              f"results but a re-run will ask for them again", file=sys.stderr)
+    return res
+
+
+def _say_setup_errors(res: "Results") -> None:
+    """On stderr, per model: cells that failed because an endpoint was unreachable or refused the key (which
+    URL or variable to fix is in the error), so a wrong setup is not found only in the results file."""
+    first: dict[tuple[str, str], str] = {}
+    count: Counter[tuple[str, str]] = Counter()
+    for r in res.results:
+        kind = r.completion.error_kind
+        if kind in ("auth", "connection"):
+            count[r.cell.model, kind] += 1
+            first.setdefault((r.cell.model, kind), r.completion.error or "")
+    for (model, kind), n in count.items():
+        print(f"promptkit: {n} cell(s) of {model} failed with '{kind}': {first[model, kind]}", file=sys.stderr)
 
 
 def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Results":
@@ -495,9 +606,7 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
     Interrupting it (Ctrl-C, Jupyter's stop button) cancels the calls in flight and starts no
     more; answers already received stay in the cache, so running again continues the grid.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not loop_running():
         return run_sync(arun(experiment, **kwargs))  # asyncio.run cancels the run on Ctrl-C itself
     # A loop already runs in this thread (Jupyter): run on a fresh loop in a worker thread, and
     # pass an interrupt of this thread on to that loop, or the calls would go on (and cost) unseen.
@@ -511,20 +620,27 @@ def run(experiment: "Experiment | str | os.PathLike[str]", **kwargs: Any) -> "Re
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptkit-run")
     try:
-        future = pool.submit(asyncio.run, main())
-        try:
-            while True:  # short waits, so an interrupt is seen however it is delivered
-                try:
-                    return future.result(timeout=0.1)
-                except concurrent.futures.TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            if started.wait(timeout=5):
-                held["loop"].call_soon_threadsafe(held["task"].cancel)
-            try:
-                future.result(timeout=30)
-            except BaseException:
-                pass
-            raise
+        with ctrl_c_raises():  # under asyncio.run, Ctrl-C would otherwise only cancel a task that never yields
+            return _wait_for_run(pool.submit(asyncio.run, main()), held, started)
     finally:
         pool.shutdown(wait=False)
+
+
+def _wait_for_run(
+    future: "concurrent.futures.Future[Results]", held: dict[str, Any], started: threading.Event,
+) -> "Results":
+    """Wait for the run's thread; on Ctrl-C cancel its calls in flight, wait for them to stop, re-raise."""
+    try:
+        while True:  # short waits, so an interrupt is seen however it is delivered
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        if started.wait(timeout=5):
+            held["loop"].call_soon_threadsafe(held["task"].cancel)
+        try:
+            future.result(timeout=30)
+        except BaseException:
+            pass
+        raise

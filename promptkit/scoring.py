@@ -91,7 +91,8 @@ def normalise(logprobs: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in exp.items()}
 
 
-def _check_labels(labels: Sequence[str] | None) -> list[str]:
+def check_labels(labels: Sequence[str] | None) -> list[str]:
+    """The label list, or an error saying what a label list looks like (shared with calibration.py)."""
     if labels is None or isinstance(labels, str):
         raise GraderError(f"labels must be a list of label strings like ['Commit', 'Likely', 'At-Risk'], got {labels!r}")
     labels = list(labels)
@@ -143,7 +144,8 @@ def _score_on_thread(lm: Any, request: Request, labels: list[str], normalize: st
     return scores, tokens, len(lm.tokenize(context))
 
 
-def _with_prefill(request: Request, prefill: str | None) -> Request:
+def with_prefill(request: Request, prefill: str | None) -> Request:
+    """The request with the assistant prefill the scores continue from."""
     return request if prefill is None else replace(request, prefill=prefill)
 
 
@@ -159,10 +161,10 @@ def label_logprobs(
     """Log-probability of each complete label as the answer to `request` (a Request or a plain prompt)."""
     from .complete import build_request
 
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     lm = loaded_model(model)
-    req = _with_prefill(build_request(request), prefill)
+    req = with_prefill(build_request(request), prefill)
     scores, _, _ = lm.executor.submit(_score_on_thread, lm, req, labels, normalize, end_of_answer).result()
     return scores
 
@@ -180,10 +182,10 @@ def score_request(
     """One request classified by likelihood; a failure is recorded in `.error`, not raised."""
     from .complete import build_request
 
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     lm = loaded_model(model)
-    return _score_one(lm, _with_prefill(build_request(request), prefill), labels, normalize, end_of_answer, row)
+    return _score_one(lm, with_prefill(build_request(request), prefill), labels, normalize, end_of_answer, row)
 
 
 def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_answer: bool, row: Row | None,
@@ -199,7 +201,65 @@ def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_
     return LabelScore(rid, best, probs, scores, tokens, target=target, split=split, normalize=normalize)
 
 
-def _request_for(template: Any, row: Row, settings: Settings) -> Request:
+def cache_spec(model: Any, labels: list[str], normalize: str, end_of_answer: bool) -> str | None:
+    """The runner's spec for these scores (`score:smollm2[Yes|No]`), so both share cache entries; None if unnamed."""
+    from .providers.local import LocalProvider
+
+    if isinstance(model, ScoringProvider):
+        return str(model.spec)
+    if isinstance(model, LocalProvider):
+        model = str(model.spec)
+    if not isinstance(model, str):
+        return None  # a LoadedModel has no spec to key on
+    try:
+        return scoring_model(model if ":" in model else f"local:{model}", labels, normalize=normalize,
+                             end_of_answer=end_of_answer)
+    except PromptkitError:
+        return None
+
+
+def score_cached(lm: Any, store: Any, spec: str | None, mode: str, req: Request, labels: list[str], normalize: str,
+                  end_of_answer: bool, row: Row | None, reuse_prefix: bool = False) -> LabelScore:
+    """`_score_one`, answered from and saved to the cache under the cell key the runner would use.
+
+    Each row is stored as soon as it is scored, so an interrupted run keeps
+    what it did. Scores with reuse_prefix=True depend on the previous row, so
+    they are neither read nor written.
+    """
+    if store is None or spec is None or mode == "off" or reuse_prefix:
+        return _score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix)
+    from .cache import cell_key
+
+    key = cell_key(spec, req)
+    rid, target, split = (row.id, row.target, row.split) if row is not None else (None, None, None)
+    if mode == "use":
+        hit = store.get(key)
+        if hit is not None and label_probs(hit):
+            return replace(score_from_completion(hit, rid, target, split), normalize=normalize)
+    out = _score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix)
+    if out.ok:
+        store.put(key, Completion(
+            text=req.prefill + out.label, output_tokens=0, finish_reason="scored",
+            logprobs=[TokenLogprob(token=out.label, logprob=out.logprobs[out.label], top=dict(out.logprobs))],
+        ))
+    return out
+
+
+def open_store(cache: str, cache_backend: Any) -> Any:
+    """The cache the runner would use for these scores, or None when caching is off."""
+    from .cache import open_cache
+
+    if cache not in ("use", "refresh", "off"):
+        raise GraderError(f"cache must be 'use', 'refresh' or 'off', got {cache!r}")
+    if cache == "off":
+        return None
+    if cache_backend is None or isinstance(cache_backend, (str, bytes)) or hasattr(cache_backend, "__fspath__"):
+        return open_cache(cache_backend)
+    return cache_backend
+
+
+def request_for(template: Any, row: Row, settings: Settings) -> Request:
+    """The request a template (or a plain prompt string) makes for one row."""
     if hasattr(template, "to_request"):
         return template.to_request(row.input, settings)
     if callable(template):
@@ -225,6 +285,8 @@ def score_labels(
     end_of_answer: bool = False,
     progress: bool = True,
     reuse_prefix: bool = False,
+    cache: str = "use",
+    cache_backend: Any = None,
 ) -> list[LabelScore]:
     """Classify every row by the likelihood of each label; labels default to the dataset's label set.
 
@@ -232,23 +294,28 @@ def score_labels(
     `reuse_prefix=True` keeps the prompt prefix shared with the previous row
     in the cache: faster for long few-shot prompts, but llama.cpp's batching
     then shifts scores slightly (~0.01-0.05 nats on the Qwen files) by row order.
+    Each row's scores are cached like a runner cell (`cache="use"`, "refresh"
+    or "off"; the key is the runner's for `scoring_model(model, labels)`), so
+    an interrupted run keeps the rows it scored and a re-run is immediate.
     """
     from tqdm.auto import tqdm
 
     if labels is None:
         labels = getattr(rows, "labels", None)
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     rows = list(rows)
     for i, r in enumerate(rows):
         if not isinstance(r, Row):
             raise GraderError(f"rows[{i}] must be a Row (from a dataset), got {type(r).__name__}")
     lm = loaded_model(model)
+    store = open_store(cache, cache_backend)
+    spec = cache_spec(model, labels, normalize, end_of_answer)
     settings = settings or Settings()
     out = []
     for row in tqdm(rows, desc="label scoring", unit="row", disable=not progress):
-        req = _with_prefill(_request_for(template, row, settings), prefill)
-        out.append(_score_one(lm, req, labels, normalize, end_of_answer, row, reuse_prefix))
+        req = with_prefill(request_for(template, row, settings), prefill)
+        out.append(score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row, reuse_prefix))
     return out
 
 
@@ -301,7 +368,7 @@ def scoring_model(model: str, labels: Sequence[str], *, normalize: str = "sum", 
 
     `scoring_model("local:smollm2", ["Yes", "No"])` -> "score:smollm2[Yes|No]".
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     for lab in labels:
         if any(c in lab for c in "|[]+"):
@@ -326,7 +393,7 @@ class ScoringProvider(Provider):
                 f"scoring spec {str(spec)!r} must look like score:smollm2[Commit|Likely|At-Risk] "
                 f"(optionally followed by +mean and/or +eos); build it with scoring_model(model, labels)"
             )
-        self.labels = _check_labels(m.group("labels").split("|"))
+        self.labels = check_labels(m.group("labels").split("|"))
         opts = m.group("opts") or ""
         self.normalize = "mean" if "+mean" in opts else "sum"
         self.end_of_answer = "+eos" in opts

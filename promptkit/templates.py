@@ -1,5 +1,8 @@
 """Prompt templates: a system part, user/assistant turns and a prefill, with `{{name}}` variables.
 
+`placeholders="single"` reads Python format-style `{name}` variables instead (with `{{`
+and `}}` for literal braces), the style most third-party prompts are written in.
+
 A Template is the PromptVariant the runner renders once per dataset row. It
 is immutable, so applying phrases or examples always makes a new one, and it
 round-trips through a small YAML (or TOML) file so learners keep their prompts.
@@ -15,21 +18,25 @@ from dataclasses import dataclass, field, replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from . import yamlfile
 from .errors import TemplateError
 from .files import atomic_write
 from .types import Message, Request, Row, Settings
 
 VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-FIELDS: tuple[str, ...] = ("name", "description", "system", "turns", "prefill", "meta")
+SINGLE_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")  # Python format style: {name}, {{ and }} literal
+PLACEHOLDERS: tuple[str, ...] = ("double", "single")
+FIELDS: tuple[str, ...] = ("name", "description", "system", "turns", "prefill", "meta", "placeholders")
 REQUIRED: tuple[str, ...] = ("name", "turns")
 TURN_ROLES: tuple[str, ...] = ("user", "assistant")
 
 
-def variables_in(text: str) -> list[str]:
-    """Variable names in `text`, in order of first use (single braces are not variables)."""
+def variables_in(text: str, placeholders: str = "double") -> list[str]:
+    """Variable names in `text`, in order of first use (`{{name}}`; `{name}` with placeholders="single")."""
     seen: dict[str, None] = {}
-    for m in VAR_RE.finditer(text):
-        seen.setdefault(m.group(1), None)
+    for m in (SINGLE_RE if placeholders == "single" else VAR_RE).finditer(text):
+        if m.group(1) is not None:
+            seen.setdefault(m.group(1), None)
     return list(seen)
 
 
@@ -44,12 +51,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def substitute(text: str, variables: Mapping[str, Any]) -> str:
-    """Fill the `{{name}}` slots whose names are in `variables`; leave the others as they are."""
+def substitute(text: str, variables: Mapping[str, Any], placeholders: str = "double", *, final: bool = False) -> str:
+    """Fill the slots whose names are in `variables`; leave the others as they are.
+
+    With placeholders="single", `final=True` also turns the escaped `{{` and `}}` into single braces.
+    """
     def fill(m: re.Match[str]) -> str:
         name = m.group(1)
+        if name is None:  # an escaped brace
+            return m.group(0)[0] if final else m.group(0)
         return format_value(variables[name]) if name in variables else m.group(0)
-    return VAR_RE.sub(fill, text)
+    return (SINGLE_RE if placeholders == "single" else VAR_RE).sub(fill, text)
+
+
+def unfilled_single(text: str, names: Iterable[str]) -> list[str]:
+    """`{name}` slots left in rendered text whose name is in `names`: a single-brace template read as `{{name}}`."""
+    want = set(names)
+    return list(dict.fromkeys(m.group(1) for m in SINGLE_RE.finditer(text) if m.group(1) in want))
 
 
 def _coerce_turn(turn: Any, i: int, where: str) -> Message:
@@ -58,24 +76,28 @@ def _coerce_turn(turn: Any, i: int, where: str) -> Message:
     elif isinstance(turn, Mapping):
         extra = sorted(set(turn) - {"role", "content"})
         if extra:
-            raise TemplateError(f"{where}: turns[{i}] has unknown field(s) {extra}; a turn has 'role' and 'content'")
+            raise TemplateError(f"{where}: turns[{i}] has unknown field(s) {extra}; a turn has 'role' and 'content'",
+                                field=("turns", i))
         for key in ("role", "content"):
             if key not in turn:
-                raise TemplateError(f"{where}: turns[{i}] is missing the field '{key}'")
+                raise TemplateError(f"{where}: turns[{i}] is missing the field '{key}'", field=("turns", i))
         if not isinstance(turn["content"], str):
-            raise TemplateError(f"{where}: turns[{i}].content must be text, got {type(turn['content']).__name__}")
+            raise TemplateError(f"{where}: turns[{i}].content must be text, got {type(turn['content']).__name__}",
+                                field=("turns", i, "content"))
         if turn["role"] not in TURN_ROLES:
             raise TemplateError(
                 f"{where}: turns[{i}].role must be 'user' or 'assistant', got {turn['role']!r}"
-                + (" (put system text in the template's 'system' field)" if turn["role"] == "system" else "")
+                + (" (put system text in the template's 'system' field)" if turn["role"] == "system" else ""),
+                field=("turns", i, "role"),
             )
         msg = Message(turn["role"], turn["content"])
     else:
-        raise TemplateError(f"{where}: turns[{i}] must be a mapping with 'role' and 'content', got {turn!r}")
+        raise TemplateError(f"{where}: turns[{i}] must be a mapping with 'role' and 'content', got {turn!r}",
+                            field=("turns", i))
     if msg.role not in TURN_ROLES:
         raise TemplateError(
             f"{where}: turns[{i}].role must be 'user' or 'assistant', got {msg.role!r}"
-            " (put system text in the template's 'system' field)"
+            " (put system text in the template's 'system' field)", field=("turns", i, "role"),
         )
     return msg
 
@@ -90,20 +112,26 @@ class Template:
     turns: tuple[Message, ...] = ()
     prefill: str = ""
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
+    placeholders: str = "double"  # "double": {{name}}; "single": Python format-style {name}
 
     def __post_init__(self) -> None:
         where = f"template {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
             raise TemplateError(f"template name must be non-empty text, got {self.name!r}")
+        if self.placeholders not in PLACEHOLDERS:
+            raise TemplateError(f"{where}: 'placeholders' must be 'double' ({{{{name}}}}) or 'single' ({{name}}), "
+                                f"got {self.placeholders!r}", field=("placeholders",))
         for key in ("description", "system", "prefill"):
             if not isinstance(getattr(self, key), str):
-                raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}")
+                raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}",
+                                    field=(key,))
         turns = self.turns
         if isinstance(turns, str):  # a bare string is the one user turn
             turns = (Message("user", turns),)
         if not isinstance(turns, (list, tuple)):
             raise TemplateError(
-                f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}")
+                f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}",
+                field=("turns",))
         msgs = tuple(_coerce_turn(t, i, where) for i, t in enumerate(turns))
         if not msgs:
             raise TemplateError(f"{where}: 'turns' is empty; a template needs at least one user turn")
@@ -113,7 +141,7 @@ class Template:
                 " (put the start of the answer in 'prefill')"
             )
         if not isinstance(self.meta, Mapping):
-            raise TemplateError(f"{where}: 'meta' must be a mapping, got {type(self.meta).__name__}")
+            raise TemplateError(f"{where}: 'meta' must be a mapping, got {type(self.meta).__name__}", field=("meta",))
         object.__setattr__(self, "turns", msgs)
         object.__setattr__(self, "meta", dict(self.meta))
 
@@ -130,13 +158,13 @@ class Template:
     @property
     def variables(self) -> set[str]:
         """Names of every `{{variable}}` the template needs."""
-        return {v for _, text in self.parts() for v in variables_in(text)}
+        return {v for _, text in self.parts() for v in variables_in(text, self.placeholders)}
 
     def variable_order(self) -> list[str]:
         """The variables in order of first use, for forms and tables."""
         seen: dict[str, None] = {}
         for _, text in self.parts():
-            for v in variables_in(text):
+            for v in variables_in(text, self.placeholders):
                 seen.setdefault(v, None)
         return list(seen)
 
@@ -158,7 +186,7 @@ class Template:
         if missing:
             places = []
             for v in missing:
-                where = [label for label, text in self.parts() if v in variables_in(text)]
+                where = [label for label, text in self.parts() if v in variables_in(text, self.placeholders)]
                 hint = difflib.get_close_matches(v, [str(k) for k in variables], n=1)
                 places.append(f"'{v}' (used in {', '.join(where)}"
                               + (f"; did you mean '{hint[0]}'?)" if hint else ")"))
@@ -180,11 +208,14 @@ class Template:
         """The provider-neutral Request for one set of variables (or a Row's input); a missing one is an error."""
         variables = {} if variables is None else variables.input if isinstance(variables, Row) else variables
         self.check(variables, strict=strict)
-        msgs = ([Message("system", substitute(self.system, variables))] if self.system else []) + [
-            Message(m.role, substitute(m.content, variables)) for m in self.turns
+        ph = self.placeholders
+
+        def sub(text: str) -> str:
+            return substitute(text, variables, ph, final=True)
+        msgs = ([Message("system", sub(self.system))] if self.system else []) + [
+            Message(m.role, sub(m.content)) for m in self.turns
         ]
-        return Request(messages=tuple(msgs), settings=settings or Settings(),
-                       prefill=substitute(self.prefill, variables))
+        return Request(messages=tuple(msgs), settings=settings or Settings(), prefill=sub(self.prefill))
 
     def to_request(self, variables: Mapping[str, Any], settings: Settings) -> Request:
         """PromptVariant protocol: what the runner calls once per row (extra row fields are fine)."""
@@ -192,12 +223,22 @@ class Template:
 
     def fill(self, variables: Mapping[str, Any], **more: Any) -> "Template":
         """A template with some variables filled in and the rest left as `{{slots}}`."""
-        vals = {**variables, **more}
+        vals, ph = {**variables, **more}, self.placeholders
         return self.replace(
-            system=substitute(self.system, vals),
-            turns=tuple(Message(m.role, substitute(m.content, vals)) for m in self.turns),
-            prefill=substitute(self.prefill, vals),
+            system=substitute(self.system, vals, ph),
+            turns=tuple(Message(m.role, substitute(m.content, vals, ph)) for m in self.turns),
+            prefill=substitute(self.prefill, vals, ph),
         )
+
+    def as_double(self) -> "Template":
+        """The same prompt written with `{{name}}` variables (the converter for a single-brace template)."""
+        if self.placeholders == "double":
+            return self
+
+        def conv(text: str) -> str:
+            return SINGLE_RE.sub(lambda m: "{{" + m.group(1) + "}}" if m.group(1) else m.group(0)[0], text)
+        return self.replace(system=conv(self.system), turns=tuple(Message(m.role, conv(m.content)) for m in self.turns),
+                            prefill=conv(self.prefill), placeholders="double")
 
     # ---- building variants ---------------------------------------------------------
 
@@ -207,11 +248,6 @@ class Template:
         if unknown:
             raise TemplateError(f"template {self.name!r}: unknown field(s) {unknown}; fields are {list(FIELDS)}")
         return dc_replace(self, **changes)
-
-    def with_phrases(self, ids: Any, **kwargs: Any) -> "Template":
-        """Shortcut for `promptkit.apply_phrases(self, ids)`: the template with power phrases added."""
-        from .phrases import apply_phrases
-        return apply_phrases(self, ids, **kwargs)
 
     @property
     def user(self) -> str:
@@ -235,7 +271,7 @@ class Template:
         rows = list(rows)
         last = self.turns[-1]
         pairs: list[Message] = []
-        need = set(variables_in(last.content))
+        need = set(variables_in(last.content, self.placeholders))
         for row in rows:
             if not isinstance(row, Row):
                 raise TemplateError(
@@ -257,7 +293,7 @@ class Template:
                                     f"got {type(text).__name__}")
             if self.prefill and not text.startswith(self.prefill):
                 text = self.prefill + text
-            pairs += [Message("user", substitute(last.content, row.input)), Message("assistant", text)]
+            pairs += [Message("user", substitute(last.content, row.input, self.placeholders)), Message("assistant", text)]
         meta = dict(self.meta)
         meta["examples"] = list(meta.get("examples", [])) + [r.id for r in rows]
         return self.replace(
@@ -278,6 +314,8 @@ class Template:
         d["prefill"] = self.prefill
         if self.meta:
             d["meta"] = dict(self.meta)
+        if self.placeholders != "double":
+            d["placeholders"] = self.placeholders
         return d
 
     @classmethod
@@ -290,7 +328,8 @@ class Template:
         if unknown:
             hints = [difflib.get_close_matches(str(k), FIELDS, n=1) for k in unknown]
             detail = ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in zip(unknown, hints))
-            raise TemplateError(f"{source}: unknown template field {detail}; fields are {list(FIELDS)}")
+            raise TemplateError(f"{source}: unknown template field {detail}; fields are {list(FIELDS)}",
+                                field=(unknown[0],))
         for key in REQUIRED:
             if key not in d:
                 raise TemplateError(f"{source}: template is missing the required field '{key}'")
@@ -301,7 +340,7 @@ class Template:
             return cls(**values)
         except TemplateError as e:
             msg = str(e)
-            raise TemplateError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+            raise TemplateError(msg if msg.startswith(source) else f"{source}: {msg}", field=e.field) from None
 
     def to_yaml(self) -> str:
         """The template as a human-readable YAML document (multi-line text in block style)."""
@@ -311,7 +350,7 @@ class Template:
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<string>") -> "Template":
         """Parse a YAML document; a parse error names the source and line."""
-        return cls.from_dict(_parse_yaml(text, source), source=source)
+        return cls.from_dict(yamlfile.loads(text, source, TemplateError), source=source)
 
     def to_toml(self) -> str:
         """The template as TOML (for learners who prefer it); same fields as YAML."""
@@ -358,7 +397,9 @@ class Template:
         colours = {"system": "#eef2ff", "user": "#f0fdf4", "assistant": "#fff7ed", "prefill": "#fef9c3"}
 
         def box(label: str, text: str, role: str) -> str:
-            body = VAR_RE.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>", esc(text))
+            pattern = SINGLE_RE if self.placeholders == "single" else VAR_RE
+            body = pattern.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>" if m.group(1) else m.group(0),
+                               esc(text))
             return (f"<div style='background:{colours[role]};border-radius:4px;padding:4px 8px;margin:3px 0'>"
                     f"<div style='font-size:0.8em;color:#555'>{esc(label)}</div>"
                     f"<pre style='white-space:pre-wrap;margin:0;background:transparent'>{body}</pre></div>")
@@ -381,23 +422,18 @@ def load_template(path: str | os.PathLike[str]) -> Template:
     """Read a template file (.yaml, .yml or .toml); errors name the file, line and field."""
     p = Path(path)
     fmt = _format_of(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TemplateError(f"{p}: template file not found") from None
-    except UnicodeDecodeError as e:
-        raise TemplateError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = yamlfile.read_text(p, TemplateError, "template file")
     if fmt == "toml":
         return Template.from_toml(text, source=str(p))
-    data = _parse_yaml(text, str(p))
+    data = yamlfile.loads(text, str(p), TemplateError)
     try:
         return Template.from_dict(data, source=str(p))
     except TemplateError as e:
-        line = _yaml_line_for(text, str(e))
+        # the field at fault, or the whole document when it is not a mapping
+        line = yamlfile.line_of(yamlfile.compose(text), e.field) if e.field or not isinstance(data, Mapping) else None
         if line is None:
             raise
-        msg = str(e)
-        raise TemplateError(msg.replace(f"{p}:", f"{p}, line {line}:", 1)) from None
+        raise TemplateError(str(e).replace(f"{p}:", f"{p}, line {line}:", 1), field=e.field) from None
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -410,58 +446,6 @@ def _format_of(p: Path) -> str:
     if ext == ".toml":
         return "toml"
     raise TemplateError(f"{p}: a template file ends in .yaml, .yml or .toml, got {ext or 'no extension'!r}")
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    import yaml
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context = getattr(e, "context", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        start = getattr(e, "context_mark", None)
-        if context and start is not None and mark is not None and start.line != mark.line:
-            # an unclosed quote or bracket is found where the file ends: say where it was opened
-            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
-        detail = f"{problem} ({context})" if context else f"{problem}"
-        raise TemplateError(f"{source}{where}: not valid YAML: {detail}") from None
-
-
-_FIELD_IN_MSG = re.compile(r"turns\[(\d+)\](?:\.(role|content))?|field '(\w+)'|template field '(\w+)'|'(\w+)' must be")
-
-
-def _yaml_line_for(text: str, message: str) -> int | None:
-    """1-based line of the YAML node an error message names (a field or turns[i].role), if found."""
-    import yaml
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(root, yaml.MappingNode):
-        return root.start_mark.line + 1 if root is not None else None
-    m = _FIELD_IN_MSG.search(message)
-    if not m:
-        return None
-    top = {k.value: (k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-    if m.group(1) is not None:
-        if "turns" not in top or not isinstance(top["turns"][1], yaml.SequenceNode):
-            return None
-        items = top["turns"][1].value
-        i = int(m.group(1))
-        if i >= len(items):
-            return None
-        node = items[i]
-        if m.group(2) and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == m.group(2):
-                    return v.start_mark.line + 1
-        return node.start_mark.line + 1
-    name = m.group(3) or m.group(4) or m.group(5)
-    if name in top:
-        return top[name][0].start_mark.line + 1
-    return None
 
 
 def _block_str(dumper: Any, data: str) -> Any:
@@ -506,7 +490,7 @@ def _toml_value(v: Any, where: str) -> str:
 
 def _dump_toml(d: Mapping[str, Any]) -> str:
     lines = []
-    for k in ("name", "description", "system", "prefill"):
+    for k in ("name", "description", "system", "prefill", "placeholders"):
         if k in d:
             lines.append(f"{k} = {_toml_str(d[k])}")
     for t in d.get("turns", []):

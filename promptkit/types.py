@@ -41,6 +41,7 @@ class Settings:
     logprobs: bool = False
     top_logprobs: int = 0
     grammar: str | None = None  # GBNF; honoured by the local provider only
+    n_ctx: int | None = None  # local models' context window in tokens (None: the model's n_ctx in models.yaml)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -53,20 +54,24 @@ class Settings:
         """Reject values no provider accepts, naming the field and the allowed range."""
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or not 0.0 <= t <= 2.0:
-            raise SettingsError(f"Settings.temperature must be between 0 and 2, got {t!r}")
+            raise SettingsError(f"Settings.temperature must be between 0 and 2, got {t!r}", field=("temperature",))
         p = self.top_p
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 < p <= 1.0:
-            raise SettingsError(f"Settings.top_p must be in (0, 1], got {p!r}")
+            raise SettingsError(f"Settings.top_p must be in (0, 1], got {p!r}", field=("top_p",))
         m = self.max_tokens
         if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-            raise SettingsError(f"Settings.max_tokens must be a whole number of at least 1, got {m!r}")
+            raise SettingsError(f"Settings.max_tokens must be a whole number of at least 1, got {m!r}", field=("max_tokens",))
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise SettingsError(f"Settings.seed must be a whole number or None, got {self.seed!r}")
+            raise SettingsError(f"Settings.seed must be a whole number or None, got {self.seed!r}", field=("seed",))
         if not all(isinstance(s, str) and s for s in self.stop):
-            raise SettingsError(f"Settings.stop must be non-empty strings, got {self.stop!r}")
+            raise SettingsError(f"Settings.stop must be non-empty strings, got {self.stop!r}", field=("stop",))
         k = self.top_logprobs
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
-            raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}")
+            raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}", field=("top_logprobs",))
+        w = self.n_ctx
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 64):
+            raise SettingsError(f"Settings.n_ctx must be a whole number of tokens of at least 64 (or None for the "
+                                f"model's default), got {w!r}", field=("n_ctx",))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -94,12 +99,15 @@ class Request:
     """What a provider is asked: turns, settings and an optional assistant prefill.
 
     `prefill` starts the assistant's answer (e.g. "{" for JSON); the provider
-    continues from it and the completion's text includes it.
+    continues from it: `Completion.text` includes it, `Completion.reply` is the continuation alone.
+    `stream` asks an API provider to stream so time to first token is measured; it costs client CPU
+    per call and never changes the answer, so it is not part of the cell key.
     """
 
     messages: tuple[Message, ...]
     settings: Settings = field(default_factory=Settings)
     prefill: str = ""
+    stream: bool = False
 
     def __post_init__(self) -> None:
         msgs = tuple(self.messages)
@@ -143,7 +151,7 @@ class TokenLogprob:
 
 ErrorKind = Literal[
     "rate_limit", "overloaded", "server", "timeout", "connection", "auth",
-    "bad_request", "context_length", "malformed", "budget", "config", "unknown",
+    "bad_request", "context_length", "malformed", "truncated", "budget", "config", "unknown",
 ]
 
 
@@ -165,10 +173,16 @@ class Completion:
     retry_after_s: float | None = None
     logprobs: list[TokenLogprob] | None = None
     cached: bool = False
+    prefill: str = ""  # the start of the answer the request supplied; `text` begins with it
 
     @property
     def ok(self) -> bool:
         return self.error_kind is None
+
+    @property
+    def reply(self) -> str:
+        """What the model wrote after the prefill (`text` is prefill + reply, as a reader sees the answer)."""
+        return self.text[len(self.prefill):] if self.prefill and self.text.startswith(self.prefill) else self.text
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +194,14 @@ class Completion:
         if d.get("logprobs") is not None:
             d["logprobs"] = [TokenLogprob(**t) for t in d["logprobs"]]
         return cls(**d)
+
+
+def prefill_used(request: Request, completion: Completion) -> str:
+    """The prefill as the completion's text carries it (Anthropic strips its trailing whitespace)."""
+    p = request.prefill
+    if p and not completion.text.startswith(p) and completion.text.startswith(p.rstrip()):
+        return p.rstrip()
+    return p
 
 
 @dataclass

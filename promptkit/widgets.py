@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .results import SUMMARY_VIEWS
 from .templates import Template, load_template, variables_in
 from .types import Message, Row, Settings
 
@@ -53,12 +54,20 @@ class PromptBuilder:
         n_rows: int = 3,
         split: str = "dev",
         max_tokens: int = 32,
+        exercise: str | None = None,
     ) -> None:
         import ipywidgets as w
 
         from .datasets import list_datasets
         from .phrases import default_library
 
+        self.exercise = None
+        if exercise is not None:  # the exercise decides the dataset, the model, the budget and the file name
+            from .exercises import get_exercise
+
+            self.exercise = get_exercise(exercise)
+            dataset, models = self.exercise.dataset, [self.exercise.model]
+            max_tokens = int(self.exercise.settings.get("max_tokens", max_tokens))
         self._w = w
         self.split = split
         self.results: Any = None
@@ -107,8 +116,11 @@ class PromptBuilder:
         self.repeats = w.IntSlider(description="Repeats", min=1, max=5, value=1)
 
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
-        self.save_name = w.Text(description="Save as", value="my_prompt.yaml")
+        self.save_name = w.Text(description="Save as", value=(self.exercise and self.exercise.save_as) or "my_prompt.yaml")
         self.save_button = w.Button(description="Save template", icon="save")
+        self.check_button = w.Button(description="Save and check exercise", icon="check",
+                                     layout=w.Layout(display="" if self.exercise else "none"))
+        self.check_html = w.HTML()  # empty until the learner checks: no result before an attempt
         self.preview = w.HTML()
         self.status = w.HTML()
         self.error = w.HTML()
@@ -121,23 +133,26 @@ class PromptBuilder:
             wid.observe(self._on_edit, names="value")
         self.run_button.on_click(self._on_run)
         self.save_button.on_click(self._on_save)
+        self.check_button.on_click(self._on_check)
 
         prompt_box = w.VBox([w.HTML("<h3>1. Prompt</h3>"), self.start, self.system, self.user, self.prefill])
         phrase_box = w.VBox([w.HTML("<h3>2. Power phrases</h3>"), self.compare_baseline, self.phrases])
         data_box = w.VBox([w.HTML("<h3>3. Data and models</h3>"), self.dataset, self.n_rows, self.variables,
                            self.models, self.temperature, self.max_tokens, self.repeats])
         left = w.VBox([prompt_box, phrase_box], layout=w.Layout(width="58%"))
-        right = w.VBox([data_box, w.HBox([self.run_button]), w.HBox([self.save_name, self.save_button])],
-                       layout=w.Layout(width="40%"))
+        right = w.VBox([data_box, w.HBox([self.run_button]), w.HBox([self.save_name, self.save_button]),
+                        self.check_button], layout=w.Layout(width="40%"))
         self.widget = w.VBox([
             w.HBox([left, right]),
-            self.error, self.status,
+            self.error, self.status, self.check_html,
             w.HTML("<h3>What the model sees (first row)</h3>"), self.preview,
             self.progress,
             w.HTML("<h3>Results</h3>"), self.result_html,
         ], layout=w.Layout(width="100%"))
         self.widget.add_class("pk-builder")
         self._on_dataset({"new": self.dataset.value})
+        if self.exercise is not None:
+            self.user.value = self.blank_user()
 
     # ---------------------------------------------------------------- state
 
@@ -187,12 +202,18 @@ class PromptBuilder:
 
     # ---------------------------------------------------------------- callbacks
 
+    def blank_user(self) -> str:
+        """A blank page for the chosen dataset: only its data slots, so the learner writes the question."""
+        if self._dataset_obj is None:
+            return BLANK_USER
+        return "".join(f"{name.capitalize()}:\n{{{{{name}}}}}\n\n" for name in self._dataset_obj.task.input_fields)
+
     @_shows_errors
     def _on_start(self, change: dict[str, Any]) -> None:
         name = change["new"]
         if name == BLANK:
             self._earlier_turns = ()
-            self.system.value, self.prefill.value, self.user.value = "", "", BLANK_USER
+            self.system.value, self.prefill.value, self.user.value = "", "", self.blank_user()
             return
         from .datasets import load_dataset
 
@@ -286,10 +307,8 @@ class PromptBuilder:
         parts = []
         try:
             summary = results.summary()
-            cols = [c for c in ("variant", "model", "n", "errors", "score", "score_lo", "score_hi", "accuracy", "baseline", "balanced_accuracy",
-                                "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100")
-                    if c in summary.columns]
-            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.3g}"))
+            cols = [c for c in SUMMARY_VIEWS["builder"] if c in summary.columns]
+            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
         except Exception as exc:  # a summary problem must not hide the outputs
             parts.append(f"<p>(no summary: {html.escape(str(exc))})</p>")
         sbs = results.side_by_side(across=across)
@@ -314,6 +333,27 @@ class PromptBuilder:
         self.saved_path = t.save(p)
         self.status.value = f"<span style='color:#2e7d32'>Saved to {html.escape(str(self.saved_path))}</span>"
         return self.saved_path
+
+    @_shows_errors
+    def _on_check(self, _button: Any = None) -> Any:
+        return self.check_exercise()
+
+    def check_exercise(self) -> Any:
+        """Save the prompt under the exercise's file name and check that file on the exercise's held-out rows."""
+        from .exercises import check
+
+        if self.exercise is None:
+            raise ValueError("this builder was not opened for an exercise; use prompt_builder(exercise=...)")
+        path = self.save(self.save_name.value)
+        settings = {k: v for k, v in {"max_tokens": int(self.max_tokens.value)}.items()
+                    if k in self.exercise.allow_settings}
+        self.status.value = f"Checking {html.escape(path.name)} on {self.exercise.rows} held-out rows…"
+        self.progress.clear_output()
+        with self.progress:
+            result = check(self.exercise.id, str(path), settings=settings, progress=True)
+        self.check_html.value = result._repr_html_()
+        self.status.value = f"<span style='color:#2e7d32'>Checked {html.escape(str(path))}.</span>"
+        return result
 
     def load(self, path: str | Path) -> Template:
         """Load a saved template into the builder's fields (phrases already baked in)."""

@@ -50,6 +50,13 @@ Kinds and the error_kind a client should record (``Fault.expected_kind``):
     slow         the reply waits ``delay`` seconds before its headers                 -> timeout
     stream_error an error event (type overloaded_error) after the first streamed token;
                  a non-streamed call gets a 529 instead                               -> overloaded
+    ignore_stream  a plain JSON reply whatever was asked (servers and proxies that ignore
+                 `stream: true` do this); a correct client reads it as the answer     -> None (an answer)
+    no_terminator  a stream that ends cleanly without `data: [DONE]` / `message_stop`
+                 (a non-streamed call gets a JSON body cut short)                     -> truncated (malformed)
+    broken_json  a 200 `application/json` body that is not JSON, whatever was asked   -> malformed
+    forced_stream  a stream (with its terminator) even for a non-streamed call        -> malformed when not
+                 asked for (the client cannot read it as JSON), an answer when it was
 
 Selection: ``at`` is a set of 0-based completion-call indices (arrival order,
 counted over POSTs to the two completion paths); ``when`` is a predicate on the
@@ -64,9 +71,6 @@ A server may demand a key: ``FakeServer(api_key="sk-...")`` answers 401 to an
 OpenAI call without ``Authorization: Bearer <key>`` or an Anthropic call
 with neither ``x-api-key: <key>`` nor that Bearer header (SDK 2.x sends Bearer).
 ``usage=False`` omits usage everywhere (some OpenAI-compatible servers send none). ``models`` lists ids for GET /v1/models.
-
-For pytest: ``server = fake_server_fixture(latency=0.0)`` at module level gives
-a fixture named ``server`` that yields a started FakeServer.
 """
 from __future__ import annotations
 
@@ -81,9 +85,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
-__all__ = ["Call", "Fault", "FakeServer", "Reply", "echo_reply", "fake_server_fixture", "scripted", "tokens_of"]
+__all__ = ["Call", "Fault", "FakeServer", "Reply", "echo_reply", "scripted", "tokens_of"]
 
-FAULT_KINDS: dict[str, str] = {
+FAULT_KINDS: dict[str, str | None] = {
     "rate_limit": "rate_limit",
     "server": "server",
     "unavailable": "overloaded",
@@ -92,6 +96,10 @@ FAULT_KINDS: dict[str, str] = {
     "drop": "connection",
     "slow": "timeout",
     "stream_error": "overloaded",
+    "ignore_stream": None,
+    "no_terminator": "truncated",
+    "broken_json": "malformed",
+    "forced_stream": "malformed",
 }
 _STATUS = {"rate_limit": 429, "server": 500, "unavailable": 503, "overloaded": 529}
 OPENAI_PATH = "/v1/chat/completions"
@@ -187,8 +195,8 @@ class Fault:
             self.at = frozenset(self.at)
 
     @property
-    def expected_kind(self) -> str:
-        """The Completion.error_kind a correct client records for this fault."""
+    def expected_kind(self) -> str | None:
+        """The Completion.error_kind a correct client records for this fault (None: an answer)."""
         return FAULT_KINDS[self.kind]
 
 
@@ -599,6 +607,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         assert answer is not None
         fault_kind = fault.kind if fault is not None else None
+        if fault_kind == "broken_json":
+            self._send_bytes(200, b'{"id": "broken", "choices": [{"message": <<not json', "application/json")
+            return
+        if fault_kind in ("ignore_stream", "forced_stream"):
+            json_reply = fault_kind == "ignore_stream"
+            if vendor == "openai":
+                (self._openai_json if json_reply else self._openai_stream)(owner, call, answer, None)
+            else:
+                (self._anthropic_json if json_reply else self._anthropic_stream)(owner, call, answer, None)
+            return
+        if fault_kind == "no_terminator" and not call.stream:
+            fault_kind = "malformed"
         if vendor == "openai":
             (self._openai_stream if call.stream else self._openai_json)(owner, call, answer, fault_kind)
         else:
@@ -682,7 +702,8 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             self._chunk(event([], usage={"prompt_tokens": a.input_tokens, "completion_tokens": a.output_tokens,
                                          "total_tokens": a.input_tokens + a.output_tokens}))
-        self._chunk(b"data: [DONE]\n\n")
+        if fault != "no_terminator":
+            self._chunk(b"data: [DONE]\n\n")
         self._end_stream()
 
     # -- Anthropic -------------------------------------------------------
@@ -760,17 +781,7 @@ class _Handler(BaseHTTPRequestHandler):
             "delta": {"stop_reason": _ANTHROPIC_FINISH.get(a.finish, a.finish), "stop_sequence": a.stop_sequence},
             "usage": usage,
         }))
-        self._chunk(event("message_stop", {"type": "message_stop"}))
+        if fault != "no_terminator":
+            self._chunk(event("message_stop", {"type": "message_stop"}))
         self._end_stream()
 
-
-def fake_server_fixture(**kwargs: Any) -> Any:
-    """A pytest fixture (assign it to a module-level name) yielding a started FakeServer(**kwargs)."""
-    import pytest
-
-    @pytest.fixture
-    def _fixture() -> Any:
-        with FakeServer(**kwargs) as srv:
-            yield srv
-
-    return _fixture

@@ -20,38 +20,21 @@ ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    clear_providers()
-    yield
-    clear_providers()
+def _clean_env(vendor_env_cleared):
+    vendor_env_cleared(ENV_VARS)
 
 
 @pytest.fixture
-def server():
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def anthropic_env(server, monkeypatch):
+def anthropic_env(point_sdk):
     """ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point the SDK at the fake server: nothing else is configured."""
-    for k, v in server.env("anthropic", key=CANARY).items():
-        monkeypatch.setenv(k, v)
-    return server
+    return point_sdk("anthropic", CANARY)
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def test_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
+def test_streamed_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
     with FakeServer(latency=0.05, token_delay=0.01) as srv:
         for k, v in srv.env("anthropic", key=CANARY).items():
             monkeypatch.setenv(k, v)
-        c = pk.complete("renewal looks at risk", MODEL, system="Be brief.", max_tokens=50)
+        c = pk.complete("renewal looks at risk", MODEL, system="Be brief.", max_tokens=50, stream=True)
         body = srv.last.body
     assert c.ok, c.error
     assert c.text == "renewal looks at risk"

@@ -207,8 +207,9 @@ def test_input_longer_than_the_local_context_is_that_cells_error_and_the_run_goe
     assert len(res) == 3
     long = by_row["long"]
     assert long.error_kind == "context_length" and long.text == ""
-    m = re.fullmatch(r"the prompt is (\d+) tokens but local:smollm2 is loaded with a context window of 4096 tokens; "
-                     r"shorten the input or the few-shot examples", long.error)
+    m = re.fullmatch(r"the prompt is (\d+) tokens but local:smollm2 runs with a context window of n_ctx=4096 tokens "
+                     r"\(Settings.n_ctx; the default is the model's n_ctx in models.yaml\); that is more than the "
+                     r"model's own limit of 8192 tokens: shorten the input or the few-shot examples", long.error)
     assert m and int(m.group(1)) > 4096, long.error
     assert by_row["short1"].ok and by_row["short2"].ok and by_row["short2"].output_tokens >= 1
     counts = res.meta["counts"]

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 
-from promptkit.calibration import CONTENT_FREE, ContextualCalibration, contextual_calibration, fit_threshold, split_rows
+from promptkit.calibration import (
+    CONTENT_FREE, CalibrationCollapseWarning, ContextualCalibration, contextual_calibration, fit_label_offsets,
+    fit_threshold, label_shares, split_rows,
+)
 from promptkit.errors import GraderError
 from promptkit.metrics import balanced_accuracy
 from promptkit.scoring import LabelScore, score_labels, score_request
@@ -117,3 +121,75 @@ def test_contextual_then_threshold_on_held_out_rows_of_the_real_model():
     assert [s.row_id for s in out] == ["t1", "t2"] and all(s.label in YN for s in out)
     with pytest.raises(GraderError):
         th.apply(dev)
+
+
+# ---------------------------------------------------------------- any number of labels (issue 22)
+
+TIERS = ["Commit", "Likely", "At-Risk"]
+
+
+def ls3(rid: str, probs: dict, target: str, split: str, calibration: str | None = None) -> LabelScore:
+    total = sum(probs.values())
+    probs = {k: v / total for k, v in probs.items()}
+    return LabelScore(rid, max(probs, key=probs.get), probs, {k: math.log(v) for k, v in probs.items()},
+                      target=target, split=split, calibration=calibration)
+
+
+def biased_rows(split: str, n_each: int, offset: int = 0) -> list[LabelScore]:
+    """Scores that rank each row's gold label above its rank elsewhere, but whose argmax is always At-Risk."""
+    rows = []
+    for i in range(n_each):
+        j = i + offset
+        for gold in TIERS:
+            p = {"Commit": 0.05, "Likely": 0.05, "At-Risk": 0.9}
+            p[gold] *= 6 + (j % 3)  # the gold label gains, not enough to beat the bias
+            rows.append(ls3(f"{split}-{gold}-{j}", p, gold, split))
+    return rows
+
+
+def test_offsets_fitted_on_dev_fix_a_three_label_bias_on_test():
+    dev, test = biased_rows("dev", 6), biased_rows("test", 12, offset=1)
+    assert {s.label for s in test} == {"At-Risk"}
+    rule = fit_label_offsets(dev)
+    out = rule.apply(test)
+    assert balanced_accuracy([s.target for s in out], [s.label for s in out], TIERS) == 1.0
+    assert rule.offsets["Commit"] == 0.0 and rule.offsets["At-Risk"] < rule.offsets["Likely"] + 1e-9
+    assert rule.fitted_value == 1.0 and "offsets" in str(rule)
+    assert all(s.calibration == "offsets" and sum(s.probs.values()) == pytest.approx(1) for s in out)
+
+
+def test_offsets_refuse_the_rows_and_split_they_were_fitted_on():
+    dev = biased_rows("dev", 3)
+    rule = fit_label_offsets(dev)
+    with pytest.raises(GraderError, match="used to choose this rule"):
+        rule.apply(dev[:2])
+    with pytest.raises(GraderError, match="come from the 'dev' split"):
+        rule.apply([ls3("new", {"Commit": 1, "Likely": 1, "At-Risk": 1}, "Commit", "dev")])
+    with pytest.raises(GraderError, match="from other splits"):
+        fit_label_offsets(biased_rows("test", 2))
+    with pytest.raises(GraderError, match=r"no dev row has gold label \['Likely'\]"):
+        fit_label_offsets([s for s in dev if s.target != "Likely"])
+    with pytest.raises(GraderError, match="fitted on raw scores"):
+        rule.apply([ls3("t1", {"Commit": 1, "Likely": 1, "At-Risk": 1}, "Commit", "test", calibration="contextual")])
+
+
+def test_calibration_that_sends_every_row_to_one_label_warns_and_offers_the_dev_rule():
+    """Issue 22's case: p_cf(Likely) = 0.037, and dividing by it made 60 of 60 renewal rows Likely."""
+    dev = biased_rows("dev", 6)
+    cc = ContextualCalibration(labels=TIERS, p_cf={"Commit": 0.5, "Likely": 0.037, "At-Risk": 0.463},
+                               reference=label_shares(dev, TIERS))
+    test = [ls3(f"t{i}", {"Commit": 0.3, "Likely": 0.2, "At-Risk": 0.5}, TIERS[i % 3], "test") for i in range(12)]
+    with pytest.warns(CalibrationCollapseWarning, match=r"12 of 12 rows \(100%\) are 'Likely'.*33% in the dev split"
+                                                        r".*p_cf\(Likely\) = 0.037.*fit_label_offsets"):
+        out = cc.apply(test)
+    assert {s.label for s in out} == {"Likely"} and cc.last_collapse.label == "Likely"
+
+
+def test_a_calibration_that_keeps_the_label_mix_does_not_warn():
+    cc = ContextualCalibration(labels=TIERS, p_cf={"Commit": 0.1, "Likely": 0.1, "At-Risk": 0.8})
+    test = biased_rows("test", 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cc.apply(test)
+    assert cc.last_collapse is None
+    assert balanced_accuracy([s.target for s in cc.apply(test)], [s.label for s in cc.apply(test)], TIERS) == 1.0

@@ -470,12 +470,15 @@ def test_live_builder_runs_a_prompt_on_the_local_model(server, visit):
     assert {"target", "with phrases", "without phrases"} <= set(sbs_heads), sbs_heads
     body = sbs.locator("tbody tr")
     assert body.count() == n_rows
-    gold = {"Commit", "Likely", "At-Risk"}
+    import promptkit as pk  # the builder opens on its exercise's dataset
+
+    labels = pk.load_dataset(pk.exercises.get_exercise("builder.prompt_worth_saving").dataset).task.labels
+    gold = set(labels)
     for i in range(n_rows):
         cells = [c.strip() for c in body.nth(i).locator("td").all_inner_texts()]
         assert cells[0] in gold, cells
         for answer in cells[1:]:  # "<model output>\n— <mark> <score> <parsed label or 'unparseable'>"
-            assert re.search(r"— [✓✗?] [01]\.\d\d (Commit|Likely|At-Risk|unparseable)$", answer), answer
+            assert re.search(rf"— [✓✗?] [01]\.\d\d ({'|'.join(map(re.escape, labels))}|unparseable)$", answer), answer
     per_call = page.locator(".pk-results details table")
     assert per_call.locator("tbody tr").count() == 2 * n_rows
     _page_is_clean(visit.text())

@@ -21,6 +21,8 @@ ALL = list_datasets()
 TASKS = load_tasks()
 FILE_TASKS = [n for n in ALL if not TASKS[n].derived_from]
 CLASSIFICATION = [n for n in FILE_TASKS if TASKS[n].type in ("label", "multilabel")]
+# the tasks the tour teaches on: large enough that a stored run resolves a ~12-point paired difference
+TAUGHT = ["renewal_tier", "health_colour"]
 
 
 # --- every shipped dataset ---------------------------------------------------------------------------------------
@@ -39,7 +41,9 @@ def test_splits_exist_and_test_is_largest(name):
     sizes = load_dataset(name).splits
     assert set(sizes) == {"train", "dev", "test"}
     assert sizes["test"] > sizes["dev"] > sizes["train"] >= 3
-    assert 12 <= sizes["dev"] <= 20
+    assert sizes["dev"] >= 12
+    if name not in TAUGHT:  # the tasks the tour teaches on have a larger dev split (below)
+        assert sizes["dev"] <= 20
 
 
 @pytest.mark.parametrize("name", CLASSIFICATION)
@@ -58,6 +62,28 @@ def test_classification_tasks_have_60_rows_and_every_label_in_dev_and_test(name)
         assert len(set(total[lab] for lab in ds.labels)) > 1, "label mix should not be exactly uniform"
     else:
         assert min(shares) >= 0.1, total
+
+
+@pytest.mark.parametrize("name", TAUGHT)
+def test_taught_tasks_are_large_enough_to_resolve_small_differences(name):
+    sizes = load_dataset(name).splits
+    assert sum(sizes.values()) >= 150, sizes
+    assert sizes["test"] >= 100 and sizes["dev"] >= 30, sizes
+    assert 3 <= sizes["train"] <= 12, sizes  # train feeds few-shot examples: a handful per label
+
+
+@pytest.mark.parametrize("name", [n for n in FILE_TASKS if TASKS[n].type == "label"])
+def test_label_shares_are_balanced_in_every_split(name):
+    ds = load_dataset(name)
+    k = len(ds.labels)
+    for split, counts in ds.label_counts().items():
+        n = sum(counts.values())
+        if split == "train":
+            assert min(counts[lab] for lab in ds.labels) >= 1 and max(counts.values()) - min(counts.values()) <= 2
+            continue
+        shares = {lab: counts[lab] / n for lab in ds.labels}
+        # within 0.6x-1.4x of uniform: for three labels each label is 20-47% of the split
+        assert all(0.6 / k <= s <= 1.4 / k for s in shares.values()), (split, counts)
 
 
 @pytest.mark.parametrize("name", [n for n in FILE_TASKS if TASKS[n].type == "label"])
@@ -227,6 +253,28 @@ def test_no_near_duplicate_rows_within_or_across_datasets():
     assert worst_across[0] < 0.4, f"near-duplicate rows across datasets: {worst_across}"
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9%$]+", text.lower()))
+
+
+@pytest.mark.parametrize("name", FILE_TASKS)
+def test_no_two_rows_share_most_of_their_words(name):
+    """No row reuses 80% or more of another row's distinct words (share of the shorter row's word set)."""
+    rows = [(r.id, _words(" ".join(r.input.values()))) for r in load_dataset(name)]
+    worst = (0.0,)
+    for (a, wa), (b, wb) in itertools.combinations(rows, 2):
+        share = len(wa & wb) / min(len(wa), len(wb))
+        if share > worst[0]:
+            worst = (share, a, b)
+    assert worst[0] < 0.8, f"two rows share most of their words: {worst}"
+
+
+def test_word_share_flags_a_reworded_copy():
+    a = load_dataset("renewal_tier")["rt-003"].input["notes"]
+    b = a.replace("Pinecrest", "Pinewood").replace("June", "May").replace("Braze", "Iterable")
+    assert len(_words(a) & _words(b)) / min(len(_words(a)), len(_words(b))) >= 0.8
+
+
 def test_shingle_similarity_flags_a_near_copy():
     a = load_dataset("renewal_tier")[1].input["notes"]
     b = a.replace("Eastmoor", "Westmoor").replace("Tuesday", "Thursday")
@@ -285,8 +333,8 @@ def test_split_sample_and_frame():
     df = ds.to_frame()
     assert list(df.columns) == ["id", "split", "notes", "target", "meta"] and len(df) == len(ds)
     assert ds["rt-001"].target == df.set_index("id").loc["rt-001", "target"]
-    with pytest.raises(DatasetError, match="asked for 61 rows but it has 60"):
-        ds.sample(61)
+    with pytest.raises(DatasetError, match=f"asked for {len(ds) + 1} rows but it has {len(ds)}"):
+        ds.sample(len(ds) + 1)
     with pytest.raises(DatasetError, match="split 'validation' is not one of train, dev, test"):
         ds.split("validation")
 

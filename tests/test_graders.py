@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -46,8 +47,6 @@ FAILED = Completion(provider="test", model="hand", error_kind="rate_limit", erro
     ("The renewal tier for this account is **Likely** because the customer is expanding.", "Likely"),
     ("Based on the notes, I would classify this account as **Commit**.", "Commit"),
     ("The answer is At-Risk since the champion left and usage is down.", "At-Risk"),
-    ("Given the declining usage, this customer is likely At-Risk.", "At-Risk"),
-    ("The account is not Commit; it is Likely.", "Likely"),
     ("The tier is **Likely**, although **At-Risk** signals exist.", "Likely"),
     ("Likely, not At-Risk: the QBR went well.", "Likely"),
     ("Renewal tier: **At-Risk**\n\nExplanation: procurement is stalled and a Commit is unlikely.", "At-Risk"),
@@ -61,14 +60,52 @@ def test_label_normaliser_reads_the_label(answer, label):
     assert p.label == label, p.reason
 
 
+# Strict readability: an answer is readable when it IS the label (trimmed of punctuation and markup), STARTS
+# with it, or gives it after an explicit marker. A label used as a word or named in passing is "mentioned,
+# not answered": never graded as a choice (a lenient parser once read the first two as Likely).
+@pytest.mark.parametrize("answer, label, mentioned", [
+    ("This account is likely to renew.", None, {"Likely"}),
+    ("Tier: 1.\nThe account is likely to renew, but the sponsor left.", None, {"Likely"}),
+    ("Given the declining usage, this customer is likely At-Risk.", None, {"Likely", "At-Risk"}),
+    ("The account is not Commit; it is Likely.", None, {"Likely"}),
+    ("The customer may commit to a longer term if the QBR goes well.", None, {"Commit"}),
+    ("Usage is down and the account is at risk.", None, {"At-Risk"}),
+    ("I think this is a Commit account.", None, {"Commit"}),
+    ("It could be Likely or Commit.", None, {"Likely", "Commit"}),
+    ("Either **Likely** or **At-Risk**, depending on the QBR.", None, {"Likely", "At-Risk"}),
+    ("Some would say Commit, others At Risk.", None, {"Commit", "At-Risk"}),
+    ("Based on the notes, I would classify this account as **Commit**.", "Commit", None),
+    ("> **At-Risk**", "At-Risk", None),
+    ("`Likely`", "Likely", None),
+    ("## Likely\nThe notes show expansion.", "Likely", None),
+    ("Tier: 1.\nAnswer: Likely", "Likely", None),
+    ("likely to renew, but procurement is slow", "Likely", None),
+    ("After reading the notes carefully.\n\nFinal answer: At-Risk", "At-Risk", None),
+    ("The renewal is likely. Final tier: Commit", "Commit", None),
+])
+def test_strict_readability_hard_cases(answer, label, mentioned):
+    p = G.parse_label(answer, TIERS)
+    assert p.label == label, p.reason
+    if mentioned is None:
+        assert not p.mentioned
+    else:
+        assert p.mentioned and not p.ambiguous and set(p.candidates) == mentioned, p
+        assert "mentioned, not answered" in p.reason
+
+
+def test_a_mention_is_unreadable_and_counted_apart_in_the_summary():
+    g = G.label_match(TIERS)
+    grade = g(C("This account is likely to renew."), "Likely")
+    assert not grade.parsed and not grade.passed and grade.details["how"] == "mention"
+    assert "mentioned, not answered" in grade.reason
+
+
 @pytest.mark.parametrize("answer, candidates", [
-    ("It could be Likely or Commit.", {"Likely", "Commit"}),
     ("Commit or At-Risk, hard to say.", {"Commit", "At-Risk"}),
-    ("Either **Likely** or **At-Risk**, depending on the QBR.", {"Likely", "At-Risk"}),
+    ("The answer is Likely or Commit.", {"Likely", "Commit"}),
     ("Tier: Commit/Likely", {"Commit", "Likely"}),
     ("Commit, Likely, At-Risk.", {"Commit", "Likely", "At-Risk"}),  # the label list echoed back
     ("Answer: Commit, or Likely", {"Commit", "Likely"}),
-    ("Some would say Commit, others At Risk.", {"Commit", "At-Risk"}),
 ])
 def test_two_labels_are_ambiguous_not_a_guess(answer, candidates):
     p = G.parse_label(answer, TIERS)
@@ -84,8 +121,9 @@ def test_no_label_is_unparseable(answer):
 
 
 def test_aliases_both_directions_and_conflicts():
-    p = G.parse_label("This one will churn.", TIERS, aliases={"churn": "At-Risk"})
+    p = G.parse_label("Churn.", TIERS, aliases={"churn": "At-Risk"})
     assert p.label == "At-Risk"
+    assert G.parse_label("This one will churn.", TIERS, aliases={"churn": "At-Risk"}).mentioned
     p = G.parse_label("safe", TIERS, aliases={"Commit": ["safe", "locked in"]})
     assert p.label == "Commit"
     assert G.parse_label("Locked-in for sure", TIERS, aliases={"Commit": ["safe", "locked in"]}).label == "Commit"
@@ -215,11 +253,12 @@ def test_contains_uses_target_when_no_text_given():
 
 
 def test_regex_match_label_and_bad_pattern():
-    g = G.regex(r"health:\s*(green|yellow|red)")
+    g = G.regex(r"health:\s*(green|yellow|red)", flags=re.IGNORECASE)
     r = g(C("Health: Yellow, because adoption is shallow"), None)
     assert r.passed and r.details["group"] == "Yellow" and r.label is None
     assert not g(C("healthy"), None).passed
-    assert G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C(" Red \n"), None).passed
+    assert G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C("Red"), None).passed
+    assert not G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C(" Red \n"), None).passed  # nothing stripped
     assert not G.regex(r"(Green|Yellow|Red)", fullmatch=True)(C("Red."), None).passed
     with pytest.raises(GraderError, match="invalid pattern"):
         G.regex("(unclosed")

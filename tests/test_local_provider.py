@@ -111,7 +111,7 @@ def test_too_long_input_is_an_error_completion_not_an_exception():
     long_text = "renewal risk " * 5000
     c = pk.complete(long_text, max_tokens=8)
     assert not c.ok and c.error_kind == "context_length"
-    assert "context window of 4096 tokens" in c.error
+    assert "context window of n_ctx=4096 tokens" in c.error
 
 
 def test_logprobs_when_asked():

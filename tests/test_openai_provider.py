@@ -22,38 +22,21 @@ ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJEC
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    clear_providers()
-    yield
-    clear_providers()
+def _clean_env(vendor_env_cleared):
+    vendor_env_cleared(ENV_VARS)
 
 
 @pytest.fixture
-def server():
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def openai_env(server, monkeypatch):
+def openai_env(point_sdk):
     """OPENAI_BASE_URL and OPENAI_API_KEY point the SDK at the fake server: nothing else is configured."""
-    for k, v in server.env("openai", key=CANARY).items():
-        monkeypatch.setenv(k, v)
-    return server
+    return point_sdk("openai", CANARY)
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def test_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
+def test_streamed_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):
     with FakeServer(latency=0.05, token_delay=0.01) as srv:
         for k, v in srv.env("openai", key=CANARY).items():
             monkeypatch.setenv(k, v)
-        c = pk.complete("renewal looks at risk", MODEL, max_tokens=50)
+        c = pk.complete("renewal looks at risk", MODEL, max_tokens=50, stream=True)
     assert c.ok, c.error
     assert c.text == "renewal looks at risk"
     assert (c.provider, c.model) == ("openai", "gpt-4o-mini")
@@ -78,7 +61,7 @@ def test_settings_system_and_prefill_reach_the_request_body(openai_env):
     ]
     assert (body["temperature"], body["top_p"], body["seed"], body["stop"], body["max_tokens"]) == (
         0.3, 0.9, 7, ["END"], 12)
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "stream" not in body and "stream_options" not in body  # not streamed unless asked
     assert "logprobs" not in body
     assert c.text == "Tier: Commit"  # the prefill plus the continuation
 
@@ -143,10 +126,12 @@ def test_server_without_usage_leaves_tokens_and_cost_unknown(monkeypatch):
     with FakeServer(usage=False) as srv:
         for k, v in srv.env("openai").items():
             monkeypatch.setenv(k, v)
-        c = pk.complete("no usage here", MODEL)
-    assert c.ok and c.text == "no usage here"
-    assert c.input_tokens is None and c.output_tokens is None and c.cost_usd is None
-    assert c.ttft_s is not None
+        c = pk.complete("no usage here", MODEL, stream=True)
+        plain = pk.complete("no usage here", MODEL)
+    assert c.ok and c.text == "no usage here" and plain.ok and plain.text == "no usage here"
+    for got in (c, plain):
+        assert got.input_tokens is None and got.output_tokens is None and got.cost_usd is None
+    assert c.ttft_s is not None and plain.ttft_s is None
 
 
 FAULTS = ["rate_limit", "server", "unavailable", "overloaded", "malformed", "drop", "stream_error"]

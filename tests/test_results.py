@@ -490,7 +490,7 @@ def test_label_match_grader_gold_is_read_as_the_grader_reads_it():
     from promptkit.graders import label_match
 
     targets = ["commit", "AT-RISK", {"label": "Likely"}, "commit"]
-    answers = ["Commit.", "I think At-Risk", "likely", "hmm"]
+    answers = ["Commit.", "At-Risk, I think", "likely", "hmm"]
     cells = [cell_result(str(i), t, a, graders=()) for i, (t, a) in enumerate(zip(targets, answers))]
     res = Results(cells).regrade(label_match(["Commit", "Likely", "At-Risk"], name="tier"))
     s = res.summary().iloc[0]
@@ -546,3 +546,45 @@ def test_runner_results_round_trip_regrade_and_report(tmp_path):
     assert loose.summary().set_index("variant").loc["echo_answer", "accuracy"] == 0.75
     text = back.to_html(tmp_path / "run.html").read_text(encoding="utf-8")
     assert "<title>echo tiers</title>" in text and "experiment.models" in text
+
+
+def test_mentioned_not_answered_is_counted_apart_within_unparseable():
+    """A label named in passing is unreadable (not a choice) and the summary counts it separately."""
+    from promptkit.graders import label_match
+    from promptkit.lessons import answer_counts
+
+    targets = ["Likely", "Likely", "Commit", "At-Risk"]
+    answers = ["This account is likely to renew.", "Likely", "hmm", "Tier: 1.\nThe account is likely to renew."]
+    cells = [cell_result(str(i), t, a, graders=()) for i, (t, a) in enumerate(zip(targets, answers))]
+    res = Results(cells).regrade(label_match(["Commit", "Likely", "At-Risk"], name="tier"))
+    s = res.summary().iloc[0]
+    assert s["correct"] == 1 and s["unparseable"] == 3 and s["mentioned"] == 2
+    counts = answer_counts(res, by=["variant"])
+    assert counts.loc["gold labels"].to_dict() == {"Commit": 1, "Likely": 2, "At-Risk": 1,
+                                                   "mentioned, not answered": 0, "unparseable": 0}
+    row = counts.drop(index="gold labels").iloc[0]
+    assert row["mentioned, not answered"] == 2 and row["unparseable"] == 1 and row["Likely"] == 1
+    assert row["Commit"] == 0 and row["At-Risk"] == 0  # labels nobody answered still have a column
+
+
+def test_every_summary_view_names_columns_the_summary_makes():
+    """One definition of the views' columns (results.SUMMARY_VIEWS): a misspelt name would silently drop a column."""
+    import promptkit as pk
+    from promptkit.experiment import Experiment
+    from promptkit.providers import clear_providers
+    from promptkit.providers.mock import mock_provider
+    from promptkit.results import SUMMARY_VIEWS
+    from promptkit.templates import Template
+    from promptkit.types import Row
+
+    clear_providers()
+    mock_provider("mock:views").always(lambda req: "Commit" if "renew" in req.messages[-1].content else "At-Risk")
+    rows = [Row(f"r{i}", {"notes": "will renew" if i % 3 else "leaving"}, "Commit" if i % 2 else "At-Risk")
+            for i in range(8)]
+    exp = Experiment([Template("t", turns="{{notes}}")], ["mock:views"], rows,
+                     sweep={"temperature": [0.0, 0.5]}, graders=[pk.label_match(["Commit", "At-Risk"])])
+    made = set(pk.run(exp, cache="off", progress=False).summary().columns)
+    clear_providers()
+    for view, cols in SUMMARY_VIEWS.items():
+        missing = [c for c in cols if c not in made and not (c.endswith(" CI") and f"{c[:-3]}_low" in made)]
+        assert not missing, f"SUMMARY_VIEWS[{view!r}] names columns the summary does not make: {missing}"

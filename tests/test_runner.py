@@ -629,12 +629,13 @@ def test_sqlite_cache_shared_by_processes(tmp_path):
     assert len(store) == 450 and store.get(f"{2 * 1000 + 149:064x}").text == "149"
 
 
-def test_unreadable_sqlite_cache_is_a_miss_and_the_run_goes_on(fake, tmp_path):
+def test_unreadable_sqlite_cache_is_moved_aside_and_the_run_goes_on(fake, tmp_path):
     path = tmp_path / "broken.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     res = go(exp(n=2), cache_backend=path)
     assert all(r.completion.ok for r in res.results) and res.meta["counts"]["calls"] == 2
-    assert "cache_write_errors" in res.meta  # the answers are in the results, the store said why it failed
+    assert "damaged" in res.meta["cache_problems"][0] and "cache_write_errors" not in res.meta
+    assert len(list(tmp_path.glob("broken.sqlite3.damaged-*"))) == 1  # kept for inspection; a new one holds the answers
 
 
 def test_identical_prompts_are_called_once_but_graded_against_each_rows_own_target():

@@ -216,3 +216,43 @@ def test_scoring_spec_runs_in_the_runner_beside_generation():
         assert sum(label_probs(r.completion).values()) == pytest.approx(1.0)
     summary = res.summary()
     assert set(summary["model"]) == {"local:smollm2", spec}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_scores_are_cached_by_the_runners_cell_key_and_an_interrupted_run_keeps_its_rows(monkeypatch):
+    from promptkit import scoring
+    from promptkit.cache import cell_key, open_cache
+
+    ds = pk.load_dataset("renewal_tier")
+    rows = ds.split("dev").rows[:4]
+    fresh = score_labels("local:smollm2", ds.template(), rows, TIERS, progress=False, cache="off")
+    real, calls, stop = scoring._score_on_thread, [], [3]
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop[0]:
+            stop[0] = 0
+            raise Interrupted("the learner stops the cell on the third row")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_score_on_thread", interrupted)
+    with pytest.raises(Interrupted):
+        score_labels("local:smollm2", ds.template(), rows, TIERS, progress=False)
+    calls.clear()
+    again = score_labels("local:smollm2", ds.template(), rows, TIERS, progress=False)
+    assert len(calls) == 2, "only the two rows the interrupted run had not scored are scored again"
+    for a, b in zip(again, fresh):
+        assert (a.row_id, a.label, a.target, a.split) == (b.row_id, b.label, b.target, b.split)
+        assert a.probs == pytest.approx(b.probs, abs=1e-9)
+    calls.clear()
+    score_labels("local:smollm2", ds.template(), rows, TIERS, progress=False)
+    assert not calls
+    # the key is the runner's: a scoring_model cell over the same request finds the same entry
+    req = ds.template().to_request(rows[0].input, Settings())
+    hit = open_cache().get(cell_key(scoring_model("local:smollm2", TIERS), req))
+    assert label_probs(hit) == pytest.approx(fresh[0].probs, abs=1e-9)
+    score_labels("local:smollm2", ds.template(), rows, TIERS, progress=False, cache="refresh")
+    assert len(calls) == 4

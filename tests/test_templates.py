@@ -195,7 +195,7 @@ def test_unknown_field_names_field_file_line_and_suggestion(tmp_path):
     with pytest.raises(pk.TemplateError) as e:
         load_template(p)
     assert str(e.value) == (f"{p}, line 2: unknown template field 'sytem' (did you mean 'system'?); "
-                            "fields are ['name', 'description', 'system', 'turns', 'prefill', 'meta']")
+                            "fields are ['name', 'description', 'system', 'turns', 'prefill', 'meta', 'placeholders']")
 
 
 def test_missing_field_names_field_and_file(tmp_path):

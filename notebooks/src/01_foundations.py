@@ -18,12 +18,23 @@
 # 10. tokens and cost,
 #
 # and, first of all, **how to read a score** so that a small model cannot fool you.
+#
+# **Words used below.** *Split*: the dataset's rows come in three parts: *train* (rows we may show the model
+# as examples), *dev* (rows we measure prompts on while we work) and *test* (rows kept back). *Held-out*: rows
+# a prompt was not written or tuned on; the exercises check on the test split. *Balanced accuracy*: the
+# average, over the labels, of the share of that label's rows answered right; answering one label for every
+# row scores exactly *chance* (1 / number of labels). *Interval*: the range of scores compatible with these
+# rows (95%); a narrow one needs many rows. *Paired test*: two prompts compared on the same rows, so only the
+# rows where they differ count as evidence. In the notes: *CSM* customer-success manager, *QBR* quarterly
+# business review, *champion* the customer's internal advocate for our product, *P1* a top-priority ticket.
 
 # %% tags=[parameters]
-MODEL = "local:smollm2"
+MODEL = "local:qwen2.5-0.5b"  # installed by `make tour`; the chapter checks below that it clears chance
+CONTRAST = "local:smollm2"  # the 135M model, kept as the "what a tiny model does" contrast
 N_ROWS = 18  # rows of the dev split used for each measurement (CI runs fewer)
 MAX_TOKENS = 16
 REPEATS = 3
+CHECK = True  # run the exercise checks (each runs 24 held-out rows); CI checks exercises in tests
 
 # %%
 %matplotlib inline
@@ -33,10 +44,22 @@ import promptkit as pk
 from promptkit import lessons
 
 pd.set_option("display.max_colwidth", 120)
+pd.set_option("display.precision", 2)
 tier = pk.load_dataset("renewal_tier")
 base = tier.template()
 print(tier)
 base
+
+# %% [markdown]
+# ## Which model can show a technique working?
+#
+# A technique can only be seen helping on a model that does better than chance with the plain prompt: below
+# chance, a "gain" is often just a climb back to it. Measured now, on the rows this chapter uses:
+
+# %%
+chance = lessons.clears_chance("renewal_tier", [MODEL, CONTRAST], n=N_ROWS, max_tokens=MAX_TOKENS)
+print(lessons.chance_sentence(chance))
+chance.drop(columns=["clears chance", "interval above chance"])
 
 # %% [markdown]
 # ## 1. What the model actually reads
@@ -56,12 +79,14 @@ print(lessons.what_the_model_sees(base, MODEL, row.input))
 # Run the task's own prompt on the dev rows and look at the *answers*, not just the accuracy.
 
 # %%
-first = lessons.evaluate(base, "renewal_tier", n=N_ROWS, models=[MODEL], max_tokens=MAX_TOKENS)
+first = lessons.evaluate(base, "renewal_tier", n=N_ROWS, models=[MODEL, CONTRAST], max_tokens=MAX_TOKENS)
 lessons.answer_counts(first)
 
 # %% [markdown]
-# The last row counts the gold labels. If the model answered one label for nearly every row, its accuracy
-# is simply the share of that label in the data. So every score in this kit is shown beside:
+# The last row counts the gold labels (every label, so it adds up to the rows). *Mentioned, not answered*
+# counts answers that name a label without giving it ("this account is likely to renew"): the grader does
+# not guess. If a model answered one label for nearly every row, its accuracy is simply the share of that
+# label in the data. So every score in this kit is shown beside:
 #
 # * **the majority baseline**: the accuracy of always answering the most common gold label;
 # * **balanced accuracy**: the mean recall over the labels (always answering one label scores 1 / number of labels: *chance*);
@@ -74,17 +99,22 @@ lessons.answer_counts(first)
 lessons.scoreboard(first)
 
 # %%
-first.confusion()
+from promptkit.report import plot_confusion
+
+plot_confusion(first, model=MODEL)
 
 # %%
-print(first.classification().verdict)
+print(first.classification(model=MODEL).verdict)
 
 # %% [markdown]
 # ## 2. System versus user
 #
 # The system prompt sets who the model is and the rules of the conversation; the user turn carries the task.
-# With no system prompt at all, SmolLM2's template inserts its own default one (look at section 1 again with
-# an empty system). Here is the same question three ways.
+# With no system prompt at all, a chat template may insert its own default one: the cell below shows what
+# this model reads when the system prompt is empty. Then the same question three ways.
+
+# %%
+print(lessons.what_the_model_sees(base.replace(system=""), MODEL, row.input)[:400])
 
 # %%
 question = "A customer cancelled two QBRs and usage fell 30%. Should we worry about the renewal? One sentence."
@@ -101,28 +131,29 @@ for system in (None, "You are a blunt customer-success director.", "You are a ch
 # %%
 vague = base.replace(name="vague", system="", turns=[{"role": "user", "content": "What do you think about this account?\n\n{{notes}}"}])
 clear = base.replace(name="clear")
-clarity = lessons.evaluate([vague, clear], "renewal_tier", n=N_ROWS, models=[MODEL], max_tokens=MAX_TOKENS)
+clarity = lessons.evaluate([vague, clear], "renewal_tier", n=N_ROWS, models=[MODEL, CONTRAST], max_tokens=MAX_TOKENS)
 lessons.scoreboard(clarity)
 
 # %%
-print(lessons.effect(clarity, "vague", "clear", metric="accuracy"))
+for m in (MODEL, CONTRAST):
+    print(lessons.effect(clarity, "vague", "clear", model=m), "\n")
 
 # %% [markdown]
 # Read the `unparseable` column before the accuracy: a vague request invites answers that no grader can
-# read as a tier, and an unreadable answer is a different failure from a wrong one. Whether the clear
-# prompt fixed that *on this model* is in the line above, measured; on a 135M model even a clear prompt
-# can leave many answers unreadable, which is what the next sections work on.
+# read as a tier, and an unreadable answer is a different failure from a wrong one. What the clear prompt
+# did *on each model* is in the lines above, measured on the same rows.
 #
 # ## 4. Context and audience
 #
-# The same facts, explained for two audiences. There is no gold label for tone, so read them side by side
-# (the length is measured).
+# The same facts, explained for two audiences. There is no gold label for tone, so read them side by side;
+# each line says how many tokens the answer used and whether it was cut off at the limit.
 
 # %%
 facts = "Acme Logistics: usage down 35% since the champion left in May; renewal in 60 days; two open P1 tickets."
 for audience in ("the CFO, who has 20 seconds", "a new CSM taking over the account"):
-    c = pk.complete(f"Explain the renewal risk for {audience}.\n\nFacts: {facts}", MODEL, max_tokens=80)
-    print(f"For {audience} ({c.output_tokens} tokens):\n  {c.text.strip()}\n")
+    c = pk.complete(f"Explain the renewal risk for {audience}.\n\nFacts: {facts}", MODEL, max_tokens=120)
+    cut = "cut off at the 120-token limit" if c.finish_reason == "length" else "finished on its own"
+    print(f"For {audience} ({c.output_tokens} tokens, {cut}):\n  {c.text.strip()}\n")
 
 # %% [markdown]
 # ## 5. Roles
@@ -131,7 +162,7 @@ for audience in ("the CFO, who has 20 seconds", "a new CSM taking over the accou
 # (*Better Zero-Shot Reasoning with Role-Play Prompting*, arXiv 2308.07702) report gains from designed
 # role-play prompts on ChatGPT, while Zheng et al. (*When "A Helpful Assistant" Is Not Really Helpful*,
 # EMNLP Findings 2024, arXiv 2311.10054) found personas in system prompts did not improve accuracy on 2,410
-# MMLU questions across four model families. Measured here:
+# MMLU questions across four model families (both in the evidence table at the end). Measured here:
 
 # %%
 no_role = base.replace(name="no role", system="")
@@ -140,7 +171,7 @@ roles = lessons.evaluate([no_role, role], "renewal_tier", n=N_ROWS, models=[MODE
 lessons.scoreboard(roles)
 
 # %%
-print(lessons.effect(roles, "no role", "senior CSM role", paper="Zheng et al. 2024 (arXiv 2311.10054)", paper_says="no significant effect"))
+print(lessons.effect(roles, "no role", "senior CSM role", paper="Zheng et al. 2024 (arXiv 2311.10054)", paper_says="no effect"))
 
 # %% [markdown]
 # ## 6. Examples (few-shot)
@@ -168,7 +199,9 @@ lessons.answer_counts(fewshot)
 last = tier.split("train").rows[2].target
 answers = fewshot.filter(variant="3-shot").df
 share = (answers[f"{fewshot.primary_grader}_label"] == last).mean()
-print(f"The last example's label is {last!r}; {share:.0%} of the 3-shot answers are {last!r}.")
+gold_share = (answers["target"] == last).mean()
+print(f"The last example's label is {last!r}; {share:.0%} of the 3-shot answers are {last!r}, "
+      f"against {gold_share:.0%} of the gold labels.")
 
 # %% [markdown]
 # ## 7. Separate data from instructions with tags
@@ -244,29 +277,40 @@ pd.DataFrame(prices).sort_values("USD per 1,000 rows")
 # Notice that the input dominates: the instructions and notes are read on every call. Few-shot examples
 # multiply it. (Token counts differ between tokenizers, so this is an estimate for the API models.)
 #
-# ## What we measured, in one table
+# ## What we measured, in one picture
+#
+# Every technique against the task's own prompt, on the same rows of the same model: the dot is the change in
+# balanced accuracy, the line its 95% interval, filled when it is significant after correcting for the number
+# of comparisons (Holm). A line that crosses zero has not shown an effect on these rows.
 
 # %%
 together = lessons.evaluate([vague, base, role, shots, tagged, prefilled], "renewal_tier", n=N_ROWS, models=[MODEL], max_tokens=MAX_TOKENS, progress=False)
-board = lessons.scoreboard(together)
-board
+techniques = lessons.ablation_table(together, base.name)
+lessons.plot_effects(techniques, title=f"{MODEL}, {techniques['rows'].iloc[0]} dev rows")
 
 # %%
-from promptkit.report import plot_scores
-
-plot_scores(together)
+techniques[["variant", "balanced_accuracy", "Δ balanced_accuracy", "Δ low", "Δ high", "p (Holm)",
+            "smallest detectable", "Δ unparseable", "verdict"]]
 
 # %% [markdown]
-# Read the plot against the baseline line: a bar below it, or one whose interval crosses it, has not shown
-# that the model learned the task from that prompt. Computed from this run:
+# Computed from this run:
 
 # %%
 print(lessons.what_moved(together, base.name))
+print("\n".join(lessons.verdict_lines(techniques)))
+print(f"With {techniques['rows'].iloc[0]} rows and {len(techniques)} comparisons, no change smaller than "
+      f"{techniques['smallest detectable'].iloc[0]:.2f} could reach significance after correction.")
 
 # %% [markdown]
-# The published gains for these techniques were measured on models hundreds of times larger than this
-# one (see the evidence file). Where this run shows no effect, the honest reading is "not shown on this model
-# with these rows", and the next chapters test it on more rows and larger models.
+# The published results for these techniques were measured on models far larger than this one; here they
+# are, with the models they were measured on. Where this run shows no effect, the honest reading is "not
+# shown on this model with these rows": the line above says how large an effect these rows could have shown.
+
+# %%
+lessons.evidence(["zheng2024", "kong2023", "min2022", "lu2021", "zhao2021", "anthropic_tags"])[
+    ["technique", "paper", "arxiv", "models", "sizes", "reported"]]
+
+# %% [markdown]
 #
 # ## Exercises
 #
@@ -276,10 +320,10 @@ print(lessons.what_moved(together, base.name))
 # %%
 pk.exercises.get_exercise("foundations.readable_tier")
 
-# %%
-my_prompt = base.replace(name="my attempt")  # edit me: system, turns, prefill
-result = pk.exercises.check("foundations.readable_tier", my_prompt, progress=False)
-result
+# %% tags=[no-dashboard]
+my_prompt = pk.exercises.get_exercise("foundations.readable_tier").starter()  # edit me: system, turns, prefill
+if CHECK:
+    display(pk.exercises.check("foundations.readable_tier", my_prompt))
 
 # %% [markdown]
 # ### 1.2 The same answer every time
@@ -289,6 +333,6 @@ result
 # %%
 pk.exercises.get_exercise("foundations.same_every_time")
 
-# %%
-result = pk.exercises.check("foundations.same_every_time", base, settings={"temperature": 1.0}, progress=False)
-result
+# %% tags=[no-dashboard]
+if CHECK:
+    display(pk.exercises.check("foundations.same_every_time", base, settings={"temperature": 1.0}))

@@ -11,11 +11,12 @@
 # in the prompt, when it tends to help or hurt, and its source.
 
 # %% tags=[parameters]
-MODELS = ["local:smollm2"]
-DATASETS = ["renewal_tier", "competitor_mention"]
-PHRASES = ["analyst", "cot", "only_label", "answer_prefill", "xml_input", "quote_first", "deep_breath", "emotion", "tip"]
+MODELS = ["local:qwen2.5-0.5b"]  # installed by `make tour`; add "local:smollm2" to see the 135M model
+DATASETS = ["renewal_tier"]  # add "health_colour" or "competitor_mention" for a second task
+PHRASES = ["analyst", "cot", "only_label", "answer_prefill", "deep_breath", "tip"]
 N_ROWS = 18
 MAX_TOKENS = 48
+CHECK = True  # run the exercise checks (each runs 24 held-out rows); CI checks exercises in tests
 
 # %%
 %matplotlib inline
@@ -25,6 +26,7 @@ import promptkit as pk
 from promptkit import lessons
 
 pd.set_option("display.max_colwidth", 90)
+pd.set_option("display.precision", 2)
 table = pk.phrase_table()
 print(f"{len(table)} phrases in {table['category'].nunique()} categories")
 table.groupby("category")["id"].apply(", ".join).to_frame("phrases")
@@ -47,9 +49,12 @@ table[table["id"].isin(PHRASES)][["id", "category", "placement", "helps_when", "
 # ## The ablation
 #
 # For each dataset: the task's own prompt (the **baseline**), each phrase alone, and all of them together,
-# on the same dev rows, at temperature 0. `MAX_TOKENS` is generous enough for the reasoning phrases to finish
-# a short chain of thought; a phrase that makes the model ramble past it shows up as unreadable answers,
-# which is a real cost of that phrase at this budget.
+# on the same dev rows, at temperature 0, with at most `MAX_TOKENS` tokens per answer. First, whether each
+# model's baseline clears chance on the task (a phrase cannot be seen helping a model that is below it):
+
+# %%
+for name in DATASETS:
+    print(lessons.chance_sentence(lessons.clears_chance(name, MODELS, n=N_ROWS, max_tokens=MAX_TOKENS)))
 
 # %%
 runs = {}
@@ -60,29 +65,33 @@ for name in DATASETS:
     print(f"{name}: {len(variants)} variants x {len(MODELS)} models x {min(N_ROWS, len(ds.split('dev')))} rows")
 
 # %% [markdown]
-# ### Renewal tier (three labels)
+# Did the reasoning phrases have room to finish? Measured: how many tokens each variant's answers used, and
+# how many stopped at the `MAX_TOKENS` limit rather than on their own.
+
+# %%
+budget = {name: lessons.token_budget(runs[name], MAX_TOKENS) for name in DATASETS}
+for name in DATASETS:
+    print(name, "\n" + lessons.budget_sentence(budget[name], MAX_TOKENS))
+
+# %% [markdown]
+# ### The effects, as a forest plot
+#
+# Each phrase against the baseline on the same rows: the dot is the change in balanced accuracy, the line
+# its 95% interval, the dot filled when the change is significant **after Holm's correction** for the number
+# of phrases tested (testing many phrases makes a few look significant by luck; Holm raises each p-value to
+# account for that). A phrase that makes more answers unreadable counts as *hurt* even when balanced accuracy
+# barely moves.
 
 # %%
 effects = {name: lessons.ablation_table(runs[name], pk.load_dataset(name).template().name) for name in DATASETS}
-lessons.scoreboard(runs[DATASETS[0]])
+for name in DATASETS:
+    display(lessons.plot_effects(effects[name], title=name))
 
 # %%
-effects[DATASETS[0]]
-
-# %%
-lessons.plot_effects(effects[DATASETS[0]])
-
-# %% [markdown]
-# ### Competitor mention (Yes / No)
-
-# %%
-lessons.scoreboard(runs[DATASETS[-1]])
-
-# %%
-effects[DATASETS[-1]]
-
-# %%
-lessons.plot_effects(effects[DATASETS[-1]])
+for name in DATASETS:
+    display(lessons.scoreboard(runs[name]))
+    display(effects[name][["model", "variant", "balanced_accuracy", "Δ balanced_accuracy", "Δ low", "Δ high", "p",
+                           "p (Holm)", "smallest detectable", "Δ unparseable", "verdict", "why"]])
 
 # %% [markdown]
 # ## What helped, what did nothing, what hurt
@@ -91,17 +100,17 @@ lessons.plot_effects(effects[DATASETS[-1]])
 
 # %%
 for name, eff in effects.items():
-    for verdict in ("helped", "hurt", "no significant effect"):
-        part = eff[eff["verdict"] == verdict]
-        names = ", ".join(f"{v} ({d:+.2f})" for v, d in zip(part["variant"], part["Δ balanced_accuracy"])) or "none"
-        print(f"{name} — {verdict}: {names}")
-    print()
+    print(f"{name}:")
+    for line in lessons.verdict_lines(eff):
+        print("  " + line)
+    print(f"  With {eff['rows'].iloc[0]} rows and {len(eff)} comparisons, no change smaller than "
+          f"{eff['smallest detectable'].iloc[0]:.2f} could reach significance after correction.\n")
 
 # %% [markdown]
 # ## Set beside the published results
 #
-# The evidence file the kit cites (`shared/research/prompting-evidence.md`) is explicit that almost all of
-# these phrases were measured on models from 7B to 540B parameters, and that:
+# The published results below ship with the kit (`pk.lessons.evidence()`). Almost all of these phrases were
+# measured on models far larger than the ones here, and:
 #
 # * **Chain of thought does not transfer down.** Wei et al. 2022 (arXiv 2201.11903) found no benefit from
 #   few-shot CoT below roughly 100B parameters, with small models scoring *below* plain prompting; Hsiao &
@@ -114,13 +123,13 @@ for name, eff in effects.items():
 #   (Sclar et al. arXiv 2310.11324; Webson & Pavlick arXiv 2109.01247; Lu et al. arXiv 2104.08786).
 #
 # Where a phrase's published gain does not show up in the tables above, that is our measurement disagreeing
-# with the paper *on this model and task*, not a refutation of the paper. With a few dozen rows, only large
-# effects reach significance: "no significant effect" means "not shown here", not "proven useless". Raise
-# `N_ROWS`, add `MODELS`, and run it again.
+# with the paper *on this model and task*, not a refutation of the paper. The "smallest detectable" column
+# says how large an effect these rows could have shown: "no significant effect" means "not shown here", not
+# "proven useless". Raise `N_ROWS`, add `MODELS`, and run it again.
 
 # %%
-phrase_sources = pk.phrase_table().set_index("id").loc[[p for p in PHRASES], ["title", "source", "reported"]]
-phrase_sources
+lessons.evidence(["kojima2022", "wei2022", "hsiao2025", "yang2023", "li2023", "meincke2025tips", "zheng2024",
+                  "sclar2023", "webson2021"])[["technique", "paper", "arxiv", "models", "sizes", "reported"]]
 
 # %% [markdown]
 # ## Exercise
@@ -130,6 +139,7 @@ phrase_sources
 # %%
 pk.exercises.get_exercise("phrases.measured_phrase")
 
-# %%
-mine = pk.apply_phrases(pk.load_dataset("competitor_mention").template(), ["cot"])  # keep cot, add phrases
-pk.exercises.check("phrases.measured_phrase", mine, progress=False)
+# %% tags=[no-dashboard]
+mine = pk.exercises.get_exercise("phrases.measured_phrase").starter()  # keep the phrase; change the rest
+if CHECK:
+    display(pk.exercises.check("phrases.measured_phrase", mine))

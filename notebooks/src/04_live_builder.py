@@ -14,15 +14,18 @@
 # 4. Read the summary first: accuracy beside the majority baseline, balanced accuracy, unparseable answers.
 
 # %% tags=[parameters]
-DATASET = "renewal_tier"
-MODELS = ["local:smollm2"]
+EXERCISE = "builder.prompt_worth_saving"  # the builder opens on this exercise's dataset, model and file name
 N_ROWS = 4
 AUTORUN = False
 
 # %%
 import promptkit as pk
 
-builder = pk.prompt_builder(dataset=DATASET, models=MODELS, n_rows=N_ROWS)
+exercise = pk.exercises.get_exercise(EXERCISE)
+builder = pk.prompt_builder(exercise=EXERCISE, n_rows=N_ROWS)
+exercise
+
+# %%
 builder
 
 # %% [markdown]
@@ -33,7 +36,6 @@ builder
 
 # %%
 if AUTORUN:
-    builder.start.value = DATASET
     builder.phrase_boxes["only_label"].value = True
     builder.run_button.click()
     print(builder.status.value)
@@ -41,15 +43,13 @@ if AUTORUN:
 # %% [markdown]
 # ## Exercise: a prompt worth saving
 #
-# Use the builder above to write a prompt for the `competitor_mention` task (does an account's notes mention
-# a competing product?) that the small model answers with a readable Yes or No, save it as
-# `my_competitor_prompt.yaml`, and check it on held-out rows with the cell below.
+# The builder above opened on the exercise's dataset and model with a blank page (only the data slot). Write
+# the question, make the answers readable, **Run** to see them, then **Save and check exercise**: it saves
+# your prompt under the exercise's file name and checks it on held-out rows the builder never showed you.
+# In a notebook you can also check the saved file with the cell below.
 
-# %%
-pk.exercises.get_exercise("builder.readable_yes_no")
-
-# %%
-import os
-
-answer = "my_competitor_prompt.yaml" if os.path.exists("my_competitor_prompt.yaml") else pk.load_dataset("competitor_mention").template()
-pk.exercises.check("builder.readable_yes_no", answer, progress=False)
+# %% tags=[no-dashboard]
+try:
+    display(pk.exercises.check(EXERCISE, exercise.save_as))
+except pk.exercises.ExerciseError as missing:  # nothing saved yet: say so instead of grading another prompt
+    print(missing)

@@ -100,8 +100,27 @@ _BODY_KIND = {  # error types vendors put in a JSON body (also mid-stream "error
 }
 
 
+class IncompleteReply(Exception):
+    """A 200 reply that is not a whole answer: `malformed` (unreadable) or `truncated` (a stream cut short).
+
+    Raised by the providers so the reply becomes an error cell (retried, never cached)
+    instead of an empty or partial answer that would be graded and cached as if complete.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def is_event_stream(headers: Any) -> bool:
+    """Whether a response is server-sent events (a server may ignore `stream: true` and send JSON)."""
+    return "text/event-stream" in (headers.get("content-type") or "").lower()
+
+
 def classify_sdk_error(exc: BaseException, sdk: Any) -> tuple[str, float | None] | None:
     """Error kind and Retry-After for an exception from `sdk` (openai or anthropic), or None if unknown."""
+    if isinstance(exc, IncompleteReply):
+        return exc.kind, None
     if isinstance(exc, sdk.APITimeoutError):
         return "timeout", None
     if isinstance(exc, sdk.APIConnectionError):
@@ -157,4 +176,5 @@ def key_hint(var: str) -> str:
     return f"set {var} (export {var}=... or a line {var}=... in a .env file)"
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "LoopClients", "classify_sdk_error", "classify_transport_error", "key_hint", "timeout_s"]
+__all__ = ["DEFAULT_TIMEOUT_S", "IncompleteReply", "LoopClients", "classify_sdk_error", "classify_transport_error",
+           "is_event_stream", "key_hint", "timeout_s"]

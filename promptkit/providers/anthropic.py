@@ -20,21 +20,27 @@ the endpoint. How settings map:
   recorded as a `bad_request` error completion naming Settings.temperature (no call is made).
 - seed: ignored (the API has no seed; repeated calls can differ even at 0).
 - logprobs: the Messages API does not return them; Completion.logprobs stays None.
-Calls stream, so time to first token is measured; tokens come from the
-message_start and message_delta usage. 529 is recorded as `overloaded`.
+Calls are not streamed unless the request asks (`Request.stream`, from `stream=True`
+in `pk.complete` / `pk.run`); a plain reply still gives latency, tokens and cost, and
+time to first token is then None. A streamed call measures it, takes tokens from the
+message_start and message_delta usage, and is an answer only once `message_stop`
+arrives: a stream cut before it is a `truncated` error cell. A server that ignores
+`stream: true` and sends JSON is read as the JSON message it is; a reply that cannot
+be read is `malformed`. 529 is recorded as `overloaded`.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..catalog import CATALOG_PATH, catalog
-from ..config import env, load_env, require_key
+from ..config import Secret, env, load_env, require_key
 from ..errors import MissingPackageError, SettingsError
 from ..types import Completion, Request
-from ._sdk import LoopClients, classify_sdk_error, key_hint, timeout_s
+from ._sdk import IncompleteReply, LoopClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
 
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -65,7 +71,7 @@ class AnthropicProvider(Provider):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         load_env()
-        self._api_key = require_key(KEY_ENV, "anthropic")
+        self._key = Secret(require_key(KEY_ENV, "anthropic"), KEY_ENV)
         self.base_url = spec.base_url or env(BASE_URL_ENV)  # None: the SDK default
         self.timeout_s = timeout_s()
         self.send_sampling, self.api_version = _policy()
@@ -74,10 +80,30 @@ class AnthropicProvider(Provider):
     def __repr__(self) -> str:
         return f"AnthropicProvider({self.label!r}, base_url={self.base_url!r}, key from {KEY_ENV})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the per-loop clients (they hold the key and open connections)."""
+        state = dict(vars(self))
+        state.pop("_clients", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = LoopClients(self._make_client)
+
+    def hint(self, kind: str) -> str:
+        """Which URL or variable to fix when the endpoint is unreachable or refuses the key."""
+        where = self.base_url or "https://api.anthropic.com"
+        if kind == "connection":
+            fix = "fix the URL in the model spec" if self.spec.base_url else f"check {BASE_URL_ENV} or the network"
+            return f" (no complete answer from {where}; if nothing listens there, {fix})"
+        if kind == "auth":
+            return f" ({where} refused the key from {KEY_ENV}: check it)"
+        return ""
+
     def _make_client(self) -> Any:
         headers = {"anthropic-version": self.api_version} if self.api_version else None
         return _anthropic().AsyncAnthropic(
-            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
+            api_key=self._key.reveal(), base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
             default_headers=headers,
         )
 
@@ -88,7 +114,9 @@ class AnthropicProvider(Provider):
         prefill = request.prefill.rstrip()
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        p: dict[str, Any] = {"model": self.model, "max_tokens": s.max_tokens, "messages": messages, "stream": True}
+        p: dict[str, Any] = {"model": self.model, "max_tokens": s.max_tokens, "messages": messages}
+        if request.stream:
+            p["stream"] = True
         if self.send_sampling:
             sampling: dict[str, Any] = {"temperature": s.temperature}
             if s.top_p != 1.0:
@@ -110,13 +138,30 @@ class AnthropicProvider(Provider):
         client = await self._clients.get()
         prefill = request.prefill.rstrip()
         t0 = time.perf_counter()
-        stream = await client.messages.create(**self.params(request))
+        if not request.stream:
+            return _answer(await client.messages.create(**self.params(request)), prefill, t0)
+        raw = await client.messages.with_raw_response.create(**self.params(request))
+        if not is_event_stream(raw.headers):  # the server ignored `stream`: its JSON is the answer
+            try:
+                body = await raw.http_response.aread()
+            finally:
+                await raw.http_response.aclose()
+            try:
+                message = _anthropic().types.Message.model_validate(json.loads(body))
+            except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
+                raise IncompleteReply("malformed", f"the reply is not a readable Message: "
+                                                   f"{str(exc).splitlines()[0][:160]}") from None
+            return _answer(message, prefill, t0)
+        stream = await raw.parse()
         parts: list[str] = []
         ttft = finish = None
         n_in = n_out = None
+        stopped = False
         try:
             async for event in stream:
                 kind = event.type
+                if kind == "message_stop":
+                    stopped = True
                 if kind == "content_block_delta":
                     text = getattr(event.delta, "text", None)
                     if text:
@@ -136,6 +181,9 @@ class AnthropicProvider(Provider):
                         finish = FINISH.get(event.delta.stop_reason, event.delta.stop_reason)
         finally:
             await stream.close()
+        if not stopped:
+            raise IncompleteReply("truncated", f"the stream ended without message_stop after "
+                                               f"{len(''.join(parts))} characters: the answer may be cut short")
         return Completion(
             text=prefill + "".join(parts),
             input_tokens=n_in,
@@ -177,6 +225,26 @@ def _policy() -> tuple[bool, str | None]:
             f"{where}: providers.anthropic.api_version must be a quoted date string "
             f"like \"2023-06-01\", got {version!r}")
     return sampling == "send", version
+
+
+def _answer(message: Any, prefill: str, t0: float) -> Completion:
+    """A non-streamed Message as a Completion; anything that is not one is `malformed`."""
+    try:
+        text = "".join(b.text for b in message.content if b.type == "text")
+        stop = message.stop_reason
+        usage = message.usage
+    except (AttributeError, TypeError) as exc:
+        what = f"text {message[:80]!r}" if isinstance(message, str) else type(exc).__name__
+        raise IncompleteReply("malformed", f"the reply is not a Message ({what})") from None
+    return Completion(
+        text=prefill + text,
+        input_tokens=_input_tokens(usage),
+        output_tokens=getattr(usage, "output_tokens", None),
+        latency_s=time.perf_counter() - t0,
+        ttft_s=None,  # not measured without streaming
+        finish_reason=FINISH.get(stop, stop) if stop else None,
+        logprobs=None,
+    )
 
 
 def _input_tokens(usage: Any) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ..catalog import catalog
 from ..errors import redact
-from ..types import Completion, Request
+from ..types import Completion, Request, prefill_used
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,12 @@ class Provider(ABC):
             raise
         except Exception as exc:  # every failure becomes data
             kind, retry_after = self.classify(exc)
-            c = Completion(error_kind=kind, error=redact(f"{type(exc).__name__}: {exc}"), retry_after_s=retry_after)
+            c = Completion(error_kind=kind, error=redact(f"{type(exc).__name__}: {exc}{self.hint(kind)}"),
+                           retry_after_s=retry_after)
         c.provider = c.provider or self.spec.provider
         c.model = c.model or self.model
+        if c.ok and not c.prefill:
+            c.prefill = prefill_used(request, c)
         if c.latency_s is None:
             c.latency_s = time.perf_counter() - t0
         if c.ok and c.cost_usd is None:
@@ -83,6 +86,10 @@ class Provider(ABC):
             headers = getattr(getattr(exc, "response", None), "headers", None) or {}
             return classify_status(status, str(exc)), retry_after_seconds(headers)
         return "unknown", None
+
+    def hint(self, kind: str) -> str:
+        """What to do about a failed call of this kind (which URL, which variable), or ''."""
+        return ""
 
     @classmethod
     def status(cls, spec: ModelSpec) -> tuple[bool, str]:

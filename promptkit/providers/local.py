@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..catalog import catalog
+from ..cpu import ThreadPlan, thread_plan, warn_if_spinning
 from ..errors import MissingPackageError, PromptkitError, SettingsError
 from ..local_models import gguf_path
 from ..types import Completion, Request, TokenLogprob
 from .base import ModelSpec, Provider
 
-DEFAULT_N_CTX = 4096
+DEFAULT_N_CTX = 4096  # for a GGUF given by path; catalog models name their own n_ctx in models.yaml
 DEFAULT_N_CTX_LOGITS = 1024  # logits_all keeps n_ctx x vocab floats: 1024 x 49k x 4 B = 200 MB for SmolLM2
 
 
@@ -49,9 +50,46 @@ class LoadedModel:
     formatter: Any
     load_s: float
     executor: concurrent.futures.ThreadPoolExecutor = field(repr=False)
+    threads: ThreadPlan | None = field(default=None, repr=False)  # how many threads llama.cpp runs, and why
     grammars: dict[str, Any] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _scored: list[int] | None = field(default=None, repr=False)  # prompt tokens continuation_logprobs left in the cache
+
+    def kv_mb(self, n_ctx: int | None = None) -> float | None:
+        """Memory the KV cache takes for a window of `n_ctx` tokens (f16 keys and values), from the GGUF metadata."""
+        md = getattr(self.llm, "metadata", None) or {}
+        arch = md.get("general.architecture")
+        try:
+            layers = int(md[f"{arch}.block_count"])
+            embd, heads = int(md[f"{arch}.embedding_length"]), int(md[f"{arch}.attention.head_count"])
+            kv_heads = int(md.get(f"{arch}.attention.head_count_kv", heads))
+            head_dim = int(md.get(f"{arch}.attention.key_length", embd // heads))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+        return 2 * layers * kv_heads * head_dim * 2 * (n_ctx or self.n_ctx) / 1e6
+
+    def trained_ctx(self) -> int | None:
+        """The context length the model was trained with (GGUF metadata), the most a window should be."""
+        md = getattr(self.llm, "metadata", None) or {}
+        try:
+            return int(md[f"{md.get('general.architecture')}.context_length"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def too_long(self, label: str, n_tokens: int, what: str = "the prompt") -> str:
+        """Why a prompt does not fit, naming the window (ours, not the model's limit) and how to raise it."""
+        trained = self.trained_ctx()
+        msg = (f"{what} is {n_tokens} tokens but {label} runs with a context window of n_ctx={self.n_ctx} tokens "
+               f"(Settings.n_ctx; the default is the model's n_ctx in models.yaml)")
+        if trained and n_tokens < trained and trained > self.n_ctx:
+            want = min(trained, 1 << (n_tokens + 256).bit_length())
+            extra = self.kv_mb(want)
+            cost = f", about {extra - (self.kv_mb() or 0):.0f} MB more memory" if extra is not None else ""
+            return (msg + f"; the model supports {trained}: raise it with Settings(n_ctx={want}) "
+                    f"(YAML settings: n_ctx: {want}{cost}), or shorten the input or the few-shot examples")
+        if trained and n_tokens >= trained:
+            return msg + f"; that is more than the model's own limit of {trained} tokens: shorten the input or the few-shot examples"
+        return msg + "; shorten the input or the few-shot examples"
 
     def render(self, request: Request) -> str:
         """The model's chat template applied to the request, ending where the model should continue."""
@@ -101,10 +139,7 @@ class LoadedModel:
         n = len(ctx_tokens)
         longest = max((len(t) for t in conts), default=0)
         if n + longest > self.n_ctx:
-            raise PromptkitError(
-                f"the prompt is {n} tokens and the longest continuation {longest}, more than the context "
-                f"window of {self.n_ctx} tokens; shorten the input or the few-shot examples"
-            )
+            raise PromptkitError(self.too_long(self.path.stem, n + longest, "the prompt with its longest continuation"))
         n_vocab = llm.n_vocab()
 
         def log_softmax(i: int) -> Any:
@@ -182,20 +217,11 @@ class LoadedModel:
 
 
 def threads() -> int:
-    """CPU threads for llama.cpp: PROMPTKIT_THREADS, else every core (one thread is faster on a busy machine)."""
-    value = os.environ.get("PROMPTKIT_THREADS")
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise PromptkitError(f"PROMPTKIT_THREADS must be a whole number of threads, got {value!r}") from None
-        if n >= 1:
-            return n
-        raise PromptkitError(f"PROMPTKIT_THREADS must be at least 1, got {value!r}")
-    return max(1, os.cpu_count() or 1)
+    """CPU threads for llama.cpp (PROMPTKIT_THREADS, else every allowed CPU; see promptkit.cpu.thread_plan)."""
+    return thread_plan().threads
 
 
-_LOADED: dict[tuple[str, bool], LoadedModel] = {}
+_LOADED: dict[tuple[str, bool, int], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -212,8 +238,11 @@ def _close_all() -> None:
 
 
 def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False) -> LoadedModel:
-    """Load `path` once per process (a second load with the same options returns the same model)."""
-    key = (str(path), logits_all)
+    """Load `path` once per process (a second load with the same options returns the same model).
+
+    Each context window is its own load: its KV cache is sized when the model is created.
+    """
+    key = (str(path), logits_all, int(n_ctx))
     with _LOAD_LOCK:
         lm = _LOADED.get(key)
         if lm is not None:
@@ -221,10 +250,12 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         lc = _llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        plan = thread_plan(check=True)  # llama_cpp is loaded now: ask its OpenMP runtime whether it spins
+        warn_if_spinning(plan)
         t0 = time.perf_counter()
-        llm = lc.Llama(
+        llm = lc.Llama(  # n_threads_batch too: llama-cpp-python would otherwise use every core for prompts
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False,
-            n_threads=threads(), seed=0,
+            n_threads=plan.threads, n_threads_batch=plan.threads, seed=0,
         )
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -238,7 +269,7 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         )
         lm = LoadedModel(
             path=path, llm=llm, n_ctx=n_ctx, logits_all=logits_all, formatter=formatter,
-            load_s=time.perf_counter() - t0,
+            load_s=time.perf_counter() - t0, threads=plan,
             executor=concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"promptkit-{path.stem}"),
         )
         _LOADED[key] = lm
@@ -258,12 +289,21 @@ class LocalProvider(Provider):
         self.n_ctx = self.info.n_ctx if self.info else DEFAULT_N_CTX
         self.n_ctx_logits = int(self.info.raw.get("n_ctx_logits", DEFAULT_N_CTX_LOGITS)) if self.info else DEFAULT_N_CTX_LOGITS
 
-    def loaded(self, logits: bool = False) -> LoadedModel:
-        """The shared in-memory model; `logits=True` loads the variant that keeps every token's logits."""
-        return load_model(self.path, self.n_ctx_logits if logits else self.n_ctx, logits_all=logits)
+    def loaded(self, logits: bool = False, n_ctx: int | None = None) -> LoadedModel:
+        """The shared in-memory model; `logits=True` loads the variant that keeps every token's logits.
+
+        `n_ctx` (Settings.n_ctx) overrides the window; by default the catalog's n_ctx (n_ctx_logits with logits).
+        """
+        return load_model(self.path, n_ctx or (self.n_ctx_logits if logits else self.n_ctx), logits_all=logits)
 
     async def _complete(self, request: Request) -> Completion:
-        lm = self.loaded(logits=request.settings.logprobs)
+        window = request.settings.n_ctx
+        limit = self.info.context_length if self.info else None
+        if window is not None and limit and window > limit:
+            return Completion(error_kind="bad_request",
+                              error=f"Settings.n_ctx={window} is more than {self.label} supports ({limit} tokens, "
+                                    f"context_length in models.yaml); use n_ctx={limit} or less")
+        lm = self.loaded(logits=request.settings.logprobs, n_ctx=window)
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(lm.executor, self._generate, lm, request, cancel)
@@ -280,12 +320,8 @@ class LocalProvider(Provider):
         prompt = lm.render(request)
         tokens = lm.tokenize(prompt)
         if len(tokens) + 1 > lm.n_ctx:
-            return Completion(
-                error_kind="context_length",
-                error=f"the prompt is {len(tokens)} tokens but {self.label} is loaded with a context window "
-                      f"of {lm.n_ctx} tokens; shorten the input or the few-shot examples",
-                input_tokens=len(tokens),
-            )
+            return Completion(error_kind="context_length", error=lm.too_long(self.label, len(tokens)),
+                              input_tokens=len(tokens))
         first: list[float] = []
 
         def stop_when(_ids: Any, _logits: Any) -> bool:

@@ -10,8 +10,14 @@ endpoint and key come from is data (`providers` in data/models.yaml):
   or `default_base_url`, and `key_env` or the placeholder `default_key`.
 - `...@http://host/v1` uses that URL; a key is optional (OPENAI_API_KEY if set).
 
-Calls stream (`stream_options.include_usage`) so time to first token is measured;
-a server that sends no usage leaves the token counts (and so the cost) unknown.
+Calls are not streamed unless the request asks (`Request.stream`, from `stream=True`
+in `pk.complete` / `pk.run`): a plain JSON reply costs less client CPU per call and
+still gives latency, tokens and cost; time to first token is then None. A streamed
+call (`stream_options.include_usage`) measures it, and is an answer only once the
+server sends `data: [DONE]`: a stream cut before it is a `truncated` error cell. A
+server that ignores `stream: true` and sends JSON is read as the JSON answer it is;
+a reply that cannot be read is `malformed`. A server that sends no usage leaves the
+token counts (and so the cost) unknown.
 Prefill: Chat Completions has no native prefill, so it is sent as a trailing
 assistant message; OpenAI's models usually continue it, some compatible servers
 (vLLM, llama.cpp) continue it exactly. Completion.text is prefill + the reply.
@@ -19,6 +25,7 @@ Retries are the runner's job: the client is built with max_retries=0.
 """
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
@@ -26,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..catalog import catalog
-from ..config import env, load_env, require_key
+from ..config import Secret, env, load_env, require_key
 from ..errors import MissingKeyError, MissingPackageError, redact
 from ..types import Completion, Request, TokenLogprob
-from ._sdk import LoopClients, classify_sdk_error, key_hint, timeout_s
+from ._sdk import IncompleteReply, LoopClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
 
 SELF_HOSTED_KEY = "not-needed"  # the SDK refuses an empty key; self-hosted servers ignore it
@@ -52,11 +59,16 @@ class Endpoint:
     """Where calls go and with which key (repr never shows the key)."""
 
     base_url: str | None  # None: the SDK's default, https://api.openai.com/v1
-    api_key: str
+    key: Secret
     key_source: str  # the variable the key came from, or a note that none is needed
+    base_url_env: str | None = None  # the variable that moves the endpoint
 
     def __repr__(self) -> str:
         return f"Endpoint(base_url={self.base_url!r}, key from {self.key_source})"
+
+    @property
+    def api_key(self) -> str:
+        return self.key.reveal()
 
 
 def resolve_endpoint(spec: ModelSpec) -> Endpoint:
@@ -67,12 +79,14 @@ def resolve_endpoint(spec: ModelSpec) -> Endpoint:
     base_env = cfg.get("base_url_env")
     base_url = spec.base_url or (env(base_env) if base_env else None) or cfg.get("default_base_url")
     if key_env and env(key_env):
-        return Endpoint(base_url, env(key_env) or "", key_env)
+        return Endpoint(base_url, Secret(env(key_env) or "", key_env), key_env, base_env)
     if cfg.get("default_key"):
-        return Endpoint(base_url, str(cfg["default_key"]), "no key needed")
+        return Endpoint(base_url, Secret(str(cfg["default_key"]), "no key needed", register=False), "no key needed",
+                        base_env)
     if spec.base_url:
-        return Endpoint(base_url, SELF_HOSTED_KEY, "no key needed")
-    return Endpoint(base_url, require_key(key_env or "OPENAI_API_KEY", spec.provider), key_env or "OPENAI_API_KEY")
+        return Endpoint(base_url, Secret(SELF_HOSTED_KEY, "no key needed", register=False), "no key needed", base_env)
+    var = key_env or "OPENAI_API_KEY"
+    return Endpoint(base_url, Secret(require_key(var, spec.provider), var), var, base_env)
 
 
 def probe(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -103,11 +117,32 @@ class OpenAIProvider(Provider):
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.label!r}, {self.endpoint!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the per-loop clients (they hold the key and open connections)."""
+        state = dict(vars(self))
+        state.pop("_clients", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = LoopClients(self._make_client)
+
     def _make_client(self) -> Any:
         return _openai().AsyncOpenAI(
             api_key=self.endpoint.api_key, base_url=self.endpoint.base_url,
             max_retries=0, timeout=self.timeout_s,
         )
+
+    def hint(self, kind: str) -> str:
+        """What to do about a failure that is the setup's, not the server's moment."""
+        where = self.endpoint.base_url or "https://api.openai.com/v1"
+        if kind == "connection":
+            fix = f"start the server or set {self.endpoint.base_url_env}" if self.endpoint.base_url_env else (
+                "start the server or fix the URL in the model spec" if self.spec.base_url else "check the network")
+            return f" (no complete answer from {where}; if nothing listens there, {fix})"
+        if kind == "auth":
+            return f" ({where} refused the key from {self.endpoint.key_source}: check it)"
+        return ""
 
     def params(self, request: Request) -> dict[str, Any]:
         """The Chat Completions arguments for `request` (prefill as a trailing assistant message)."""
@@ -117,8 +152,11 @@ class OpenAIProvider(Provider):
             messages.append({"role": "assistant", "content": request.prefill})
         p: dict[str, Any] = {
             "model": self.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
-            "max_tokens": s.max_tokens, "stream": True, "stream_options": {"include_usage": True},
+            "max_tokens": s.max_tokens,
         }
+        if request.stream:
+            p["stream"] = True
+            p["stream_options"] = {"include_usage": True}
         if s.stop:
             p["stop"] = list(s.stop)
         if s.seed is not None:
@@ -132,32 +170,101 @@ class OpenAIProvider(Provider):
     async def _complete(self, request: Request) -> Completion:
         client = await self._clients.get()
         t0 = time.perf_counter()
-        stream = await client.chat.completions.create(**self.params(request))
+        if not request.stream:
+            reply = await client.chat.completions.create(**self.params(request))
+            return self._answer(reply, request, t0)
+        raw = await client.chat.completions.with_raw_response.create(**self.params(request))
+        response = raw.http_response
+        try:
+            if not is_event_stream(response.headers):  # the server ignored `stream`: its JSON is the answer
+                return self._answer(_parse_json(await response.aread(), _openai().types.chat.ChatCompletion),
+                                    request, t0)
+            return await self._read_stream(response, request, t0)
+        finally:
+            await response.aclose()
+
+    def _answer(self, reply: Any, request: Request, t0: float) -> Completion:
+        """A non-streamed chat completion as a Completion; anything that is not one is `malformed`."""
+        try:
+            choice = next(c for c in reply.choices if c.index == 0)
+            text = choice.message.content or ""
+            finish = choice.finish_reason
+            usage = reply.usage
+            lp = choice.logprobs.content if choice.logprobs is not None else None
+        except (AttributeError, TypeError, StopIteration) as exc:
+            what = f"text {reply[:80]!r}" if isinstance(reply, str) else type(exc).__name__
+            raise IncompleteReply("malformed", f"the reply is not a chat completion ({what})") from None
+        return Completion(
+            text=request.prefill + text,
+            input_tokens=getattr(usage, "prompt_tokens", None),
+            output_tokens=getattr(usage, "completion_tokens", None),
+            latency_s=time.perf_counter() - t0,
+            ttft_s=None,  # not measured without streaming
+            finish_reason=FINISH.get(finish, finish) if finish else None,
+            logprobs=[_token_logprob(t) for t in (lp or [])]
+            if (request.settings.logprobs or request.settings.top_logprobs) else None,
+        )
+
+    async def _read_stream(self, response: Any, request: Request, t0: float) -> Completion:
+        """Read server-sent chunks until `[DONE]`; a stream that ends without it is `truncated`."""
         parts: list[str] = []
         logprobs: list[TokenLogprob] = []
         ttft = finish = usage = None
-        try:
-            async for chunk in stream:
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices or []:
-                    if choice.index != 0:
-                        continue
-                    text = choice.delta.content if choice.delta is not None else None
-                    if text:
-                        if ttft is None:
-                            ttft = time.perf_counter() - t0
-                        parts.append(text)
-                    if choice.logprobs is not None and choice.logprobs.content:
-                        logprobs.extend(_token_logprob(t) for t in choice.logprobs.content)
-                    if choice.finish_reason:
-                        finish = FINISH.get(choice.finish_reason, choice.finish_reason)
-        finally:
-            await stream.close()
+        done = False
+        data: list[str] = []
+
+        def event(payload: str) -> None:
+            nonlocal ttft, finish, usage, done
+            if payload.startswith("[DONE]"):
+                done = True
+                return
+            if done:
+                return
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                raise IncompleteReply("malformed", f"a streamed chunk is not JSON: {payload[:80]!r}") from None
+            if not isinstance(chunk, dict):
+                raise IncompleteReply("malformed", f"a streamed chunk is not a JSON object: {payload[:80]!r}")
+            if chunk.get("error"):
+                err = chunk["error"]
+                msg = err.get("message") if isinstance(err, dict) else None
+                raise _openai().APIError(msg or "An error occurred during streaming", request=response.request,
+                                         body=err)
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    parts.append(text)
+                lp = choice.get("logprobs")
+                if lp and lp.get("content"):
+                    logprobs.extend(_token_logprob_dict(t) for t in lp["content"])
+                if choice.get("finish_reason"):
+                    finish = FINISH.get(choice["finish_reason"], choice["finish_reason"])
+
+        async for line in response.aiter_lines():  # server-sent events: `data:` lines, a blank line ends one
+            if not line:
+                if data:
+                    event("\n".join(data))
+                    data = []
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+        if data:
+            event("\n".join(data))
+        if not done:
+            raise IncompleteReply("truncated", f"the stream ended without its [DONE] terminator after "
+                                               f"{len(''.join(parts))} characters: the answer may be cut short")
+        if not isinstance(usage, dict):
+            usage = {}
         return Completion(
             text=request.prefill + "".join(parts),
-            input_tokens=getattr(usage, "prompt_tokens", None),
-            output_tokens=getattr(usage, "completion_tokens", None),
+            input_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
             latency_s=time.perf_counter() - t0,
             ttft_s=ttft,
             finish_reason=finish,
@@ -193,3 +300,17 @@ class OpenAIProvider(Provider):
 def _token_logprob(t: Any) -> TokenLogprob:
     return TokenLogprob(token=t.token, logprob=float(t.logprob),
                         top={a.token: float(a.logprob) for a in (t.top_logprobs or [])})
+
+
+def _token_logprob_dict(t: dict[str, Any]) -> TokenLogprob:
+    return TokenLogprob(token=t["token"], logprob=float(t["logprob"]),
+                        top={a["token"]: float(a["logprob"]) for a in (t.get("top_logprobs") or [])})
+
+
+def _parse_json(body: bytes, model: Any) -> Any:
+    """A JSON body as the SDK's type `model`, or `malformed` saying what was wrong with it."""
+    try:
+        return model.model_validate(json.loads(body))
+    except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        raise IncompleteReply("malformed", f"the reply is not a readable {model.__name__}: "
+                                           f"{str(exc).splitlines()[0][:160]}") from None

@@ -1,0 +1,156 @@
+"""Sharding one run across worker processes (promptkit/shard.py), against the loopback OpenAI server.
+
+A run with workers=2 must be indistinguishable from the one-process run in what it returns:
+the same cells in the same order with the same answers, grades and error cells; the shared
+SQLite cache gets exactly one write per answered cell, whichever process made the call.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+import promptkit as pk
+from fakeservers import FakeServer, Fault
+from promptkit import shard
+from promptkit.experiment import Experiment
+from promptkit.providers import clear_providers
+from promptkit.templates import Template
+from promptkit.types import Row, Settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_providers():
+    clear_providers()
+    yield
+    clear_providers()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeServer(latency=0.005) as srv:
+        yield srv
+
+
+def grid(base_url: str, n: int = 40) -> Experiment:
+    """Two prompts x n rows; rows 0 and 1 are identical (one call, two cells), targets differ."""
+    t1 = Template(name="plain", turns=[{"role": "user", "content": "tier of account {{acct}}"}])
+    t2 = Template(name="terse", system="Answer in one word.", turns=[{"role": "user", "content": "account {{acct}}?"}])
+    rows = [Row(id=f"r{i}", input={"acct": "a0" if i == 1 else f"a{i}"}, target="account" if i % 2 else "tier")
+            for i in range(n)]
+    return Experiment(variants=[t1, t2], models=[f"openai:gpt-4o-mini@{base_url}"], rows=rows,
+                      settings=Settings(max_tokens=8), graders=[pk.graders.contains()], name="shard")
+
+
+def view(res):
+    """What a user reads from a run: cells in order, answers, token counts, errors and grades."""
+    return [(r.cell.key, r.cell.variant, r.cell.row_id, r.completion.text, r.completion.input_tokens,
+             r.completion.output_tokens, r.completion.finish_reason, r.completion.error_kind,
+             {k: (g.score, g.passed) for k, g in r.grades.items()}) for r in res.results]
+
+
+def count_puts(path) -> None:
+    """Log every insert into the cache table, from any process, so double writes show."""
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, completion TEXT NOT NULL, stored_at REAL NOT NULL);
+        CREATE TABLE puts (key TEXT);
+        CREATE TRIGGER log_put AFTER INSERT ON answers BEGIN INSERT INTO puts VALUES (new.key); END;
+    """)
+    con.close()
+
+
+def puts(path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [k for (k,) in con.execute("SELECT key FROM puts")]
+    finally:
+        con.close()
+
+
+def test_two_workers_return_what_one_process_returns(server, tmp_path):
+    exp = grid(server.openai_base_url)
+    one = pk.run(exp, cache_backend=tmp_path / "one.sqlite3", progress=False)
+    clear_providers()
+    server.reset()
+    two = pk.run(exp, cache_backend=tmp_path / "two.sqlite3", workers=2, progress=False)
+    assert view(two) == view(one)
+    assert len(two) == 80 and all(r.completion.ok for r in two.results)
+    assert two.meta["processes"] == 2 and one.meta["processes"] == 1
+    unique = len({r.cell.key for r in two.results})
+    assert unique == 78  # rows 0 and 1 share one call per prompt
+    assert two.meta["counts"]["calls"] == unique == len(server.calls)
+    moved = [r for r in two.results if shard._which(r.cell.key, 2) == 1]
+    assert moved and len(moved) < len(two)  # both processes had cells to answer
+
+
+def test_the_shared_cache_is_written_once_per_answer_and_answers_the_rerun(server, tmp_path):
+    path = tmp_path / "cache.sqlite3"
+    count_puts(path)
+    exp = grid(server.openai_base_url)
+    first = pk.run(exp, cache_backend=path, workers=2, progress=False)
+    keys = {r.cell.key for r in first.results}
+    written = puts(path)
+    assert sorted(written) == sorted(keys)  # every key once, from whichever process called
+    clear_providers()
+    server.reset()
+    again = pk.run(exp, cache_backend=path, workers=2, progress=False)
+    assert len(server.calls) == 0 and again.meta["counts"]["cache_hits"] == 80
+    assert [r.completion.text for r in again.results] == [r.completion.text for r in first.results]
+    assert len(puts(path)) == len(written)
+
+
+def test_an_error_in_a_worker_comes_back_as_an_error_cell(tmp_path):
+    with FakeServer(latency=0.0) as srv:
+        exp = grid(srv.openai_base_url)
+        cells = exp.expand()
+        by_process = {0: [], 1: []}
+        for c in cells:
+            by_process[shard._which(c.key, 2)].append(c.request.messages[-1].content)
+        failing = set(by_process[0][:2] + by_process[1][:3])  # fail in the parent and in the worker
+        srv.set_faults([Fault("server", when=lambda call: call.last_user in failing)])
+        one = pk.run(exp, cache="off", max_attempts=1, progress=False)
+        clear_providers()
+        two = pk.run(exp, cache_backend=tmp_path / "c.sqlite3", max_attempts=1, workers=2, progress=False)
+    assert view(two) == view(one)
+    errors = [r for r in two.results if not r.completion.ok]
+    assert {r.request.messages[-1].content for r in (e.cell for e in errors)} == failing
+    assert {r.completion.error_kind for r in errors} == {"server"} and not any(r.grades for r in errors)
+    assert two.meta["counts"]["errors_by_kind"] == {"server": len(errors)}
+
+
+def test_a_worker_that_dies_leaves_error_cells_not_holes(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(shard, "_BOOT", "import sys; sys.exit(3)  # {path!r}")
+    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", workers=2, progress=False)
+    lost = [r for r in res.results if not r.completion.ok]
+    assert lost and len(res) == 80
+    assert all(shard._which(r.cell.key, 2) == 1 for r in lost)
+    assert all(r.completion.error_kind == "unknown" and "exited with code 3" in r.completion.error for r in lost)
+    assert all(r.completion.ok for r in res.results if shard._which(r.cell.key, 2) == 0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_workers_must_be_a_whole_number(bad):
+    with pytest.raises(pk.ExperimentError, match="workers"):
+        pk.run(grid("http://127.0.0.1:9/v1", 2), workers=bad, progress=False)
+
+
+def test_yaml_run_section_and_cli_accept_workers(server, tmp_path, capsys):
+    from promptkit.cli import main
+    from promptkit.experiment import experiment_from_dict
+
+    spec = {"prompts": [{"template": {"name": "t", "turns": [{"role": "user", "content": "account {{acct}}"}]}}],
+            "models": [f"openai:gpt-4o-mini@{server.openai_base_url}"],
+            "rows": [{"id": f"r{i}", "input": {"acct": f"a{i}"}} for i in range(12)], "run": {"workers": 2}}
+    assert experiment_from_dict(spec).run_options == {"workers": 2}
+    res = pk.run(experiment_from_dict(spec), cache="off", progress=False)
+    assert res.meta["processes"] == 2 and res.meta["counts"]["ok"] == 12
+    path = tmp_path / "exp.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({**spec, "run": {}}), encoding="utf-8")
+    assert main(["run", str(path), "--workers", "2", "--cache", "off", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 0
+    first = json.loads((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["meta"]["processes"] == 2
