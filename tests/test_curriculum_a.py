@@ -288,18 +288,7 @@ def test_injection_sentences_match_the_run(executed):
     assert f"The check flagged {caught} of {sum(1 for a in attack.values() if a)} planted rows" in text
 
 
-# --- exercises: the starter fails on the exercise's model (after the chapters, whose exercise cells ran it) ------
-# (the reference answers pass: test_exercises.py runs every exercise's reference on its model)
-
-@pytest.mark.local_model
-@pytest.mark.parametrize("ex_id", ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"])
-def test_the_starter_prompt_fails(ex_id, notebook_cache, monkeypatch):
-    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))  # the chapters' exercise cells ran the same calls
-    ex = get_exercise(ex_id)
-    result = check(ex_id, ex.starter(), progress=False)
-    assert not result.passed, str(result)
-    assert result.hint, "a failing starter gets a hint"
-
+# --- exercises (tests/test_exercises.py proves every starter fails and every reference passes on its model) --
 
 @pytest.mark.local_model
 def test_schema_exercise_measures_schema_validity():
