@@ -13,7 +13,7 @@
 # 4. all of it on each local model, beside the published size threshold.
 
 # %% tags=[parameters]
-MODELS = ["local:smollm2", "local:qwen2.5-0.5b"]  # add "local:qwen2.5-1.5b" if installed (~3 more minutes)
+MODELS = ["local:smollm2", "local:qwen2.5-0.5b"]  # add "local:qwen2.5-1.5b" if installed (several minutes more)
 N_ROWS = 6  # dev rows per measurement (CI runs fewer)
 THINK_TOKENS = 160  # the budget that lets the reasoning finish
 SHORT_TOKENS = 16  # a budget that cuts it off
