@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml
 
 tour: setup
 	@echo "promptkit: opening the Prompt Intelligence tour; open the URL printed below in a browser"
-	cd notebooks && ../$(VENV)/bin/jupyter lab $(JUPYTER_ARGS) 00_welcome.ipynb
+	cd notebooks && OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} ../$(VENV)/bin/jupyter lab $(JUPYTER_ARGS) 00_welcome.ipynb
 
 # The tour as web pages (Voilà) on http://127.0.0.1:8866/; e.g. DASHBOARD_ARGS="--port 9000 -p N_ROWS 6"
 DASHBOARD_ARGS ?=
 dashboard: setup
-	$(VENV)/bin/promptkit dashboard $(DASHBOARD_ARGS)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(VENV)/bin/promptkit dashboard $(DASHBOARD_ARGS)
 
 # The dashboard's browser tests drive Debian's Chromium through Playwright (no browser download): install it if missing.
 CHROMIUM ?= /usr/lib/chromium/chromium

@@ -210,10 +210,12 @@ def bench_api(latency: float, rounds: int, n: int) -> dict[str, float]:
                       + ", ".join(f"{x['wall']:.2f}" for x in rows))
             floor = _med([x["wall"] for x in got["startup", conc]])
             pw = _med([x["wall"] for x in plain])
-            print(f"   latency-bound ideal at C={conc}: {ideal:.2f} s of calls + {floor:.2f} s startup = "
-                  f"{ideal + floor:.2f} s; the plain loop takes {pw:.2f} s ({pw - floor - ideal:+.2f} s over it: "
-                  f"its own CPU, since the server is busy "
-                  f"{_med([x['server_cpu'] / x['wall'] for x in plain]) * 100:.0f}% of one core)")
+            pcpu = _med([x["cpu"] for x in plain])
+            print(f"   latency-bound ideal at C={conc}: {ideal:.2f} s of calls + {floor:.2f} s startup = {ideal + floor:.2f} s; "
+                  f"the plain loop takes {pw:.2f} s ({pw - floor - ideal:+.2f} s over it) on {pcpu:.2f} s of its own CPU, "
+                  f"while the server is busy {_med([x['server_cpu'] / x['wall'] for x in plain]) * 100:.0f}% of one core: "
+                  f"the limit is the client's CPU{' and its wait for a free core' if pw > 1.3 * max(pcpu, ideal + floor) else ''}, "
+                  f"not the server")
         rss = out["pk.run@64:rss"] / out["plain@64:rss"]
         print("\n   targets (median of paired ratios of whole-process wall time; CPU time beside, which a busy"
               "\n   machine disturbs less):")
@@ -342,12 +344,12 @@ def main() -> None:
     t0 = time.perf_counter()
     os.environ.setdefault("PROMPTKIT_HOME", tempfile.mkdtemp(prefix="pk-bench-home-"))
     print(f"promptkit runner benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f})")
+          f"load average {os.getloadavg()[0]:.1f} before it starts)")
     bench_api(args.latency, args.rounds, args.n)
     if not args.skip_local:
         bench_local(args.rounds + 2)
     bench_memory()
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

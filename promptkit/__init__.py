@@ -18,10 +18,15 @@ from .errors import (
     ModelSpecError, PromptkitError, SettingsError, TemplateError,
 )
 from .providers import DEFAULT_MODEL, get_provider, parse_spec, register
+
+# Providers that live above the providers layer, registered lazily here so providers/ never names them.
+register("score", "promptkit.scoring:ScoringProvider")  # classify by label likelihood: score:smollm2[Yes|No]
+register("tools", "promptkit.tools:ToolCallProvider")  # tool calls through the native interface: tools:openai:gpt-4o-mini
 from .types import Completion, Grade, Grader, Message, PromptVariant, Request, Row, Settings, TokenLogprob
 # eager: the function `phrases` has the name of its module, so a lazy entry would be shadowed
 # by the submodule as soon as anything imported promptkit.phrases (the module is light: yaml loads on use)
 from .phrases import phrases
+from . import report as _report  # noqa: E402,F401 - installs the HTML behind Results.to_html (light: plots load on use)
 
 __version__ = "0.1.0"
 

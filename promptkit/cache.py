@@ -12,6 +12,7 @@ filesystems) both keep only successful answers.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -27,10 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir, env
+from .stored import KEY_RE as _KEY_RE, completion_dict
 from .types import Completion, Request, Settings
 
 KEY_VERSION = 1
-_KEY_RE = re.compile(r"[0-9a-f]{1,64}")
 
 
 def cell_key(model: str, request: Request, repeat: int = 0) -> str:
@@ -73,9 +74,15 @@ def _base_url_env(prefix: str, catalog_file: str) -> str | None:
 
 
 def _catalog_file() -> str:
+    return os.environ.get("PROMPTKIT_MODELS_FILE") or _default_catalog_file()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_catalog_file() -> str:
+    """The packaged models file (an import per key was a measurable part of expanding a grid)."""
     from .catalog import CATALOG_PATH
 
-    return os.environ.get("PROMPTKIT_MODELS_FILE") or str(CATALOG_PATH)
+    return str(CATALOG_PATH)
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,20 +117,19 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     return d
 
 
-_COMPLETION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Completion))
-
-
-def completion_dict(completion: Completion) -> dict[str, Any]:
-    """A completion as stored: plain JSON values, `cached` False (dataclasses.asdict is 5x slower)."""
-    d = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
-    if completion.logprobs is not None:
-        d["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in completion.logprobs]
-    d["cached"] = False
-    return d
-
-
 class Cache(Protocol):
-    """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional)."""
+    """What the runner needs from a cache: answers by cell key (a `check()` returning problems is optional).
+
+    The contract a new store (network, object store) keeps: `key` is a 64-character lowercase
+    hex cell key; `get` returns the stored Completion with `cached=True`, or None for a miss *or*
+    anything unreadable (never raises for a bad entry: the cell is run again); `put` stores only
+    `completion.ok` answers, as one atomic write per key (a reader sees a whole entry or none),
+    and raises OSError when it cannot write (the runner notes it and keeps the answer in the
+    results). With `threaded_puts = True` the runner calls `put` from one background thread.
+    Optional, for speed: `get_many(keys) -> {key: Completion}` (one round trip for the cache
+    check) and `put_many([(key, completion), ...])` (one write for a burst of answers).
+    See RedisCache (promptkit/redis_cache.py) for a small network example.
+    """
 
     def get(self, key: str) -> Completion | None: ...
 
@@ -422,33 +428,48 @@ class SqliteCache:
 class BackgroundWriter:
     """Writes a run's answers from one thread, in batches.
 
-    Handing an answer over costs the event loop a queue put; the thread writes
-    whatever has arrived since its last write in one go (`put_many` where the
-    store has it), so a burst of answers is one transaction and one thread wake-up.
+    Waking a thread per answer costs the event loop a context switch and a GIL
+    hand-over each time (measured: milliseconds per answer on a loaded machine).
+    So answers collect on the loop's side and go to the thread at most every
+    HAND_OVER_S; the thread writes each batch in one go (`put_many`, one
+    transaction, where the store has it).
     """
+
+    HAND_OVER_S = 0.05
 
     def __init__(self, store: Cache) -> None:
         self.store = store
         self.errors: list[str] = []
-        self._queue: "queue.SimpleQueue[tuple[str, Completion] | None]" = queue.SimpleQueue()
+        self._pending: list[tuple[str, Completion]] = []
+        self._queue: "queue.SimpleQueue[list[tuple[str, Completion]] | None]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._drain, name="promptkit-cache", daemon=True)
         self._thread.start()
 
     def put(self, key: str, completion: Completion) -> None:
-        self._queue.put((key, completion))
+        """Take an answer to write (call from the event loop's thread; the write follows within HAND_OVER_S)."""
+        self._pending.append((key, completion))
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(self.HAND_OVER_S, self._hand_over)
+            except RuntimeError:  # no loop here: hand over at once
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._queue.put(batch)
 
     def _drain(self) -> None:
         done = False
         while not done:
-            batch = [self._queue.get()]
+            batches = [self._queue.get()]
             while True:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batches.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if None in batch:
-                done = True
-                batch = [b for b in batch if b is not None]
+            done = None in batches
+            batch = [item for b in batches if b is not None for item in b]
             # a full disk must not end the run: the answers stay in memory and the failure is reported
             put_many = getattr(self.store, "put_many", None)
             if put_many is not None:
@@ -464,16 +485,22 @@ class BackgroundWriter:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def close(self) -> list[str]:
-        """Wait until every answer handed over is written; return what could not be."""
+        """Wait until every answer taken is written; return what could not be."""
+        self._hand_over()
         self._queue.put(None)
         self._thread.join()
         return self.errors
 
 
-def open_cache(where: str | os.PathLike[str] | None = None) -> "SqliteCache | DiskCache":
-    """The store at `where`: a .sqlite/.sqlite3/.db file is a SqliteCache, a folder a DiskCache; None the default."""
+def open_cache(where: str | os.PathLike[str] | None = None) -> "SqliteCache | DiskCache | Any":
+    """The store at `where`: a .sqlite/.sqlite3/.db file is a SqliteCache, a folder a DiskCache, a redis:// URL a
+    RedisCache (promptkit/redis_cache.py); None the default."""
     if where is None:
         return SqliteCache()
+    if isinstance(where, str) and where.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_cache import RedisCache
+
+        return RedisCache(url=where)
     p = Path(where)
     if p.suffix.lower() in (".sqlite", ".sqlite3", ".db"):
         return SqliteCache(p)

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .errors import GraderError
 from .metrics import accuracy, balanced_accuracy, macro_f1
 from .scoring import (
-    LabelScore, _cache_spec, _check_labels, _open_store, _request_for, _score_cached, _with_prefill, loaded_model,
+    LabelScore, cache_spec, check_labels, open_store, request_for, score_cached, with_prefill, loaded_model,
     normalise,
 )
 from .types import Row, Settings
@@ -54,17 +54,23 @@ class Collapse:
     reference_share: float
     reference: str  # where the reference share comes from ("the dev split's gold labels", "an even share")
     p_cf: float | None = None  # set when the label's content-free probability is the smallest (the likely cause)
+    before: int | None = None  # rows on that label before calibration, when known
 
     @property
     def share(self) -> float:
         return self.count / self.n
 
     def __str__(self) -> str:
+        fix = "Fit a rule on the dev rows instead: rule = pk.calibration.fit_label_offsets(dev_scores); " \
+              "rule.apply(test_scores)"
+        if self.before is not None and self.before >= self.count:
+            return (f"contextual calibration left {self.count} of {self.n} rows ({self.share:.0%}) on {self.label!r} "
+                    f"(before it: {self.before}), against {self.reference_share:.0%} in {self.reference}: it did not "
+                    f"correct the model's pull toward {self.label!r}. {fix}")
         why = (f" Its content-free probability p_cf({self.label}) = {self.p_cf:.3f} is the smallest, and every row "
                f"is divided by it, which lifts {self.label!r} on every row." if self.p_cf is not None else "")
         return (f"calibration collapsed: {self.count} of {self.n} rows ({self.share:.0%}) are {self.label!r}, "
-                f"where {self.reference} has {self.reference_share:.0%}.{why} Fit a rule on the dev rows instead: "
-                f"rule = pk.calibration.fit_label_offsets(dev_scores); rule.apply(test_scores)")
+                f"against {self.reference_share:.0%} in {self.reference}.{why} {fix}")
 
 
 def label_shares(items: Iterable[Any], labels: Sequence[str]) -> dict[str, float]:
@@ -138,6 +144,10 @@ class ContextualCalibration:
         out = [self.apply_one(s) for s in scores]
         name = "the dev split's gold labels" if self.reference is not None else "an even share"
         self.last_collapse = check_collapse(out, self.reference, reference_name=name, p_cf=self.p_cf)
+        if self.last_collapse is not None:
+            lab = self.last_collapse.label
+            before = sum(s.ok and s.label == lab for s in scores)
+            self.last_collapse = replace(self.last_collapse, before=before)
         if self.last_collapse is not None and warn:
             warnings.warn(str(self.last_collapse), CalibrationCollapseWarning, stacklevel=2)
         return out
@@ -190,21 +200,21 @@ def contextual_calibration(
     `dev` (rows or scores with gold labels) gives the label shares a collapse
     is measured against. Content-free scores are cached like `score_labels`.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if isinstance(content_free, str) or not content_free:
         raise GraderError(f"content_free must be a list of strings such as {list(CONTENT_FREE)}, got {content_free!r}")
     names = _variables(template, fields, example)
     reference = label_shares(dev, labels) if dev is not None else None
     lm = loaded_model(model)
-    store = _open_store(cache, cache_backend)
-    spec = _cache_spec(model, labels, normalize, end_of_answer)
+    store = open_store(cache, cache_backend)
+    spec = cache_spec(model, labels, normalize, end_of_answer)
     settings = settings or Settings()
     per_input: dict[str, dict[str, float]] = {}
     for text in content_free:
         base = dict(example.input) if example is not None else {}
         row = Row(id=f"content-free:{text!r}", input={**base, **{n: text for n in names}}, split="content-free")
-        req = _with_prefill(_request_for(template, row, settings), prefill)
-        s = _score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row)
+        req = with_prefill(request_for(template, row, settings), prefill)
+        s = score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row)
         if not s.ok:
             raise GraderError(f"could not score the content-free input {text!r}: {s.error}")
         per_input[text] = s.probs
@@ -410,17 +420,29 @@ def fit_label_offsets(
     y = np.array([labels.index(s.target) for s in ok])
     w = np.array([1.0 / (counts[s.target] * len(labels)) for s in ok])
     k = len(labels)
-    b = np.zeros(k)
+    z = np.maximum(z, -700.0)  # keep exp() finite for labels with probability ~0
     onehot = np.eye(k)[y]
-    for _ in range(100):  # Newton on the k-1 free offsets
+
+    def loss(b: Any) -> float:
+        logits = z + b
+        m = logits.max(axis=1, keepdims=True)
+        lse = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
+        return float((w * (lse - logits[np.arange(len(y)), y])).sum() + l2 * (b ** 2).sum())
+
+    b = np.zeros(k)
+    for _ in range(200):  # damped Newton on the k-1 free offsets (convex: converges from anywhere)
         logits = z + b
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         grad = (w[:, None] * (p - onehot)).sum(axis=0) + 2 * l2 * b
-        hess = np.einsum("i,ij,jk->jk", w, p, np.eye(k)) - np.einsum("i,ij,ik->jk", w, p, p) + 2 * l2 * np.eye(k)
-        step = np.linalg.solve(hess[1:, 1:], grad[1:])
-        b[1:] -= step
-        if np.abs(step).max() < 1e-9:
+        hess = np.diag((w[:, None] * p).sum(axis=0)) - np.einsum("i,ij,ik->jk", w, p, p) + 2 * l2 * np.eye(k)
+        step = np.zeros(k)
+        step[1:] = np.linalg.solve(hess[1:, 1:], grad[1:])
+        t, now = 1.0, loss(b)
+        while loss(b - t * step) > now - 1e-4 * t * float(grad @ step) and t > 1e-8:
+            t /= 2
+        b = b - t * step
+        if np.abs(t * step).max() < 1e-9:
             break
     offsets = {lab: float(v) for lab, v in zip(labels, b)}
     rule = LabelOffsets(labels=labels, offsets=offsets, fitted_value=0.0, fitted_split=split,

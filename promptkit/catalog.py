@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import yamlfile
 from .errors import ModelSpecError
 
 CATALOG_PATH = Path(__file__).with_name("data") / "models.yaml"
@@ -103,20 +102,7 @@ def _read(path: str) -> dict[str, Any]:
     """The YAML of the catalog file, or a ModelSpecError naming file, line and column (and the variable)."""
     who = " (PROMPTKIT_MODELS_FILE names this file: fix it or unset the variable)" if os.environ.get(
         "PROMPTKIT_MODELS_FILE") else ""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ModelSpecError(f"{path}: model catalog not found{who}") from None
-    except UnicodeDecodeError as exc:
-        raise ModelSpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}){who}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        raise ModelSpecError(f"{path}{where}: not valid YAML: {detail}{who}") from None
+    data = yamlfile.load(path, ModelSpecError, "model catalog", who)
     if data is None:
         return {}
     if not isinstance(data, dict):

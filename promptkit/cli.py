@@ -6,6 +6,8 @@ import sys
 from typing import Sequence
 
 from .errors import PromptkitError
+from .providers import DEFAULT_MODEL
+from .results import interval_columns
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -63,6 +65,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stream", action="store_true", default=None,
                    help="stream API calls to measure time to first token (costs client CPU per call)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="answer local-model cells on a Dask cluster, e.g. tcp://host:8786 ('local': this machine's "
+                        "cores); needs promptkit[cluster]")
+    p.add_argument("--batch", action="store_true", default=None,
+                   help="send openai:/anthropic: cells through the vendors' batch APIs (half price, within 24 h; "
+                        "stop any time and run again to collect)")
 
 
 def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
@@ -74,7 +82,7 @@ def _run_and_report(experiment: object, args: argparse.Namespace) -> int:
     opts = {k: v for k, v in {
         "cache": args.cache, "concurrency": args.concurrency, "budget_usd": args.budget_usd,
         "budget_tokens": args.budget_tokens, "timeout_s": args.timeout, "workers": args.workers,
-        "stream": args.stream,
+        "stream": args.stream, "batch": args.batch, "cluster": args.scheduler,
     }.items() if v is not None}
     out = Path(args.out or Path("runs") / experiment.name)  # type: ignore[attr-defined]
     check_out(out)  # before the first call: a bad --out must not waste the calls
@@ -132,7 +140,7 @@ def summary_text(res: object) -> str:
         v = row[col]  # type: ignore[index]
         if v != v:  # NaN: nothing scored
             return "-"
-        lo, hi = row[col + "_low"], row[col + "_high"]  # type: ignore[index]
+        lo, hi = (row[c] for c in interval_columns(col))  # type: ignore[index]
         if lo != lo or hi != hi:  # one scored row: no interval
             return f"{v:.2f} [no CI: n=1]" if row["scored"] == 1 else f"{v:.2f}"  # type: ignore[index]
         return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
@@ -183,6 +191,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return _run_and_report(experiment_from_dict(data, source="promptkit compare"), args)
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .batch import list_batches
+
+    entries = list_batches(refresh=not args.offline, cache=args.cache)
+    if not entries:
+        print("no batches recorded (pk.run(exp, batch=True) or promptkit run --batch records them)")
+        return 0
+    for e in entries:
+        counts = " ".join(f"{k}={v}" for k, v in (e.get("counts") or {}).items()) or f"total={len(e['keys'])}"
+        when = datetime.fromtimestamp(e.get("created_at", 0)).strftime("%Y-%m-%d %H:%M")
+        print(f"{when}  {e.get('batch_id') or '-':<24} {e['model_spec']:<28} {e.get('state'):<10} "
+              f"{e.get('status') or '-':<12} {counts}  cells={len(e['keys'])}  [{e.get('experiment')}]")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .dashboard import serve
 
@@ -208,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("complete", help="ask one model one prompt")
     c.add_argument("prompt")
-    c.add_argument("-m", "--model", default="local:smollm2", help="model spec, e.g. local:smollm2, openai:gpt-4o-mini")
+    c.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model spec, e.g. local:smollm2, openai:gpt-4o-mini")
     c.add_argument("-s", "--system", default=None)
     c.add_argument("--prefill", default=None, help="start of the assistant's answer")
     c.add_argument("-t", "--temperature", type=float, default=0.0)
@@ -239,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default=None, help="run name (default compare-DATASET)")
     _run_options(k)
     k.set_defaults(func=cmd_compare)
+
+    b = sub.add_parser("batches", help="list vendor batches recorded by batch runs, with status and counts")
+    b.add_argument("--offline", action="store_true", help="show the ledger only; do not ask the vendors")
+    b.add_argument("--cache", default=None, metavar="PATH",
+                   help="the cache the batch runs used (a .sqlite3 file or a folder; default: promptkit's cache)")
+    b.set_defaults(func=cmd_batches)
 
     d = sub.add_parser("dashboard", help="serve the tour and the live builder as web pages on 127.0.0.1 (Voila)")
     d.add_argument("--port", type=int, default=8866, help="port to listen on (default 8866)")

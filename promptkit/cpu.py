@@ -84,9 +84,9 @@ def omp_spin_count(lib: Any = None) -> int | None:
     with OpenMP or the runtime cannot report.
     """
     if lib is None:
-        from .providers.local import _llama_cpp
+        import llama_cpp  # a core dependency; imported here, not through providers/local.py, which imports this module
 
-        lib = _llama_cpp().llama_cpp._lib
+        lib = llama_cpp.llama_cpp._lib
     try:
         display = lib.omp_display_env
     except AttributeError:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
+from . import yamlfile
 from .files import atomic_write
 from .errors import DatasetError
 from .types import Row
@@ -113,12 +112,8 @@ def load_tasks(directory: str | os.PathLike[str] | None = None) -> dict[str, Tas
     """Every task in a datasets folder's tasks.yaml, in file order."""
     directory = Path(directory) if directory is not None else datasets_dir()
     path = directory / TASKS_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: not found (set PROMPTKIT_DATASETS_DIR to a folder holding {TASKS_FILE})")
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{TASKS_FILE}: not valid YAML: {exc}") from None
+    text = yamlfile.read_text(path, DatasetError, hint=f" (set PROMPTKIT_DATASETS_DIR to a folder holding {TASKS_FILE})")
+    raw = yamlfile.loads(text, str(path), DatasetError)
     if not isinstance(raw, dict) or not raw:
         raise DatasetError(f"{TASKS_FILE}: expected a mapping of task name -> metadata")
     tasks = {name: _task_from_yaml(name, spec, TASKS_FILE, directory) for name, spec in raw.items()}
@@ -487,7 +482,9 @@ def _infer_labels(rows: list[Row]) -> tuple[str, ...]:
 def _count_cell(ds: Dataset, rows: list[Row]) -> str:
     if ds.task.type == "structured":
         keys = Counter(str(next(iter(r.target.values()))) for r in rows if isinstance(r.target, dict) and r.target)
-        return ", ".join(f"{k} {n}" for k, n in sorted(keys.items())) if len(keys) <= 8 else f"{len(rows)} answers"
+        if len(keys) <= 8 and len(keys) < len(rows):  # a small set of kinds (tools): count each
+            return ", ".join(f"{k} {n}" for k, n in sorted(keys.items()))
+        return f"{len(rows)} distinct answers" if len(keys) == len(rows) else f"{len(rows)} answers"
     if ds.task.type == "rubric":
         sizes = [len(r.target) for r in rows]
         per_row = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"

@@ -12,8 +12,9 @@ import re
 class PromptkitError(Exception):
     """Base of every error promptkit raises on purpose."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: tuple[str | int, ...] = ()) -> None:
         super().__init__(redact(message))
+        self.field = tuple(field)  # the input field at fault, e.g. ("turns", 1, "role"): a file reader finds its line
 
 
 class SettingsError(PromptkitError, ValueError):

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from . import yamlfile
 from .config import shipped_dir
 from .errors import PromptkitError
+from .providers import DEFAULT_MODEL
 from .templates import Template, load_template
 from .types import Message, Settings
 
@@ -60,7 +60,7 @@ class Exercise:
     at_least: float
     split: str = "test"
     rows: int = 8
-    model: str = "local:smollm2"
+    model: str = DEFAULT_MODEL
     settings: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1
     allow_settings: tuple[str, ...] = ()
@@ -73,6 +73,7 @@ class Exercise:
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
+    grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -144,7 +145,7 @@ def _hint(d: Mapping[str, Any], where: str) -> Hint:
 def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
     """Every exercise in the file, validated, by id."""
     p = Path(path) if path else EXERCISES_PATH
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or []
+    data = yamlfile.load(p, ExerciseError, "exercises file") or []
     out: dict[str, Exercise] = {}
     known = set(Exercise.__dataclass_fields__)
     for i, d in enumerate(data):
@@ -287,7 +288,12 @@ def check(
     if ex.above_chance and n_rows < MIN_HELD_OUT:
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
-    grader = default_grader(ds.task)
+    if ex.grader:
+        from . import graders as _graders
+
+        grader = getattr(_graders, ex.grader)()
+    else:
+        grader = default_grader(ds.task)
     if ex.answer_tag:
         from .graders import in_tag
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import yamlfile
 from .cache import cell_key
 from .errors import ExperimentError, GraderError, PromptkitError
 from .types import Cell, Grader, PromptVariant, Row, Settings
@@ -369,7 +369,7 @@ PROMPT_FIELDS: tuple[str, ...] = ("template", "name", "phrases", "ablation", "pl
 DATASET_FIELDS: tuple[str, ...] = ("name", "path", "split", "n", "seed")
 RUN_FIELDS: tuple[str, ...] = (
     "cache", "concurrency", "provider_concurrency", "rpm", "timeout_s", "max_attempts", "budget_usd", "budget_tokens",
-    "stream", "workers",
+    "stream", "workers", "batch", "cluster",
 )
 GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 
@@ -379,38 +379,10 @@ class _Where:
 
     def __init__(self, source: str, text: str | None) -> None:
         self.source = source
-        self.root = None
-        if text is not None:
-            import yaml
-
-            try:
-                self.root = yaml.compose(text)
-            except yaml.YAMLError:
-                self.root = None
-
-    def line(self, path: Sequence[str | int]) -> int | None:
-        import yaml
-
-        node = self.root
-        line = None
-        for step in path:
-            if isinstance(node, yaml.MappingNode) and isinstance(step, str):
-                match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == step), None)
-                if match is None:
-                    break
-                line = match[0].start_mark.line + 1
-                node = match[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-                line = node.start_mark.line + 1
-            else:
-                break
-        return line
+        self.root = yamlfile.compose(text)
 
     def __call__(self, *path: str | int) -> str:
-        name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
-        line = self.line(path)
-        return f"{self.source}" + (f", line {line}" if line else "") + (f", field '{name}'" if name else "")
+        return yamlfile.where(self.source, self.root, path)
 
     def error(self, *path: str | int, msg: str) -> ExperimentError:
         return ExperimentError(f"{self(*path)}: {msg}")
@@ -434,21 +406,9 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
 
     Paths inside (templates, a dataset .jsonl) are relative to the file's folder.
     """
-    import yaml
-
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ExperimentError(f"{p}: experiment file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ExperimentError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    text = yamlfile.read_text(p, ExperimentError, "experiment file")
+    data = yamlfile.loads(text, str(p), ExperimentError)
     return experiment_from_dict(data, source=str(p), base_dir=p.parent, text=text)
 
 
@@ -497,9 +457,8 @@ def experiment_from_dict(
     try:
         settings = Settings.from_dict(d.get("settings") or {})
     except PromptkitError as exc:
-        bad = re.match(r"Settings\.(\w+) ", str(exc))  # point at the line of the setting that is out of range
-        raw = d.get("settings")
-        at = ("settings", bad.group(1)) if bad and isinstance(raw, Mapping) and bad.group(1) in raw else ("settings",)
+        raw = d.get("settings")  # point at the line of the setting that is out of range
+        at = ("settings", *exc.field) if exc.field and isinstance(raw, Mapping) and exc.field[0] in raw else ("settings",)
         raise where.error(*at, msg=str(exc)) from None
     sweep = d.get("sweep") or {}
     if not isinstance(sweep, Mapping):

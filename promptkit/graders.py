@@ -21,6 +21,7 @@ from dataclasses import replace as dc_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import GraderError
+from .providers import DEFAULT_MODEL
 from .types import Completion, Grade
 
 __all__ = [
@@ -1386,7 +1387,7 @@ class _LLMJudge(BaseGrader):
 
 def llm_judge(
     rubric: Any = None,
-    model: str = "local:smollm2",
+    model: str = DEFAULT_MODEL,
     *,
     task: str | None = None,
     max_tokens: int | None = None,
@@ -1410,7 +1411,7 @@ def llm_judge(
 # --------------------------------------------------------------------------- per task type
 
 
-def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrader:
+def default_grader(task: Any, *, judge_model: str = DEFAULT_MODEL) -> BaseGrader:
     """The usual grader for a dataset task (a TaskInfo or a dict with type, labels, labels_field, ...).
 
     label -> label_match; multilabel -> json_match F1 over the labels (the task's target_schema checked
@@ -1435,7 +1436,7 @@ def default_grader(task: Any, *, judge_model: str = "local:smollm2") -> BaseGrad
 
 
 # Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
-_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval"}
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics"}
 
 
 def _structured_grader(name: str | None) -> BaseGrader:

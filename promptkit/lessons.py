@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .providers import DEFAULT_MODEL
+from .results import SUMMARY_VIEWS
 from .types import Settings
 
-HONEST_COLUMNS = (
-    "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
-    "unparseable", "mentioned", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
-)
+HONEST_COLUMNS = SUMMARY_VIEWS["scoreboard"]
 
 
 def evaluate(
@@ -21,7 +20,7 @@ def evaluate(
     *,
     split: str = "dev",
     n: int | None = None,
-    models: Sequence[str] | str = ("local:smollm2",),
+    models: Sequence[str] | str = (DEFAULT_MODEL,),
     repeats: int = 1,
     graders: Sequence[Any] | None = None,
     sweep: dict[str, Sequence[Any]] | None = None,
@@ -102,7 +101,7 @@ def answer_counts(results: Any, by: Sequence[str] = ("variant", "model")) -> Any
     return table.astype(int)
 
 
-def what_the_model_sees(prompt: Any, model: str = "local:smollm2", variables: dict[str, Any] | None = None) -> str:
+def what_the_model_sees(prompt: Any, model: str = DEFAULT_MODEL, variables: dict[str, Any] | None = None) -> str:
     """The exact text a local model reads (its chat template applied); for an API model, the messages as JSON."""
     import json
 

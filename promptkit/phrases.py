@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from . import yamlfile
 from .errors import TemplateError
 from .templates import VAR_RE, Template, variables_in
 from .types import Message
@@ -146,42 +147,14 @@ class PhraseLibrary:
 def load_phrases(path: str | os.PathLike[str] | None = None) -> PhraseLibrary:
     """Read and validate a phrase file; a bad entry names the file, line, phrase id and field."""
     p = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TemplateError(f"{p}: phrase file not found") from None
-    import yaml
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise TemplateError(f"{p}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
-    return _validate(data, root, str(p))
-
-
-def _line(node: Any, *path: str | int) -> int | None:
-    """1-based line of the node at `path` (keys and list indexes) in a composed YAML tree."""
-    import yaml
-    for step in path:
-        if isinstance(step, int) and isinstance(node, yaml.SequenceNode) and step < len(node.value):
-            node = node.value[step]
-        elif isinstance(step, str) and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if getattr(k, "value", None) == step:
-                    node = v
-                    break
-            else:
-                break
-        else:
-            break
-    return node.start_mark.line + 1 if node is not None else None
+    text = yamlfile.read_text(p, TemplateError, "phrase file")
+    data = yamlfile.loads(text, str(p), TemplateError)
+    return _validate(data, yamlfile.compose(text), str(p))
 
 
 def _validate(data: Any, root: Any, source: str) -> PhraseLibrary:
     def fail(msg: str, *path: str | int) -> TemplateError:
-        line = _line(root, *path) if root is not None else None
+        line = yamlfile.line_of(root, path)
         return TemplateError(f"{source}{f', line {line}' if line else ''}: {msg}")
 
     if not isinstance(data, dict):

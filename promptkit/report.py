@@ -16,6 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import redact
+from .results import SUMMARY_VIEWS, install_html_report, interval_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -205,7 +206,7 @@ def html_report(
         return "\n".join(parts)
 
     graded = bool(results.grader_names)
-    g = results._grader(grader) if graded else None
+    g = results.resolve_grader(grader) if graded else None
     summary = results.summary(None, g)
     parts.append("<h2>Summary</h2>")
     parts.append(_summary_html(summary))
@@ -350,18 +351,14 @@ def _table_html(df: Any, flag_col: str | None = None) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-SUMMARY_COLUMNS: Sequence[str] = (
-    "variant", "model", "settings_label", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline", "majority_label",
-    "flag", "balanced_accuracy", "balanced_accuracy CI", "chance", "macro_f1", "unparseable", "wrong",
-    "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
-)
+SUMMARY_COLUMNS: Sequence[str] = SUMMARY_VIEWS["report"]
 
 
 def _summary_html(summary: Any) -> str:
     """The summary with each CI in one column; for label graders accuracy replaces the (equal) mean score."""
     df = summary.copy()
     for metric in ("score", "accuracy", "balanced_accuracy"):
-        lo, hi = f"{metric}_low", f"{metric}_high"
+        lo, hi = interval_columns(metric)
         if lo in df and hi in df:
             df[f"{metric} CI"] = [
                 "" if _nan(a) or _nan(b) else f"{float(a):.3f}–{float(b):.3f}" for a, b in zip(df[lo], df[hi])
@@ -384,3 +381,6 @@ def _confusion_html(cm: Any) -> str:
             cells.append(f"<td{style}><span{bold}>{int(n)}</span></td>")
         rows.append(f'<tr><th class="text">{_e(gold)}</th>' + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+install_html_report(html_report)  # Results.to_html calls it: results.py does not import this module

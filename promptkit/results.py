@@ -36,6 +36,42 @@ SCORE_CI = "95% percentile bootstrap over dataset rows (a row's repeats and sett
 ACCURACY_CI = ("95% Wilson interval over cells (as metrics.classification_summary); balanced accuracy and "
                "macro-F1: 95% percentile bootstrap over cells, 1000 resamples, seed 0")
 PASS_RATE = "passed / n: every cell counts, an error cell as a failure; score and accuracy are over answered cells"
+
+
+def interval_columns(metric: str) -> tuple[str, str]:
+    """The summary's columns holding `metric`'s 95% interval: ("score_low", "score_high") for "score"."""
+    return f"{metric}_low", f"{metric}_high"
+
+
+# The summary columns each view shows, in reading order, chosen here from the names `summary()` makes, so no view
+# asks for a column that does not exist (the live builder once asked for score_lo/score_hi and never showed the
+# interval). "<metric> CI" is report.py's one-column form of the metric's interval_columns.
+SUMMARY_VIEWS: dict[str, tuple[str, ...]] = {
+    "report": (
+        "variant", "model", "settings_label", "n", "errors", "score", "score CI", "accuracy", "accuracy CI", "baseline",
+        "majority_label", "flag", "balanced_accuracy", "balanced_accuracy CI", "chance", "macro_f1", "unparseable", "wrong",
+        "latency_p50", "latency_p95", "input_tokens_mean", "output_tokens_mean", "tokens_per_100", "cost_per_100", "cached",
+    ),
+    "scoreboard": (  # lessons.scoreboard: what keeps a classification score honest
+        "variant", "model", "n", "errors", "accuracy", "baseline", "balanced_accuracy", "chance", "macro_f1",
+        "unparseable", "mentioned", "flag", "latency_p50", "output_tokens_mean", "cost_per_100",
+    ),
+    "builder": (  # widgets.PromptBuilder's results
+        "variant", "model", "n", "errors", "score", *interval_columns("score"), "accuracy", "baseline", "balanced_accuracy",
+        "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100",
+    ),
+}
+# report.py renders Results as HTML and sits above this module: it installs its renderer here when imported
+# (`import promptkit` imports it), so the data never imports its display.
+_HTML_REPORT: Callable[..., str] | None = None
+
+
+def install_html_report(render: Callable[..., str]) -> None:
+    """Set the renderer behind `Results.to_html` (report.py calls this; results.py never imports report.py)."""
+    global _HTML_REPORT
+    _HTML_REPORT = render
+
+
 PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 
 
@@ -104,7 +140,8 @@ class Results:
         many = len({r.cell.settings_label for r in self.results}) > 1
         return ["variant", "model", "settings_label"] if many else ["variant", "model"]
 
-    def _grader(self, grader: str | None) -> str:
+    def resolve_grader(self, grader: str | None = None) -> str:
+        """The grader a view reads: the one named (checked), else the first; report.py uses it too."""
         names = self.grader_names
         if grader is None:
             if not names:
@@ -121,7 +158,7 @@ class Results:
         where no answer could be read counts), or by setting `Grade.label` on
         cells whose target is a plain label.
         """
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         for r in self.results:
             grade = r.grades.get(g)
             if grade is None:
@@ -134,7 +171,7 @@ class Results:
 
     def labels(self, grader: str | None = None) -> list[Any]:
         """The label set: `meta["labels"]` if given, then every gold label, then answers that match none."""
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         seen: dict[Any, None] = {}
         for lab in self.meta.get("labels") or ():
             seen.setdefault(lab, None)
@@ -258,7 +295,7 @@ class Results:
         bad = [b for b in by if b not in df.columns]
         if bad:
             raise ExperimentError(f"cannot group results by {bad}; columns include {list(CELL_COLUMNS)}")
-        g = self._grader(grader) if self.grader_names else None
+        g = self.resolve_grader(grader) if self.grader_names else None
         classify = g is not None and self.is_classification(g)
         labels = self.labels(g) if classify else []
         rows = []
@@ -275,7 +312,7 @@ class Results:
                 mean, lo, hi = _cluster_bootstrap(
                     have[f"{g}_score"].to_numpy(dtype=float), have["row_id"].astype(str).to_numpy(), n_boot=n_boot
                 )
-                rec.update(score=mean, score_low=lo, score_high=hi)
+                rec.update(zip(("score", *interval_columns("score")), (mean, lo, hi)))
                 # a failed call is not a pass: pass_rate is over every cell, errors counted as failures
                 rec["passed"] = int(have[f"{g}_passed"].dropna().astype(bool).sum())
                 rec["pass_rate"] = rec["passed"] / len(part) if len(part) else math.nan
@@ -342,7 +379,7 @@ class Results:
         """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         sub = self.filter(**where) if where else self
         gold, pred = _gold_pred([r for r in sub.results if r.completion.ok], g)
         if not gold:
@@ -355,7 +392,7 @@ class Results:
         """Gold labels down, answers across, with an unparseable column; errors left out."""
         from . import metrics
 
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         if not self.is_classification(g):
             raise GraderError(f"grader {g!r} sets no labels, so there is no confusion matrix; use a label grader")
         if variant is not None:
@@ -399,7 +436,7 @@ class Results:
             raise ExperimentError(
                 f"compare({a!r}, {b!r}): both must be variants {self.variants} or both models {self.models}"
             )
-        g = self._grader(grader)
+        g = self.resolve_grader(grader)
         other = "model" if across == "variant" else "variant"
         sub = self.filter(**where) if where else self
 
@@ -457,7 +494,7 @@ class Results:
         if repeat is not None:
             where.setdefault("repeat", repeat)
         sub = self.filter(**where) if where else self
-        g = self._grader(grader) if sub.grader_names else None
+        g = self.resolve_grader(grader) if sub.grader_names else None
         other = "model" if across == "variant" else "variant"
         many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
         many_settings = len({r.cell.settings_label for r in sub.results}) > 1
@@ -653,10 +690,10 @@ class Results:
         return atomic_write(path, lambda f: df.to_csv(f, index=False, lineterminator="\n"))
 
     def to_html(self, path: str | os.PathLike[str], title: str | None = None, **kwargs: Any) -> Path:
-        """One self-contained HTML report (tables and inline plots), written atomically."""
-        from .report import html_report
-
-        text = html_report(self, title=title, **kwargs)
+        """One self-contained HTML report (tables and inline plots), written atomically: report.html_report's."""
+        if _HTML_REPORT is None:  # pragma: no cover - `import promptkit` imports report.py, which installs it
+            raise ExperimentError("Results.to_html needs promptkit.report: import promptkit.report first")
+        text = _HTML_REPORT(self, title=title, **kwargs)
         return atomic_write(path, lambda f: f.write(text))
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _timeout = getattr(asyncio, "timeout", None)
 
+BAR_INTERVAL_S = 0.1
 CacheMode = Literal["use", "refresh", "off"]
 CACHE_MODES: tuple[str, ...] = ("use", "refresh", "off")
 
@@ -64,9 +65,13 @@ class _Run:
         self, experiment: "Experiment", *, cache: str, cache_backend: Cache | None, concurrency: int,
         provider_concurrency: Any, rpm: Any, timeout_s: float | None, retry: RetryPolicy, budget: Budget,
         progress: bool, stream: bool = False, timeout_local_s: float | None = None, timeout_default: bool = False,
-        workers: int = 1,
+        workers: int = 1, batch: bool = False, cluster: Any = None,
     ) -> None:
         self.experiment = experiment
+        self.batch = batch  # openai:/anthropic: cells go to the vendors' batch APIs (promptkit/batch.py)
+        self.batch_part: Any = None
+        self.cluster = cluster  # local-model cells go to this Dask scheduler (promptkit/cluster.py)
+        self.cluster_part: Any = None
         self.stream = stream
         self.mode = cache
         self.store = cache_backend
@@ -112,8 +117,19 @@ class _Run:
         self.global_slots = asyncio.Semaphore(self.concurrency)
         self.grade_slots = asyncio.Semaphore(self.concurrency)
         self.bar = self._bar()
+        self.bar_pending, self.bar_next = 0, 0.0
         try:
             todo = await self._answer_from_cache()
+            batched: dict[str, list[str]] = {}
+            if self.batch:
+                from .batch import take_batchable
+
+                todo, batched = take_batchable(self, todo)
+            clustered: list[str] = []
+            if self.cluster is not None:
+                from .cluster import take_clustered
+
+                todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
             shards = await split(self, queues) if self.workers > 1 else []
             workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
@@ -121,6 +137,14 @@ class _Run:
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
             ]
+            if batched:
+                from .batch import run_batches
+
+                workers.append(asyncio.ensure_future(run_batches(self, batched)))
+            if clustered:
+                from .cluster import run_on_cluster
+
+                workers.append(asyncio.ensure_future(run_on_cluster(self, clustered)))
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -142,6 +166,7 @@ class _Run:
                 self.results[i] = CellResult(self.cells[i], Completion(
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
+            self._bar_flush()
             self.bar.close()
             self._flush_writes()
         finished = datetime.now(timezone.utc)
@@ -343,7 +368,15 @@ class _Run:
         self.counts["duplicates"] += len(idxs) - 1
         if not comp.ok:
             self.errors[comp.error_kind or "unknown"] += len(idxs)
-        self.bar.update(len(idxs))
+        self.bar_pending += len(idxs)
+        if time.monotonic() >= self.bar_next:  # the bar redraws at most ten times a second anyway
+            self._bar_flush()
+
+    def _bar_flush(self) -> None:
+        self.bar_next = time.monotonic() + BAR_INTERVAL_S
+        if self.bar_pending:
+            self.bar.update(self.bar_pending)
+            self.bar_pending = 0
         spent = self.budget.spent_usd
         self.bar.set_postfix_str(
             f"errors={sum(self.errors.values())} cached={self.counts['cache_hits']} cost=${spent:.4f}", refresh=False,
@@ -428,6 +461,12 @@ class _Run:
             "processes": getattr(self, "processes", 1),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
+        if self.batch_part is not None:
+            bp = self.batch_part
+            meta["batch"] = {"submitted": bp.submitted, "batches_adopted": bp.adopted, "ledger": str(bp.ledger.folder)}
+        if self.cluster_part is not None:
+            cp = self.cluster_part
+            meta["cluster"] = {"scheduler": cp.address, "cells_by_worker": dict(cp.by_worker)}
         if self.cache_write_errors:
             meta["cache_write_errors"] = self.cache_write_errors[:5]
         if self.cache_problems:
@@ -449,6 +488,7 @@ _UNSET: Any = object()
 RUN_DEFAULTS: dict[str, Any] = {
     "cache": "use", "concurrency": 16, "provider_concurrency": None, "rpm": None, "timeout_s": 120.0,
     "max_attempts": 4, "budget_usd": None, "budget_tokens": None, "stream": False, "workers": 1,
+    "batch": False, "cluster": None,
 }
 
 
@@ -467,6 +507,8 @@ async def arun(
     budget_tokens: int | None = _UNSET,
     stream: bool = _UNSET,
     workers: int = _UNSET,
+    batch: bool = _UNSET,
+    cluster: Any = _UNSET,
     progress: bool = True,
 ) -> "Results":
     """Run every cell of `experiment` (or of a YAML file) and return its Results.
@@ -493,6 +535,10 @@ async def arun(
         workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
             when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
             a run with a budget stays in one process.
+        batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
+            24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
+        cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a
+            distributed.Client, or "local" for a LocalCluster of this machine's cores (promptkit/cluster.py).
     """
     if isinstance(experiment, (str, os.PathLike)):
         from .experiment import load_experiment
@@ -501,7 +547,8 @@ async def arun(
     given = {
         "cache": cache, "concurrency": concurrency, "provider_concurrency": provider_concurrency, "rpm": rpm,
         "timeout_s": timeout_s, "max_attempts": max_attempts, "budget_usd": budget_usd, "budget_tokens": budget_tokens,
-        "stream": stream, "workers": workers,
+        "stream": stream, "workers": workers, "batch": batch,
+        "cluster": cluster,
     }
     opts = {**RUN_DEFAULTS, **getattr(experiment, "run_options", {}), **{k: v for k, v in given.items() if v is not _UNSET}}
     conc = opts["concurrency"]
@@ -517,6 +564,15 @@ async def arun(
         n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
+    if not isinstance(opts["batch"], bool):
+        raise ExperimentError(f"batch must be true or false, got {opts['batch']!r}")
+    if opts["batch"] and opts["cache"] == "off":
+        raise ExperimentError("batch mode needs the cache (cache='use' or 'refresh'): batch answers arrive "
+                              "later, and the cache is where a re-run finds them instead of paying again")
+    if opts["cluster"] is not None:
+        from .cluster import check_cluster
+
+        opts["cluster"] = check_cluster(opts["cluster"])
     if not isinstance(opts["stream"], bool):
         raise ExperimentError(f"stream must be true or false, got {opts['stream']!r}")
     store = _resolve_cache(opts["cache"], cache_backend)
@@ -527,7 +583,8 @@ async def arun(
     run_ = _Run(
         experiment, cache=opts["cache"], cache_backend=store, concurrency=conc,
         provider_concurrency=opts["provider_concurrency"], rpm=opts["rpm"], timeout_s=opts["timeout_s"],
-        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers,
+        retry=policy, budget=budget, progress=progress, stream=opts["stream"], workers=n_workers, batch=opts["batch"],
+        cluster=opts["cluster"],
         timeout_local_s=opts["timeout_s"] if timeout_given else None, timeout_default=not timeout_given,
     )
     run_.cache_problems = cache_problems

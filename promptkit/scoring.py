@@ -91,7 +91,8 @@ def normalise(logprobs: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in exp.items()}
 
 
-def _check_labels(labels: Sequence[str] | None) -> list[str]:
+def check_labels(labels: Sequence[str] | None) -> list[str]:
+    """The label list, or an error saying what a label list looks like (shared with calibration.py)."""
     if labels is None or isinstance(labels, str):
         raise GraderError(f"labels must be a list of label strings like ['Commit', 'Likely', 'At-Risk'], got {labels!r}")
     labels = list(labels)
@@ -143,7 +144,8 @@ def _score_on_thread(lm: Any, request: Request, labels: list[str], normalize: st
     return scores, tokens, len(lm.tokenize(context))
 
 
-def _with_prefill(request: Request, prefill: str | None) -> Request:
+def with_prefill(request: Request, prefill: str | None) -> Request:
+    """The request with the assistant prefill the scores continue from."""
     return request if prefill is None else replace(request, prefill=prefill)
 
 
@@ -159,10 +161,10 @@ def label_logprobs(
     """Log-probability of each complete label as the answer to `request` (a Request or a plain prompt)."""
     from .complete import build_request
 
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     lm = loaded_model(model)
-    req = _with_prefill(build_request(request), prefill)
+    req = with_prefill(build_request(request), prefill)
     scores, _, _ = lm.executor.submit(_score_on_thread, lm, req, labels, normalize, end_of_answer).result()
     return scores
 
@@ -180,10 +182,10 @@ def score_request(
     """One request classified by likelihood; a failure is recorded in `.error`, not raised."""
     from .complete import build_request
 
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     lm = loaded_model(model)
-    return _score_one(lm, _with_prefill(build_request(request), prefill), labels, normalize, end_of_answer, row)
+    return _score_one(lm, with_prefill(build_request(request), prefill), labels, normalize, end_of_answer, row)
 
 
 def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_answer: bool, row: Row | None,
@@ -199,7 +201,7 @@ def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_
     return LabelScore(rid, best, probs, scores, tokens, target=target, split=split, normalize=normalize)
 
 
-def _cache_spec(model: Any, labels: list[str], normalize: str, end_of_answer: bool) -> str | None:
+def cache_spec(model: Any, labels: list[str], normalize: str, end_of_answer: bool) -> str | None:
     """The runner's spec for these scores (`score:smollm2[Yes|No]`), so both share cache entries; None if unnamed."""
     from .providers.local import LocalProvider
 
@@ -216,7 +218,7 @@ def _cache_spec(model: Any, labels: list[str], normalize: str, end_of_answer: bo
         return None
 
 
-def _score_cached(lm: Any, store: Any, spec: str | None, mode: str, req: Request, labels: list[str], normalize: str,
+def score_cached(lm: Any, store: Any, spec: str | None, mode: str, req: Request, labels: list[str], normalize: str,
                   end_of_answer: bool, row: Row | None, reuse_prefix: bool = False) -> LabelScore:
     """`_score_one`, answered from and saved to the cache under the cell key the runner would use.
 
@@ -243,7 +245,8 @@ def _score_cached(lm: Any, store: Any, spec: str | None, mode: str, req: Request
     return out
 
 
-def _open_store(cache: str, cache_backend: Any) -> Any:
+def open_store(cache: str, cache_backend: Any) -> Any:
+    """The cache the runner would use for these scores, or None when caching is off."""
     from .cache import open_cache
 
     if cache not in ("use", "refresh", "off"):
@@ -255,7 +258,8 @@ def _open_store(cache: str, cache_backend: Any) -> Any:
     return cache_backend
 
 
-def _request_for(template: Any, row: Row, settings: Settings) -> Request:
+def request_for(template: Any, row: Row, settings: Settings) -> Request:
+    """The request a template (or a plain prompt string) makes for one row."""
     if hasattr(template, "to_request"):
         return template.to_request(row.input, settings)
     if callable(template):
@@ -298,20 +302,20 @@ def score_labels(
 
     if labels is None:
         labels = getattr(rows, "labels", None)
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     rows = list(rows)
     for i, r in enumerate(rows):
         if not isinstance(r, Row):
             raise GraderError(f"rows[{i}] must be a Row (from a dataset), got {type(r).__name__}")
     lm = loaded_model(model)
-    store = _open_store(cache, cache_backend)
-    spec = _cache_spec(model, labels, normalize, end_of_answer)
+    store = open_store(cache, cache_backend)
+    spec = cache_spec(model, labels, normalize, end_of_answer)
     settings = settings or Settings()
     out = []
     for row in tqdm(rows, desc="label scoring", unit="row", disable=not progress):
-        req = _with_prefill(_request_for(template, row, settings), prefill)
-        out.append(_score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row, reuse_prefix))
+        req = with_prefill(request_for(template, row, settings), prefill)
+        out.append(score_cached(lm, store, spec, cache, req, labels, normalize, end_of_answer, row, reuse_prefix))
     return out
 
 
@@ -364,7 +368,7 @@ def scoring_model(model: str, labels: Sequence[str], *, normalize: str = "sum", 
 
     `scoring_model("local:smollm2", ["Yes", "No"])` -> "score:smollm2[Yes|No]".
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_normalize(normalize)
     for lab in labels:
         if any(c in lab for c in "|[]+"):
@@ -389,7 +393,7 @@ class ScoringProvider(Provider):
                 f"scoring spec {str(spec)!r} must look like score:smollm2[Commit|Likely|At-Risk] "
                 f"(optionally followed by +mean and/or +eos); build it with scoring_model(model, labels)"
             )
-        self.labels = _check_labels(m.group("labels").split("|"))
+        self.labels = check_labels(m.group("labels").split("|"))
         opts = m.group("opts") or ""
         self.normalize = "mean" if "+mean" in opts else "sum"
         self.end_of_answer = "+eos" in opts

@@ -174,7 +174,6 @@ class _Part:
 
 
 async def _work(job: dict[str, Any], out: Any) -> None:
-    from .cache import open_cache
     from .runner import _Run
 
     outbox: list[tuple[str, Completion]] = []
@@ -189,7 +188,10 @@ async def _work(job: dict[str, Any], out: Any) -> None:
             super()._store_all(key, comp, grades, hit)
             outbox.append((key, comp))
 
-    store = open_cache(job["store"][1]) if job["store"] else None
+    store = None
+    if job["store"]:  # the parent's store by its kind (a SqliteCache file need not end in .sqlite3)
+        kind, where = job["store"]
+        store = SqliteCache(where) if kind == "sqlite" else DiskCache(where)
     run = _WorkerRun(
         _Part(job["name"], job["cells"]), cache="refresh" if store is not None else "off", cache_backend=store,
         concurrency=job["concurrency"], provider_concurrency=job["provider_concurrency"], rpm=job["rpm"] or None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from . import yamlfile
 from .errors import TemplateError
 from .files import atomic_write
 from .types import Message, Request, Row, Settings
@@ -75,24 +76,28 @@ def _coerce_turn(turn: Any, i: int, where: str) -> Message:
     elif isinstance(turn, Mapping):
         extra = sorted(set(turn) - {"role", "content"})
         if extra:
-            raise TemplateError(f"{where}: turns[{i}] has unknown field(s) {extra}; a turn has 'role' and 'content'")
+            raise TemplateError(f"{where}: turns[{i}] has unknown field(s) {extra}; a turn has 'role' and 'content'",
+                                field=("turns", i))
         for key in ("role", "content"):
             if key not in turn:
-                raise TemplateError(f"{where}: turns[{i}] is missing the field '{key}'")
+                raise TemplateError(f"{where}: turns[{i}] is missing the field '{key}'", field=("turns", i))
         if not isinstance(turn["content"], str):
-            raise TemplateError(f"{where}: turns[{i}].content must be text, got {type(turn['content']).__name__}")
+            raise TemplateError(f"{where}: turns[{i}].content must be text, got {type(turn['content']).__name__}",
+                                field=("turns", i, "content"))
         if turn["role"] not in TURN_ROLES:
             raise TemplateError(
                 f"{where}: turns[{i}].role must be 'user' or 'assistant', got {turn['role']!r}"
-                + (" (put system text in the template's 'system' field)" if turn["role"] == "system" else "")
+                + (" (put system text in the template's 'system' field)" if turn["role"] == "system" else ""),
+                field=("turns", i, "role"),
             )
         msg = Message(turn["role"], turn["content"])
     else:
-        raise TemplateError(f"{where}: turns[{i}] must be a mapping with 'role' and 'content', got {turn!r}")
+        raise TemplateError(f"{where}: turns[{i}] must be a mapping with 'role' and 'content', got {turn!r}",
+                            field=("turns", i))
     if msg.role not in TURN_ROLES:
         raise TemplateError(
             f"{where}: turns[{i}].role must be 'user' or 'assistant', got {msg.role!r}"
-            " (put system text in the template's 'system' field)"
+            " (put system text in the template's 'system' field)", field=("turns", i, "role"),
         )
     return msg
 
@@ -115,16 +120,18 @@ class Template:
             raise TemplateError(f"template name must be non-empty text, got {self.name!r}")
         if self.placeholders not in PLACEHOLDERS:
             raise TemplateError(f"{where}: 'placeholders' must be 'double' ({{{{name}}}}) or 'single' ({{name}}), "
-                                f"got {self.placeholders!r}")
+                                f"got {self.placeholders!r}", field=("placeholders",))
         for key in ("description", "system", "prefill"):
             if not isinstance(getattr(self, key), str):
-                raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}")
+                raise TemplateError(f"{where}: '{key}' must be text, got {type(getattr(self, key)).__name__}",
+                                    field=(key,))
         turns = self.turns
         if isinstance(turns, str):  # a bare string is the one user turn
             turns = (Message("user", turns),)
         if not isinstance(turns, (list, tuple)):
             raise TemplateError(
-                f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}")
+                f"{where}: 'turns' must be a list of {{role, content}} turns, got {type(turns).__name__}",
+                field=("turns",))
         msgs = tuple(_coerce_turn(t, i, where) for i, t in enumerate(turns))
         if not msgs:
             raise TemplateError(f"{where}: 'turns' is empty; a template needs at least one user turn")
@@ -134,7 +141,7 @@ class Template:
                 " (put the start of the answer in 'prefill')"
             )
         if not isinstance(self.meta, Mapping):
-            raise TemplateError(f"{where}: 'meta' must be a mapping, got {type(self.meta).__name__}")
+            raise TemplateError(f"{where}: 'meta' must be a mapping, got {type(self.meta).__name__}", field=("meta",))
         object.__setattr__(self, "turns", msgs)
         object.__setattr__(self, "meta", dict(self.meta))
 
@@ -242,11 +249,6 @@ class Template:
             raise TemplateError(f"template {self.name!r}: unknown field(s) {unknown}; fields are {list(FIELDS)}")
         return dc_replace(self, **changes)
 
-    def with_phrases(self, ids: Any, **kwargs: Any) -> "Template":
-        """Shortcut for `promptkit.apply_phrases(self, ids)`: the template with power phrases added."""
-        from .phrases import apply_phrases
-        return apply_phrases(self, ids, **kwargs)
-
     @property
     def user(self) -> str:
         """The last user turn: the one each row fills and phrases attach to."""
@@ -326,7 +328,8 @@ class Template:
         if unknown:
             hints = [difflib.get_close_matches(str(k), FIELDS, n=1) for k in unknown]
             detail = ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in zip(unknown, hints))
-            raise TemplateError(f"{source}: unknown template field {detail}; fields are {list(FIELDS)}")
+            raise TemplateError(f"{source}: unknown template field {detail}; fields are {list(FIELDS)}",
+                                field=(unknown[0],))
         for key in REQUIRED:
             if key not in d:
                 raise TemplateError(f"{source}: template is missing the required field '{key}'")
@@ -337,7 +340,7 @@ class Template:
             return cls(**values)
         except TemplateError as e:
             msg = str(e)
-            raise TemplateError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+            raise TemplateError(msg if msg.startswith(source) else f"{source}: {msg}", field=e.field) from None
 
     def to_yaml(self) -> str:
         """The template as a human-readable YAML document (multi-line text in block style)."""
@@ -347,7 +350,7 @@ class Template:
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<string>") -> "Template":
         """Parse a YAML document; a parse error names the source and line."""
-        return cls.from_dict(_parse_yaml(text, source), source=source)
+        return cls.from_dict(yamlfile.loads(text, source, TemplateError), source=source)
 
     def to_toml(self) -> str:
         """The template as TOML (for learners who prefer it); same fields as YAML."""
@@ -419,23 +422,18 @@ def load_template(path: str | os.PathLike[str]) -> Template:
     """Read a template file (.yaml, .yml or .toml); errors name the file, line and field."""
     p = Path(path)
     fmt = _format_of(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TemplateError(f"{p}: template file not found") from None
-    except UnicodeDecodeError as e:
-        raise TemplateError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = yamlfile.read_text(p, TemplateError, "template file")
     if fmt == "toml":
         return Template.from_toml(text, source=str(p))
-    data = _parse_yaml(text, str(p))
+    data = yamlfile.loads(text, str(p), TemplateError)
     try:
         return Template.from_dict(data, source=str(p))
     except TemplateError as e:
-        line = _yaml_line_for(text, str(e))
+        # the field at fault, or the whole document when it is not a mapping
+        line = yamlfile.line_of(yamlfile.compose(text), e.field) if e.field or not isinstance(data, Mapping) else None
         if line is None:
             raise
-        msg = str(e)
-        raise TemplateError(msg.replace(f"{p}:", f"{p}, line {line}:", 1)) from None
+        raise TemplateError(str(e).replace(f"{p}:", f"{p}, line {line}:", 1), field=e.field) from None
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -448,58 +446,6 @@ def _format_of(p: Path) -> str:
     if ext == ".toml":
         return "toml"
     raise TemplateError(f"{p}: a template file ends in .yaml, .yml or .toml, got {ext or 'no extension'!r}")
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    import yaml
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context = getattr(e, "context", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        start = getattr(e, "context_mark", None)
-        if context and start is not None and mark is not None and start.line != mark.line:
-            # an unclosed quote or bracket is found where the file ends: say where it was opened
-            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
-        detail = f"{problem} ({context})" if context else f"{problem}"
-        raise TemplateError(f"{source}{where}: not valid YAML: {detail}") from None
-
-
-_FIELD_IN_MSG = re.compile(r"turns\[(\d+)\](?:\.(role|content))?|field '(\w+)'|template field '(\w+)'|'(\w+)' must be")
-
-
-def _yaml_line_for(text: str, message: str) -> int | None:
-    """1-based line of the YAML node an error message names (a field or turns[i].role), if found."""
-    import yaml
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(root, yaml.MappingNode):
-        return root.start_mark.line + 1 if root is not None else None
-    m = _FIELD_IN_MSG.search(message)
-    if not m:
-        return None
-    top = {k.value: (k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-    if m.group(1) is not None:
-        if "turns" not in top or not isinstance(top["turns"][1], yaml.SequenceNode):
-            return None
-        items = top["turns"][1].value
-        i = int(m.group(1))
-        if i >= len(items):
-            return None
-        node = items[i]
-        if m.group(2) and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == m.group(2):
-                    return v.start_mark.line + 1
-        return node.start_mark.line + 1
-    name = m.group(3) or m.group(4) or m.group(5)
-    if name in top:
-        return top[name][0].start_mark.line + 1
-    return None
 
 
 def _block_str(dumper: Any, data: str) -> Any:

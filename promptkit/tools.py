@@ -26,8 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
+from . import yamlfile
 from .errors import ModelSpecError, PromptkitError
 from .graders import BaseGrader, Grade, _as_completion, error_grade, extract_json, label_key, unparsed
 from .providers.base import ModelSpec, Provider
@@ -81,10 +80,7 @@ def tools_path() -> Path:
 
 @lru_cache(maxsize=4)
 def _load(path: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ToolError(f"{path}: not found") from None
+    raw = yamlfile.load(path, ToolError, "tools file")
     if not isinstance(raw, dict) or not isinstance(raw.get("tools"), list):
         raise ToolError(f"{Path(path).name}: expected a mapping with a 'tools' list")
     import jsonschema

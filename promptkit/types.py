@@ -54,24 +54,24 @@ class Settings:
         """Reject values no provider accepts, naming the field and the allowed range."""
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or not 0.0 <= t <= 2.0:
-            raise SettingsError(f"Settings.temperature must be between 0 and 2, got {t!r}")
+            raise SettingsError(f"Settings.temperature must be between 0 and 2, got {t!r}", field=("temperature",))
         p = self.top_p
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 < p <= 1.0:
-            raise SettingsError(f"Settings.top_p must be in (0, 1], got {p!r}")
+            raise SettingsError(f"Settings.top_p must be in (0, 1], got {p!r}", field=("top_p",))
         m = self.max_tokens
         if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-            raise SettingsError(f"Settings.max_tokens must be a whole number of at least 1, got {m!r}")
+            raise SettingsError(f"Settings.max_tokens must be a whole number of at least 1, got {m!r}", field=("max_tokens",))
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise SettingsError(f"Settings.seed must be a whole number or None, got {self.seed!r}")
+            raise SettingsError(f"Settings.seed must be a whole number or None, got {self.seed!r}", field=("seed",))
         if not all(isinstance(s, str) and s for s in self.stop):
-            raise SettingsError(f"Settings.stop must be non-empty strings, got {self.stop!r}")
+            raise SettingsError(f"Settings.stop must be non-empty strings, got {self.stop!r}", field=("stop",))
         k = self.top_logprobs
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
-            raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}")
+            raise SettingsError(f"Settings.top_logprobs must be between 0 and 20, got {k!r}", field=("top_logprobs",))
         w = self.n_ctx
         if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 64):
             raise SettingsError(f"Settings.n_ctx must be a whole number of tokens of at least 64 (or None for the "
-                                f"model's default), got {w!r}")
+                                f"model's default), got {w!r}", field=("n_ctx",))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

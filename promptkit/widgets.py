@@ -13,6 +13,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .providers import DEFAULT_MODEL
+from .results import SUMMARY_VIEWS
 from .templates import Template, load_template, variables_in
 from .types import Message, Row, Settings
 
@@ -160,7 +162,7 @@ class PromptBuilder:
         from .models_status import model_table
 
         ready = [r["spec"] for r in model_table() if r["ready"] and "<model>" not in r["spec"]]
-        return ready or ["local:smollm2"]
+        return ready or [DEFAULT_MODEL]
 
     def selected_phrases(self) -> list[str]:
         return [pid for pid, cb in self.phrase_boxes.items() if cb.value]
@@ -306,9 +308,7 @@ class PromptBuilder:
         parts = []
         try:
             summary = results.summary()
-            cols = [c for c in ("variant", "model", "n", "errors", "score", "score_lo", "score_hi", "accuracy", "baseline", "balanced_accuracy",
-                                "unparseable", "latency_p50", "latency_p95", "output_tokens_mean", "cost_per_100")
-                    if c in summary.columns]
+            cols = [c for c in SUMMARY_VIEWS["builder"] if c in summary.columns]
             parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
         except Exception as exc:  # a summary problem must not hide the outputs
             parts.append(f"<p>(no summary: {html.escape(str(exc))})</p>")

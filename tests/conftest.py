@@ -48,3 +48,58 @@ def _sigint_restored(request):
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         warnings.warn(f"{request.node.nodeid} left a SIGINT handler behind; restored the default", stacklevel=1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def server():
+    """A started loopback FakeServer speaking the OpenAI and Anthropic APIs (tests/fakeservers.py)."""
+    from fakeservers import FakeServer
+
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def point_sdk(server, monkeypatch):
+    """Point a vendor's real SDK at `server` through its environment variables only: point_sdk("openai", key)."""
+    def point(vendor: str, key: str):
+        for k, v in server.env(vendor, key=key).items():
+            monkeypatch.setenv(k, v)
+        return server
+
+    return point
+
+
+@pytest.fixture
+def vendor_env_cleared(monkeypatch):
+    """Unset a vendor's variables and forget built providers, so a developer's own keys never leak into a test."""
+    from promptkit.providers import clear_providers
+
+    def clear(env_vars):
+        for var in env_vars:
+            monkeypatch.delenv(var, raising=False)
+        clear_providers()
+
+    yield clear
+    clear_providers()
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _registered_providers_restored():
+    """A provider a test (or its fixture) registers is gone after it, so no test sees another's `fake:` or
+    `canned:`, and no shard worker of a later test imports that test's module to find it."""
+    from promptkit import providers
+
+    before, builtin = dict(providers._REGISTERED), dict(providers._BUILTIN)
+    yield
+    if providers._REGISTERED != before or providers._BUILTIN != builtin:
+        providers._REGISTERED.clear()
+        providers._REGISTERED.update(before)
+        providers._BUILTIN.clear()
+        providers._BUILTIN.update(builtin)
+        providers.clear_providers()

@@ -71,9 +71,6 @@ A server may demand a key: ``FakeServer(api_key="sk-...")`` answers 401 to an
 OpenAI call without ``Authorization: Bearer <key>`` or an Anthropic call
 with neither ``x-api-key: <key>`` nor that Bearer header (SDK 2.x sends Bearer).
 ``usage=False`` omits usage everywhere (some OpenAI-compatible servers send none). ``models`` lists ids for GET /v1/models.
-
-For pytest: ``server = fake_server_fixture(latency=0.0)`` at module level gives
-a fixture named ``server`` that yields a started FakeServer.
 """
 from __future__ import annotations
 
@@ -88,7 +85,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
-__all__ = ["Call", "Fault", "FakeServer", "Reply", "echo_reply", "fake_server_fixture", "scripted", "tokens_of"]
+__all__ = ["Call", "Fault", "FakeServer", "Reply", "echo_reply", "scripted", "tokens_of"]
 
 FAULT_KINDS: dict[str, str | None] = {
     "rate_limit": "rate_limit",
@@ -788,14 +785,3 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(event("message_stop", {"type": "message_stop"}))
         self._end_stream()
 
-
-def fake_server_fixture(**kwargs: Any) -> Any:
-    """A pytest fixture (assign it to a module-level name) yielding a started FakeServer(**kwargs)."""
-    import pytest
-
-    @pytest.fixture
-    def _fixture() -> Any:
-        with FakeServer(**kwargs) as srv:
-            yield srv
-
-    return _fixture

@@ -20,31 +20,14 @@ ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    clear_providers()
-    yield
-    clear_providers()
+def _clean_env(vendor_env_cleared):
+    vendor_env_cleared(ENV_VARS)
 
 
 @pytest.fixture
-def server():
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def anthropic_env(server, monkeypatch):
+def anthropic_env(point_sdk):
     """ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point the SDK at the fake server: nothing else is configured."""
-    for k, v in server.env("anthropic", key=CANARY).items():
-        monkeypatch.setenv(k, v)
-    return server
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
+    return point_sdk("anthropic", CANARY)
 
 
 def test_streamed_answer_with_tokens_latency_ttft_and_catalog_cost(monkeypatch):

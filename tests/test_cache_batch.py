@@ -73,3 +73,23 @@ def test_batched_calls_check_keys(tmp_path, bad):
         cache.get_many([bad])
     with pytest.raises(ValueError):
         cache.put_many([(bad, answer(1))])
+
+
+def test_background_writer_in_a_loop_writes_while_the_run_goes_on(tmp_path):
+    """Answers reach the file during the run (a killed run keeps them), in batches, not one wake-up each."""
+    import asyncio
+
+    path = tmp_path / "c.sqlite3"
+    writer = BackgroundWriter(SqliteCache(path))
+
+    async def run() -> int:
+        for i in range(50):
+            writer.put(key(i), answer(i))
+            await asyncio.sleep(0)
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(SqliteCache(path)) < 50 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return len(SqliteCache(path))
+
+    assert asyncio.run(run()) == 50  # on disk before close()
+    assert writer.close() == []

@@ -179,7 +179,7 @@ def test_calibration_that_sends_every_row_to_one_label_warns_and_offers_the_dev_
     cc = ContextualCalibration(labels=TIERS, p_cf={"Commit": 0.5, "Likely": 0.037, "At-Risk": 0.463},
                                reference=label_shares(dev, TIERS))
     test = [ls3(f"t{i}", {"Commit": 0.3, "Likely": 0.2, "At-Risk": 0.5}, TIERS[i % 3], "test") for i in range(12)]
-    with pytest.warns(CalibrationCollapseWarning, match=r"12 of 12 rows \(100%\) are 'Likely'.*dev split.*33%"
+    with pytest.warns(CalibrationCollapseWarning, match=r"12 of 12 rows \(100%\) are 'Likely'.*33% in the dev split"
                                                         r".*p_cf\(Likely\) = 0.037.*fit_label_offsets"):
         out = cc.apply(test)
     assert {s.label for s in out} == {"Likely"} and cc.last_collapse.label == "Likely"
@@ -193,3 +193,11 @@ def test_a_calibration_that_keeps_the_label_mix_does_not_warn():
         cc.apply(test)
     assert cc.last_collapse is None
     assert balanced_accuracy([s.target for s in cc.apply(test)], [s.label for s in cc.apply(test)], TIERS) == 1.0
+
+
+def test_a_calibration_that_fails_to_fix_a_pile_up_says_so_rather_than_blaming_itself():
+    cc = ContextualCalibration(labels=TIERS, p_cf={"Commit": 0.3, "Likely": 0.3, "At-Risk": 0.4},
+                               reference={"Commit": 0.3, "Likely": 0.4, "At-Risk": 0.3})
+    test = biased_rows("test", 4)  # raw argmax: At-Risk on all 12
+    with pytest.warns(CalibrationCollapseWarning, match=r"left 12 of 12 rows \(100%\) on 'At-Risk' \(before it: 12\)"):
+        cc.apply(test)

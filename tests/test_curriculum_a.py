@@ -142,25 +142,6 @@ def test_injection_rows_quote_their_attack_and_ask_for_another_tier():
         assert any(r.meta["attack_label"] for r in part) and any(not r.meta["attack_label"] for r in part), split
 
 
-# --- exercises: the starter fails on the exercise's model, the reference passes (test_exercises.py) ----------
-
-@pytest.mark.local_model
-@pytest.mark.parametrize("ex_id", ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"])
-def test_the_starter_prompt_fails(ex_id):
-    ex = get_exercise(ex_id)
-    result = check(ex_id, ex.starter(), progress=False)
-    assert not result.passed, str(result)
-    assert result.hint, "a failing starter gets a hint"
-
-
-@pytest.mark.local_model
-def test_schema_exercise_measures_schema_validity():
-    ex = get_exercise("structured.valid_signals")
-    sol = solution(ex.id)
-    result = check(ex.id, sol, settings=sol.meta["settings"], progress=False)
-    assert result.measured["schema_valid"] == 1.0 and result.measured["parse_rate"] == 1.0
-
-
 # --- the executed chapters: every sentence they print about the run, checked against that run --------------
 
 CHAPTERS = {
@@ -305,3 +286,26 @@ def test_injection_sentences_match_the_run(executed):
         assert line in text, (line, text)
     caught = sum(flagged[r] for r, a in attack.items() if a)
     assert f"The check flagged {caught} of {sum(1 for a in attack.values() if a)} planted rows" in text
+
+
+# --- exercises of chapters 05, 06, 08: the starter fails and the reference passes, on the model each names ----
+# (tests/test_exercises.py holds this bar for chapters 01-04 only; chapters 05+ are checked by their own tests)
+
+CURRICULUM_A = ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"]
+
+
+@pytest.mark.local_model
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("ex_id", CURRICULUM_A)
+def test_starter_fails_and_reference_passes(ex_id):
+    ex = get_exercise(ex_id)
+    assert ex.chapter[:2] in {"05", "06", "08"}
+    start = check(ex_id, ex.starter(), progress=False)
+    assert not start.passed and start.hint and any(not met for _, met in start.goals), str(start)
+    sol = solution(ex_id)
+    assert sol.meta.get("model", ex.model) == ex.model
+    ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
+    assert ref.passed, str(ref)
+    assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)
+    if ex_id == "structured.valid_signals":  # the grammar makes every answer parse and fit the task's schema
+        assert ref.measured["schema_valid"] == ref.measured["parse_rate"] == 1.0

@@ -46,11 +46,9 @@ class HangingProvider(Provider):
         return Completion(text="late " + text, input_tokens=1, output_tokens=1)
 
 
-register("hang", HangingProvider)
-
-
 @pytest.fixture(autouse=True)
 def fresh():
+    register("hang", HangingProvider)  # for this test only: conftest removes providers a test registers
     HangingProvider.started, HangingProvider.cancelled = [], []
     clear_providers()
     yield

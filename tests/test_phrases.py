@@ -340,7 +340,7 @@ def test_learner_flow_apply_two_phrases_and_add_examples():
     base, values = BUILTIN["label_task"]
     rows = [Row("a", {"notes": "Signed early."}, "Commit"), Row("b", {"notes": "Champion left."}, "At-Risk")]
     t = pk.apply_phrases(base, ["only_label", "xml_input"]).with_examples(rows)
-    assert base.with_phrases(["xml_input", "only_label"]).with_examples(rows) == t
+    assert apply_phrases(base, ["xml_input", "only_label"]).with_examples(rows) == t
     assert t.name == "label_task+only_label+xml_input+2shot"
     req = t.render(values)
     assert [m.role for m in req.turns] == ["user", "assistant", "user", "assistant", "user"]

@@ -565,3 +565,26 @@ def test_mentioned_not_answered_is_counted_apart_within_unparseable():
     row = counts.drop(index="gold labels").iloc[0]
     assert row["mentioned, not answered"] == 2 and row["unparseable"] == 1 and row["Likely"] == 1
     assert row["Commit"] == 0 and row["At-Risk"] == 0  # labels nobody answered still have a column
+
+
+def test_every_summary_view_names_columns_the_summary_makes():
+    """One definition of the views' columns (results.SUMMARY_VIEWS): a misspelt name would silently drop a column."""
+    import promptkit as pk
+    from promptkit.experiment import Experiment
+    from promptkit.providers import clear_providers
+    from promptkit.providers.mock import mock_provider
+    from promptkit.results import SUMMARY_VIEWS
+    from promptkit.templates import Template
+    from promptkit.types import Row
+
+    clear_providers()
+    mock_provider("mock:views").always(lambda req: "Commit" if "renew" in req.messages[-1].content else "At-Risk")
+    rows = [Row(f"r{i}", {"notes": "will renew" if i % 3 else "leaving"}, "Commit" if i % 2 else "At-Risk")
+            for i in range(8)]
+    exp = Experiment([Template("t", turns="{{notes}}")], ["mock:views"], rows,
+                     sweep={"temperature": [0.0, 0.5]}, graders=[pk.label_match(["Commit", "At-Risk"])])
+    made = set(pk.run(exp, cache="off", progress=False).summary().columns)
+    clear_providers()
+    for view, cols in SUMMARY_VIEWS.items():
+        missing = [c for c in cols if c not in made and not (c.endswith(" CI") and f"{c[:-3]}_low" in made)]
+        assert not missing, f"SUMMARY_VIEWS[{view!r}] names columns the summary does not make: {missing}"

@@ -67,12 +67,10 @@ class NoKeyProvider(Provider):
         raise AssertionError
 
 
-register("fake", FakeProvider)
-register("nokey", NoKeyProvider)
-
-
 @pytest.fixture(autouse=True)
 def fake():
+    register("fake", FakeProvider)  # for this test only: conftest removes providers a test registers
+    register("nokey", NoKeyProvider)
     FakeProvider.behaviour = staticmethod(_answer)
     FakeProvider.rec = Recorder()
     clear_providers()

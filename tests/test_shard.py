@@ -6,6 +6,7 @@ SQLite cache gets exactly one write per answered cell, whichever process made th
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -133,3 +134,32 @@ def test_a_worker_that_dies_leaves_error_cells_not_holes(server, tmp_path, monke
 def test_workers_must_be_a_whole_number(bad):
     with pytest.raises(pk.ExperimentError, match="workers"):
         pk.run(grid("http://127.0.0.1:9/v1", 2), workers=bad, progress=False)
+
+
+def test_yaml_run_section_and_cli_accept_workers(server, tmp_path, capsys):
+    from promptkit.cli import main
+    from promptkit.experiment import experiment_from_dict
+
+    spec = {"prompts": [{"template": {"name": "t", "turns": [{"role": "user", "content": "account {{acct}}"}]}}],
+            "models": [f"openai:gpt-4o-mini@{server.openai_base_url}"],
+            "rows": [{"id": f"r{i}", "input": {"acct": f"a{i}"}} for i in range(12)], "run": {"workers": 2}}
+    assert experiment_from_dict(spec).run_options == {"workers": 2}
+    res = pk.run(experiment_from_dict(spec), cache="off", progress=False)
+    assert res.meta["processes"] == 2 and res.meta["counts"]["ok"] == 12
+    path = tmp_path / "exp.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({**spec, "run": {}}), encoding="utf-8")
+    assert main(["run", str(path), "--workers", "2", "--cache", "off", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 0
+    first = json.loads((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["meta"]["processes"] == 2
+
+
+def test_workers_share_a_sqlite_cache_whatever_its_file_is_called(server, tmp_path):
+    from promptkit.cache import SqliteCache
+
+    store = SqliteCache(tmp_path / "answers")  # no .sqlite3 suffix: opened by path alone it would be a folder cache
+    res = pk.run(grid(server.openai_base_url, 10), cache_backend=store, workers=2, progress=False)
+    assert res.meta["processes"] == 2
+    assert len(store) == 18 and not (tmp_path / "answers").is_dir()

@@ -1,14 +1,32 @@
-"""The live builder driven programmatically end to end on the real local model: set values, click, read."""
+"""The live builder driven programmatically: set values, click, read.
+
+One test runs end to end on the real local model; the rest are about the builder's own logic (variables,
+preview, errors, saving, what the results pane shows), so they answer from the scripted `mock:` provider.
+"""
 from __future__ import annotations
 
 import pytest
 
+from promptkit.providers import clear_providers
+from promptkit.providers.mock import mock_provider
 from promptkit.templates import load_template
 from promptkit.widgets import NO_DATASET, prompt_builder
 
-pytestmark = pytest.mark.local_model
+
+@pytest.fixture
+def mock():
+    """A scripted model the builder can choose (it lists only ready models, so add it to the list)."""
+    clear_providers()
+    yield mock_provider("mock:builder")
+    clear_providers()
 
 
+def choose(b, spec):
+    b.models.options = (*b.models.options, spec)
+    b.models.value = (spec,)
+
+
+@pytest.mark.local_model
 def test_build_toggle_run_and_read_results():
     b = prompt_builder(dataset="renewal_tier", n_rows=1, max_tokens=8)
     b.start.value = "renewal_tier"
@@ -41,8 +59,10 @@ def test_errors_in_callbacks_are_shown_not_swallowed():
     assert "must end in .yaml" in b.error.value
 
 
-def test_blank_prompt_with_variables_and_save(tmp_path):
+def test_blank_prompt_with_variables_and_save(tmp_path, mock):
+    mock.enqueue("Yes")
     b = prompt_builder(dataset=None, n_rows=1, max_tokens=6)
+    choose(b, "mock:builder")
     assert b.dataset.value == NO_DATASET
     b.start.value = "(blank prompt)"
     b.user.value = "Customer said: {{quote}}\nIs the customer upset? Answer Yes or No."
@@ -53,7 +73,9 @@ def test_blank_prompt_with_variables_and_save(tmp_path):
     b.system.value = "You are a support lead."
     b.run_button.click()
     assert b.error.value == "", b.error.value
-    assert len(b.results) == 1 and b.results.df["output"].iloc[0].strip()
+    assert len(b.results) == 1 and b.results.df["output"].iloc[0] == "Yes"
+    sent = mock.requests[0].messages
+    assert sent[0].content == "You are a support lead." and "third outage" in sent[-1].content
     b.phrase_boxes[next(iter(b.phrase_boxes))].value = True
     b.save_name.value = str(tmp_path / "upset.yaml")
     b.save_button.click()
@@ -61,3 +83,18 @@ def test_blank_prompt_with_variables_and_save(tmp_path):
     t = load_template(tmp_path / "upset.yaml")
     assert t.name == "upset" and "You are a support lead." in t.system
     assert "{{quote}}" in t.user
+
+
+def test_results_show_the_score_interval(mock):
+    """The summary's score_low/score_high reach the results pane (it once asked for score_lo/score_hi)."""
+    mock.always(lambda req: "Commit")
+    b = prompt_builder(dataset="renewal_tier", n_rows=4, max_tokens=8)
+    choose(b, "mock:builder")
+    b.start.value = "renewal_tier"
+    b.run_button.click()
+    assert b.error.value == "", b.error.value
+    assert len(mock.requests) == 4
+    summary = b.results.summary()
+    html = b.result_html.value
+    assert "score_low" in html and "score_high" in html
+    assert f"{summary['score_low'].iloc[0]:.3g}" in html

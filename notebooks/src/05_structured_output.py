@@ -19,6 +19,7 @@
 MODEL = "local:qwen2.5-0.5b"  # the tour's measuring model; "local:smollm2" runs faster
 N_ROWS = 8  # dev rows per measurement (CI runs fewer)
 MAX_TOKENS = 96
+CHECK = True  # run the exercise check (CI checks exercises in tests/test_exercises.py)
 
 # %%
 %matplotlib inline
@@ -163,7 +164,7 @@ pd.DataFrame([{"error": k, "answer": a, "grade": grader(a, ["declining_usage"]).
 # %%
 pk.exercises.get_exercise("structured.valid_signals")
 
-# %%
-my_prompt = signals.template().replace(name="my attempt")  # edit me: turns, prefill
-result = pk.exercises.check("structured.valid_signals", my_prompt, progress=False)
-result
+# %% tags=[no-dashboard]
+my_prompt = pk.exercises.get_exercise("structured.valid_signals").starter()  # edit me: system, turns, prefill
+if CHECK:
+    display(pk.exercises.check("structured.valid_signals", my_prompt))

@@ -21,6 +21,7 @@
 MODEL = "local:qwen2.5-0.5b"  # the tour's measuring model; "local:smollm2" runs faster
 N_ROWS = 16  # dev rows (CI runs fewer)
 MAX_TOKENS = 8
+CHECK = True  # run the exercise check (CI checks exercises in tests/test_exercises.py)
 
 # %%
 %matplotlib inline
@@ -169,7 +170,7 @@ pd.DataFrame([{"row": i, "vector": att[i].meta["vector"], "planted": att[i].meta
 # %%
 pk.exercises.get_exercise("injection.hold_the_line")
 
-# %%
-my_prompt = inj.template().replace(name="my attempt")  # edit me: system, turns, prefill
-result = pk.exercises.check("injection.hold_the_line", my_prompt, progress=False)
-result
+# %% tags=[no-dashboard]
+my_prompt = pk.exercises.get_exercise("injection.hold_the_line").starter()  # edit me: system, turns, prefill
+if CHECK:
+    display(pk.exercises.check("injection.hold_the_line", my_prompt))

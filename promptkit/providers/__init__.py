@@ -23,8 +23,7 @@ _BUILTIN: dict[str, str] = {
     "vllm": "promptkit.providers.openai:OpenAIProvider",
     "lmstudio": "promptkit.providers.openai:OpenAIProvider",
     "echo": "promptkit.providers.echo:EchoProvider",
-    "score": "promptkit.scoring:ScoringProvider",  # classify by label likelihood: score:smollm2[Yes|No]
-    "tools": "promptkit.tools:ToolCallProvider",  # tool calls through the native tool interface: tools:openai:gpt-4o-mini
+    "mock": "promptkit.providers.mock:MockProvider",
 }
 _REGISTERED: dict[str, type[Provider]] = {}
 _INSTANCES: dict[str, Provider] = {}
@@ -33,10 +32,17 @@ _LOCK = threading.Lock()
 DEFAULT_MODEL = "local:smollm2"
 
 
-def register(prefix: str, cls: type[Provider]) -> None:
-    """Add a provider class under a spec prefix (built-ins and plugins use the same table)."""
-    _REGISTERED[prefix] = cls
+def register(prefix: str, cls: type[Provider] | str) -> None:
+    """Add a provider class under a spec prefix (built-ins and plugins use the same table).
 
+    A "module:Class" string registers it lazily: the module is imported when the prefix is first used, so
+    the layers above providers (scoring.py's `score:`, tools.py's `tools:`) plug in without this package
+    naming them.
+    """
+    if isinstance(cls, str):
+        _BUILTIN[prefix] = cls
+    else:
+        _REGISTERED[prefix] = cls
 
 def known_prefixes() -> list[str]:
     return sorted(set(_BUILTIN) | set(_REGISTERED))

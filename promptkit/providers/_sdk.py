@@ -171,10 +171,15 @@ def _body_error_type(body: Any) -> str | None:
     return None
 
 
+def body_error_kind(body: Any, default: str = "server") -> str:
+    """The error kind a vendor's JSON error body names (`{"error": {"type": ...}}`), e.g. in a batch result."""
+    return _BODY_KIND.get(_body_error_type(body) or "", default)
+
+
 def key_hint(var: str) -> str:
     """How to set a key, naming the variable only."""
     return f"set {var} (export {var}=... or a line {var}=... in a .env file)"
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "IncompleteReply", "LoopClients", "classify_sdk_error", "classify_transport_error",
+__all__ = ["DEFAULT_TIMEOUT_S", "IncompleteReply", "LoopClients", "body_error_kind", "classify_sdk_error", "classify_transport_error",
            "is_event_stream", "key_hint", "timeout_s"]

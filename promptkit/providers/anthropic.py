@@ -247,6 +247,11 @@ def _answer(message: Any, prefill: str, t0: float) -> Completion:
     )
 
 
+def completion_from_message(message: Any, prefill: str) -> Completion:
+    """A Message that did not come from a call of ours (a Message Batches result) as a Completion."""
+    return _answer(message, prefill, time.perf_counter())
+
+
 def _input_tokens(usage: Any) -> int | None:
     """All input tokens the call processed, cached or not."""
     base = getattr(usage, "input_tokens", None)
