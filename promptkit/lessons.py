@@ -142,10 +142,25 @@ def smallest_detectable(n: int, alpha: float = ALPHA) -> float:
     """
     if n <= 0:
         return float("nan")
+    return rows_needed(alpha) / n  # above 1.00: these rows cannot show any change at all
+
+
+def rows_needed(alpha: float = ALPHA) -> int:
+    """Rows that must all flip the same way before an exact paired test reaches p < alpha."""
     k = 1
     while 2 * 0.5 ** k >= alpha:
         k += 1
-    return min(1.0, k / n)
+    return k
+
+
+def detectable_sentence(n: int, comparisons: int = 1) -> str:
+    """What these rows could show at all, said plainly (with Holm's share of alpha for several comparisons)."""
+    k = rows_needed(ALPHA / comparisons)
+    where = f"With {n} rows" + (f" and {comparisons} comparisons" if comparisons > 1 else "")
+    after = " after correction" if comparisons > 1 else ""
+    if k > n:
+        return f"{where}, no change could reach significance{after}: it takes {k} rows all moving one way."
+    return f"{where}, the smallest change that could reach significance{after} is {k / n:.2f} ({k} rows all moving one way)."
 
 
 def _rows_of(results: Any, model: str | None) -> Any:
@@ -202,8 +217,7 @@ def effect(
         ub, ua = int(row[baseline]["unparseable"]), int(row[variant]["unparseable"])
         text += f" Unreadable answers: {ub} → {ua} of {int(row[baseline]['n'])}."
     mde = smallest_detectable(n)
-    text += (f" With {n} rows the smallest change that could reach significance is {mde:.2f} "
-             f"({round(mde * n)} rows all moving one way).")
+    text += " " + detectable_sentence(n)
     warning = below_chance_warning(results, baseline, model)
     if warning:
         text += " " + warning
@@ -214,8 +228,8 @@ def effect(
             text += f" This agrees with {paper}, which found that {said}."
         elif measured == "no significant effect" and paper_says in ("no effect", "no significant effect"):
             text += (f" {paper} found that {said} on its (much larger) models; this run shows no significant "
-                     f"effect either, but it could not have detected a change smaller than {mde:.2f}, so it "
-                     f"neither confirms nor contradicts that.")
+                     f"effect either, but it could not have detected a change smaller than {min(mde, 1.0):.2f}, "
+                     f"so it neither confirms nor contradicts that.")
         else:
             text += (f" {paper} found that {said} on its (much larger) models; "
                      f"this run does not show that (not shown here is not the same as disproved).")
@@ -240,25 +254,10 @@ def _measured(p: float, diff: float, test: Any, alpha: float = ALPHA) -> str:
     return "helps" if diff > 0 else "hurts"
 
 
-def _readability_p(results: Any, variant: str, baseline: str, model: str) -> float:
-    """Exact McNemar p-value on readability (was the answer readable?) for the same rows."""
-    from .metrics import mcnemar_test
-
-    g = results.primary_grader
-    df = results.df[(results.df["model"] == model) & results.df["error_kind"].isna()]
-    key = ["row_id", "repeat", "settings_label"]
-    a = df[df["variant"] == variant].set_index(key)[f"{g}_parsed"].astype("boolean").fillna(False)
-    b = df[df["variant"] == baseline].set_index(key)[f"{g}_parsed"].astype("boolean").fillna(False)
-    common = a.index.intersection(b.index)
-    if not len(common):
-        return 1.0
-    return mcnemar_test([True] * len(common), list(a[common]), list(b[common])).p_value
-
-
 def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accuracy", model: str | None = None) -> Any:
     """Each variant's effect against the baseline on the same rows: the change with its (bootstrap) interval,
     the exact paired test's p corrected for the number of comparisons (Holm), the smallest change these rows
-    could show, and a verdict in which "hurt" also covers a significant rise in unreadable answers."""
+    could show, and a verdict in which "hurt" also covers any rise in unreadable answers on these rows."""
     import pandas as pd
 
     from .phrases import default_library
@@ -286,30 +285,28 @@ def ablation_table(results: Any, baseline: str, *, metric: str = "balanced_accur
                 "Δ high": float(test.details.get("ci_high", float("nan"))),
                 "test": decisive.test, "p": p, "_acc_diff": float(decisive.difference), "rows": n,
                 "Δ unparseable": int(sm.loc[v, "unparseable"]) - int(base["unparseable"]) if "unparseable" in sm else 0,
-                "_readable_p": _readability_p(results, v, baseline, m) if "unparseable" in sm else 1.0,
                 "published evidence": "; ".join(lib[i].source for i in ids)[:160],
             })
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     table["p (Holm)"] = holm(list(table["p"]))
-    readable_p = holm(list(table["_readable_p"]))
     m_tests = len(table)
     table["smallest detectable"] = [smallest_detectable(n, ALPHA / m_tests) for n in table["rows"]]
 
-    def verdict(r: Any, rp: float) -> str:
+    def verdict(r: Any) -> str:
         same_way = r[f"Δ {metric}"] != 0 and (r["_acc_diff"] > 0) == (r[f"Δ {metric}"] > 0)
         if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] > 0:
             return "helped"
         if r["p (Holm)"] < ALPHA and same_way and r[f"Δ {metric}"] < 0:
             return "hurt"
-        if rp < ALPHA and r["Δ unparseable"] > 0:
-            return "hurt"  # more answers nobody can read is a cost, whatever the score did
+        if r["Δ unparseable"] > 0:
+            return "hurt"  # more answers nobody can read is a cost on these rows, whatever the score did
         return "no significant effect"
 
-    table["verdict"] = [verdict(r, rp) for (_, r), rp in zip(table.iterrows(), readable_p)]
+    table["verdict"] = [verdict(r) for _, r in table.iterrows()]
     table["why"] = [
-        ("more unreadable answers" if v == "hurt" and not (r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] < 0) else
+        (f"{int(r['Δ unparseable'])} more unreadable answers" if v == "hurt" and not (r["p (Holm)"] < ALPHA and r[f"Δ {metric}"] < 0) else
          f"{metric.replace('_', ' ')} {'up' if r[f'Δ {metric}'] > 0 else 'down'}" if v != "no significant effect" else "")
         for (_, r), v in zip(table.iterrows(), table["verdict"])
     ]

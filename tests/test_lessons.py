@@ -88,7 +88,7 @@ def test_ablation_counts_a_significant_rise_in_unreadable_answers_as_hurt_and_us
     lines = lessons.verdict_lines(table.reset_index())
     d = table.loc["base+tip", "Δ balanced_accuracy"]
     assert lines[1] == f"hurt: base+tip ({d:+.2f}, {table.loc['base+tip', 'why']})"
-    assert table.loc["base+tip", "why"] in ("more unreadable answers", "balanced accuracy down")
+    assert table.loc["base+tip", "why"] in ("12 more unreadable answers", "balanced accuracy down")
 
 
 def test_forest_plot_has_a_zero_line_and_one_interval_per_variant():
@@ -133,8 +133,15 @@ def test_verdict_never_contradicts_the_smallest_detectable_change():
     gold6 = ["Commit", "Likely", "At-Risk"] * 2
     res = run_of(base=["Commit"] * 6, better=gold6[:5] + ["Commit"])
     text = lessons.effect(res, "base", "better")
-    assert "no significant effect" in text and "smallest change that could reach significance is 1.00" in text
+    assert "no significant effect" in text and "the smallest change that could reach significance is 1.00" in text
     boot = res.compare("better", "base", metric="balanced_accuracy")
     assert boot.difference >= 0.5  # the size is still reported, with its interval
     table = lessons.ablation_table(res, "base")
     assert table.loc[0, "verdict"] == "no significant effect"
+
+
+def test_detectable_sentence_says_when_no_change_could_show():
+    assert lessons.detectable_sentence(18) == ("With 18 rows, the smallest change that could reach significance is "
+                                               "0.33 (6 rows all moving one way).")
+    assert lessons.detectable_sentence(6, 5) == ("With 6 rows and 5 comparisons, no change could reach significance "
+                                                 "after correction: it takes 8 rows all moving one way.")

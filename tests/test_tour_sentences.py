@@ -62,7 +62,10 @@ def _check_effect_sentences(text: str) -> list[re.Match]:
         else:
             assert float(m["p"]) < 0.05, m.group(0)
         det = DETECT.search(m["rest"])
-        assert det and abs(float(det["s"]) - int(det["k"]) / int(m["n"])) < 0.006, m.group(0)
+        if det:
+            assert abs(float(det["s"]) - int(det["k"]) / int(m["n"])) < 0.006 and int(det["k"]) <= int(m["n"]), m.group(0)
+        else:
+            assert "no change could reach significance" in m["rest"], m.group(0)
     return found
 
 
@@ -116,6 +119,7 @@ def test_chapter_01_sentences_match_its_run(notebook_cache, monkeypatch):
     for line in lessons.verdict_lines(table):
         assert line in text
     assert lessons.what_moved(together, base.name) in text
+    assert lessons.detectable_sentence(int(table["rows"].iloc[0]), len(table)) in text
 
 
 def test_chapter_02_sentences_match_its_run(notebook_cache, monkeypatch):
@@ -133,6 +137,7 @@ def test_chapter_02_sentences_match_its_run(notebook_cache, monkeypatch):
         table = lessons.ablation_table(run, ds.template().name)
         for line in lessons.verdict_lines(table):
             assert "  " + line in text
+        assert lessons.detectable_sentence(int(table["rows"].iloc[0]), len(table)) in text
         # "hurt" covers answers made unreadable: no variant with a significant rise is left out of it
         hurt_line = next(ln for ln in lessons.verdict_lines(table) if ln.startswith("hurt:"))
         for _, r in table.iterrows():

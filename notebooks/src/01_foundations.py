@@ -298,8 +298,7 @@ techniques[["variant", "balanced_accuracy", "Δ balanced_accuracy", "Δ low", "�
 # %%
 print(lessons.what_moved(together, base.name))
 print("\n".join(lessons.verdict_lines(techniques)))
-print(f"With {techniques['rows'].iloc[0]} rows and {len(techniques)} comparisons, no change smaller than "
-      f"{techniques['smallest detectable'].iloc[0]:.2f} could reach significance after correction.")
+print(lessons.detectable_sentence(int(techniques["rows"].iloc[0]), len(techniques)))
 
 # %% [markdown]
 # The published results for these techniques were measured on models far larger than this one; here they

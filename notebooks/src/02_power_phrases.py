@@ -103,8 +103,7 @@ for name, eff in effects.items():
     print(f"{name}:")
     for line in lessons.verdict_lines(eff):
         print("  " + line)
-    print(f"  With {eff['rows'].iloc[0]} rows and {len(eff)} comparisons, no change smaller than "
-          f"{eff['smallest detectable'].iloc[0]:.2f} could reach significance after correction.\n")
+    print("  " + lessons.detectable_sentence(int(eff["rows"].iloc[0]), len(eff)) + "\n")
 
 # %% [markdown]
 # ## Set beside the published results
