@@ -17,7 +17,10 @@ from promptkit.templates import Template, format_value, load_template
 from promptkit.types import Message, Row
 
 ROOT = Path(__file__).resolve().parents[1]
-EVIDENCE = Path("/work/shared/research/prompting-evidence.md")
+# the research notes sit beside the checkout (CI lays a copy of shared/ there); users do not have them
+EVIDENCE = next((p for p in (ROOT.parent / "shared" / "research" / "prompting-evidence.md",
+                             Path("/work/shared/research/prompting-evidence.md")) if p.exists()),
+                ROOT.parent / "shared" / "research" / "prompting-evidence.md")
 LIB = default_library()
 
 # built-in templates, so the phrase checks mean something before (and beside) the dataset templates
