@@ -479,6 +479,16 @@ def mcnemar_test(
 _PAIRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
+def _paired_codes(gold, pred_a, pred_b, labels, metric):
+    """Both prompts' answers encoded on one label set, and the observed difference in `metric`."""
+    gold, a = _check(gold, pred_a, "pred_a")
+    _, b = _check(gold, pred_b, "pred_b")
+    labs = _label_set(gold, a + b, labels)
+    g, pa, k = _encode(gold, a, labs)
+    _, pb, _ = _encode(gold, b, labs)
+    return g, pa, pb, k, float(_class_metrics(g, pa, k)[metric] - _class_metrics(g, pb, k)[metric])
+
+
 def paired_bootstrap_test(
     gold: Sequence[Any],
     pred_a: Sequence[Any],
@@ -501,13 +511,8 @@ def paired_bootstrap_test(
     """
     if metric not in _PAIRED_METRICS:
         raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
-    gold, a = _check(gold, pred_a, "pred_a")
-    _, b = _check(gold, pred_b, "pred_b")
-    labs = _label_set(gold, a + b, labels)
-    g, pa, k = _encode(gold, a, labs)
-    _, pb, _ = _encode(gold, b, labs)
-    observed = float(_class_metrics(g, pa, k)[metric] - _class_metrics(g, pb, k)[metric])
-    n = len(gold)
+    g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
+    n = len(g)
     idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
     d = _class_metrics(g[idx], pa[idx], k)[metric] - _class_metrics(g[idx], pb[idx], k)[metric]
     extreme = int(np.sum(np.abs(d - observed) >= abs(observed) - 1e-12))
@@ -545,13 +550,8 @@ def paired_permutation_test(
     """
     if metric not in _PAIRED_METRICS:
         raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
-    gold, a = _check(gold, pred_a, "pred_a")
-    _, b = _check(gold, pred_b, "pred_b")
-    labs = _label_set(gold, a + b, labels)
-    g, pa, k = _encode(gold, a, labs)
-    _, pb, _ = _encode(gold, b, labs)
-    observed = float(_class_metrics(g, pa, k)[metric] - _class_metrics(g, pb, k)[metric])
-    n = len(gold)
+    g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
+    n = len(g)
     rng = np.random.default_rng(seed)
     swap = rng.random((n_perm, n)) < 0.5
     sa, sb = np.where(swap, pb, pa), np.where(swap, pa, pb)
