@@ -183,3 +183,21 @@ def key_hint(var: str) -> str:
 
 __all__ = ["DEFAULT_TIMEOUT_S", "IncompleteReply", "LoopClients", "body_error_kind", "classify_sdk_error", "classify_transport_error",
            "is_event_stream", "key_hint", "timeout_s"]
+
+
+class PicklesWithoutClients:
+    """For SDK providers: pickle without the per-loop clients (they hold the key and open connections)."""
+
+    _clients: "LoopClients[Any]"
+
+    def _make_client(self) -> Any:  # pragma: no cover - each provider defines it
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        state.pop("_clients", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = LoopClients(self._make_client)

@@ -40,7 +40,7 @@ from ..catalog import CATALOG_PATH, catalog
 from ..config import Secret, env, load_env, require_key
 from ..errors import MissingPackageError, SettingsError
 from ..types import Completion, Request
-from ._sdk import IncompleteReply, LoopClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
+from ._sdk import IncompleteReply, LoopClients, PicklesWithoutClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
 
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -62,7 +62,7 @@ def _anthropic() -> Any:
     return anthropic
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(PicklesWithoutClients, Provider):
     """Messages API calls, streamed, one client per event loop, no SDK retries."""
 
     name = "anthropic"
@@ -79,16 +79,6 @@ class AnthropicProvider(Provider):
 
     def __repr__(self) -> str:
         return f"AnthropicProvider({self.label!r}, base_url={self.base_url!r}, key from {KEY_ENV})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the per-loop clients (they hold the key and open connections)."""
-        state = dict(vars(self))
-        state.pop("_clients", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._clients = LoopClients(self._make_client)
 
     def hint(self, kind: str) -> str:
         """Which URL or variable to fix when the endpoint is unreachable or refuses the key."""

@@ -36,7 +36,7 @@ from ..catalog import catalog
 from ..config import Secret, env, load_env, require_key
 from ..errors import MissingKeyError, MissingPackageError, redact
 from ..types import Completion, Request, TokenLogprob
-from ._sdk import IncompleteReply, LoopClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
+from ._sdk import IncompleteReply, LoopClients, PicklesWithoutClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
 
 SELF_HOSTED_KEY = "not-needed"  # the SDK refuses an empty key; self-hosted servers ignore it
@@ -102,7 +102,7 @@ def probe(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         return redact(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(PicklesWithoutClients, Provider):
     """Chat Completions through the official async client, one client per event loop."""
 
     name = "openai"
@@ -116,16 +116,6 @@ class OpenAIProvider(Provider):
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.label!r}, {self.endpoint!r})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the per-loop clients (they hold the key and open connections)."""
-        state = dict(vars(self))
-        state.pop("_clients", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._clients = LoopClients(self._make_client)
 
     def _make_client(self) -> Any:
         return _openai().AsyncOpenAI(
