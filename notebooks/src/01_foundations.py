@@ -310,6 +310,35 @@ lessons.evidence(["zheng2024", "kong2023", "min2022", "lu2021", "zhao2021", "ant
     ["technique", "paper", "arxiv", "models", "sizes", "reported"]]
 
 # %% [markdown]
+# ## The same comparison on every test row: a stored run
+#
+# A run on a handful of rows can only show large changes, so beside it the kit ships a larger one: the
+# techniques above against the task's own prompt on every row of the test split, on this chapter's two
+# models, run once and stored with the kit (its answers, regraded now by the same grader). One command
+# reproduces it: `python -m promptkit.stored_run examples/tour_stored_run.yaml`. Same picture as above:
+
+# %%
+from promptkit import stored_run
+
+stored = stored_run.load("tour_stored_run")
+stored_effects = stored_run.effects(stored, base.name)
+lessons.plot_effects(stored_effects, title=f"stored run: {stored_effects['rows'].iloc[0]} test rows per comparison")
+
+# %%
+stored_run.scores(stored)
+
+# %%
+stored_effects[["model", "variant", "balanced_accuracy", "Δ balanced_accuracy", "Δ low", "Δ high", "p (Holm)",
+                "smallest detectable", "detectable at 80% power", "Δ unparseable", "verdict"]]
+
+# %% [markdown]
+# Computed from the stored answers, then set against your live run above:
+
+# %%
+print(stored_run.headline(stored, base.name, stored_effects))
+print(stored_run.contrast_sentence(together, stored, base.name, MODEL, live_table=techniques, stored_table=stored_effects))
+
+# %% [markdown]
 #
 # ## Exercises
 #
