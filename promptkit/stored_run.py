@@ -180,7 +180,7 @@ def effects(results: Any, baseline: str) -> Any:
 
     df = results.df
     ok = df[df["passed"].notna()]
-    right = ok.set_index(["variant", "model", "row_id"])["passed"].astype(bool)
+    right = ok.set_index(["variant", "model", "row_id"])["passed"].astype(bool).sort_index()
     parts = []
     for m in results.models:
         t = ablation_table(results, baseline, model=m)

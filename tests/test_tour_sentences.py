@@ -121,6 +121,18 @@ def test_chapter_01_sentences_match_its_run(notebook_cache, monkeypatch):
     assert lessons.what_moved(together, base.name) in text
     assert lessons.detectable_sentence(int(table["rows"].iloc[0]), len(table)) in text
 
+    # the stored run beside it: generated from the committed answers and from this run's own table
+    from promptkit import stored_run
+    from test_stored_run import check_contrast
+
+    stored = stored_run.load("tour_stored_run")
+    stored_table = stored_run.effects(stored, base.name)
+    assert stored_run.headline(stored, base.name, stored_table) in text
+    contrast = stored_run.contrast_sentence(together, stored, base.name, p["MODEL"], live_table=table,
+                                            stored_table=stored_table)
+    assert contrast in text
+    check_contrast(contrast)
+
 
 def test_chapter_02_sentences_match_its_run(notebook_cache, monkeypatch):
     stem = "02_power_phrases"

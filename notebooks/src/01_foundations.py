@@ -313,9 +313,10 @@ lessons.evidence(["zheng2024", "kong2023", "min2022", "lu2021", "zhao2021", "ant
 # ## The same comparison on every test row: a stored run
 #
 # A run on a handful of rows can only show large changes, so beside it the kit ships a larger one: the
-# techniques above against the task's own prompt on every row of the test split, on this chapter's two
-# models, run once and stored with the kit (its answers, regraded now by the same grader). One command
-# reproduces it: `python -m promptkit.stored_run examples/tour_stored_run.yaml`. Same picture as above:
+# techniques above against the task's own prompt on every row of the test split, on Qwen2.5-0.5B and
+# SmolLM2-135M, run once and stored with the kit as its answers, which the same grader reads now. One command
+# in the repository reproduces it: `python -m promptkit.stored_run examples/tour_stored_run.yaml`. The same
+# picture as above, one colour per model:
 
 # %%
 from promptkit import stored_run
