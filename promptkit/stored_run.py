@@ -247,6 +247,11 @@ def contrast_sentence(live: Any, stored: Any, baseline: str, model: str, *, live
     return text + (f" Not in the stored run: {', '.join(missing)}." if missing else "")
 
 
+def _span(values: Any) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+
+
 def headline(results: Any, baseline: str, table: Any = None) -> str:
     """The stored run's results, one sentence per model (README and chapter), generated from the answers."""
     table = table if table is not None else effects(results, baseline)
@@ -262,9 +267,9 @@ def headline(results: Any, baseline: str, table: Any = None) -> str:
 
         out.append(f"{m}: base prompt balanced accuracy {_ba(b)} on {int(b['n'])} rows (chance "
                    f"{float(b['chance']):.2f}); after Holm correction across its {len(t)} techniques, helped: "
-                   f"{named('helped')}; hurt: {named('hurt')}; a change could reach significance from "
-                   f"{float(t['smallest detectable'].iloc[0]):.2f}, and would be found 80% of the time from "
-                   f"{float(t['detectable at 80% power'].max()):.2f} (the largest over its comparisons).")
+                   f"{named('helped')}; hurt: {named('hurt')}; the smallest change that could reach significance "
+                   f"is {float(t['smallest detectable'].iloc[0]):.2f}, and one of {_span(t['detectable at 80% power'])} "
+                   f"would be found 80% of the time (by how often the two prompts disagree).")
     return "\n".join(out)
 
 
