@@ -189,7 +189,8 @@ def effects(results: Any, baseline: str) -> Any:
             a, b = right.xs((r["variant"], m)), right.xs((baseline, m))
             both = a.index.intersection(b.index)
             share = float((a[both] != b[both]).mean()) if len(both) else float("nan")
-            power.append(detectable_at_power(len(both), share, len(t)))
+            floor = float(r["smallest detectable"])  # the approximation fails when few rows disagree
+            power.append(max(detectable_at_power(len(both), share, len(t)), floor))
         t.insert(t.columns.get_loc("smallest detectable") + 1, "detectable at 80% power", power)
         parts.append(t)
     return pd.concat(parts, ignore_index=True)

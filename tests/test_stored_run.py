@@ -148,7 +148,8 @@ def test_effects_are_holm_corrected_within_each_model(stored):
         for _, r in part.iterrows():
             ids = [i for (v, i) in right if v == base]
             share = sum(right[(r["variant"], i)] != right[(base, i)] for i in ids) / len(ids)
-            assert r["detectable at 80% power"] == pytest.approx(stored_run.detectable_at_power(len(ids), share, len(part)))
+            expect = max(stored_run.detectable_at_power(len(ids), share, len(part)), r["smallest detectable"])
+            assert r["detectable at 80% power"] == pytest.approx(expect)
 
 
 def test_the_headline_states_the_files_numbers(stored):
