@@ -110,17 +110,17 @@ def test_the_shown_scores_are_recomputed_from_the_file(stored):
 
 
 def test_changing_the_stored_answers_changes_what_is_shown(tmp_path, stored):
-    """Nothing is hard-coded: make every 3-shot answer on one model right and the summary follows."""
+    """Nothing is hard-coded: make every answer of one technique on one model right and the summary follows."""
     lines = stored_run.read(STORED)
-    model = lines[0]["model"]
-    fixed = [dict(ln, text=ln["target"], prefill="") if (ln["variant"], ln["model"]) == ("3-shot", model) else ln
+    base, model = stored.variants[0], lines[0]["model"]
+    tech = stored.variants[1]
+    fixed = [dict(ln, text=ln["target"], prefill="") if (ln["variant"], ln["model"]) == (tech, model) else ln
              for ln in lines]
     changed = stored_run.load(stored_run.write(fixed, tmp_path / "fixed.csv.gz"))
     s = stored_run.scores(changed).set_index(["variant", "model"])
-    assert s.loc[("3-shot", model), "balanced_accuracy"] == 1.0 and s.loc[("3-shot", model), "unparseable"] == 0
-    base = lines[0]["variant"]
+    assert s.loc[(tech, model), "balanced_accuracy"] == 1.0 and s.loc[(tech, model), "unparseable"] == 0
     eff = stored_run.effects(changed, base)
-    row = eff[(eff["variant"] == "3-shot") & (eff["model"] == model)].iloc[0]
+    row = eff[(eff["variant"] == tech) & (eff["model"] == model)].iloc[0]
     assert row["Δ balanced_accuracy"] == pytest.approx(1.0 - s.loc[(base, model), "balanced_accuracy"])
     assert row["verdict"] == "helped" or s.loc[(base, model), "balanced_accuracy"] > 0.9
     assert stored_run.headline(changed, base) != stored_run.headline(stored, base)
