@@ -118,12 +118,15 @@ def test_wheel_ships_datasets_and_tour_and_promptkit_tour_runs_outside_the_repo(
     env.pop("PROMPTKIT_DATASETS_DIR", None)
     env.pop("PYTHONPATH", None)  # the test runs with the worktree on the path; the venv must not
     probe = _run([str(py), "-c", "import json, promptkit as pk\nfrom promptkit.datasets import datasets_dir\n"
+                  "from promptkit import stored_run\n"
                   "ds = pk.load_dataset('renewal_tier')\n"
-                  "print(json.dumps({'file': pk.__file__, 'dir': str(datasets_dir()), 'rows': len(ds.rows)}))"],
+                  "print(json.dumps({'file': pk.__file__, 'dir': str(datasets_dir()), 'rows': len(ds.rows),\n"
+                  "                  'stored': len(stored_run.read('tour_stored_run'))}))"],
                  cwd=work, env=env, timeout=120)
     info = json.loads(probe.stdout.strip().splitlines()[-1])
     assert info["file"].startswith(str(site)), info  # the installed wheel, not the repo
     assert info["dir"] == str(site / "promptkit" / "_datasets") and info["rows"] > 0
+    assert info["stored"] > 0  # the stored run chapter 01 shows beside its live one ships in the wheel
 
     port = _free_port()
     log = tmp_path / "tour.log"
