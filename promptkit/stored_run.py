@@ -235,15 +235,14 @@ def contrast_sentence(live: Any, stored: Any, baseline: str, model: str, *, live
     ld, sd = (float((t["Δ high"] - t["Δ low"]).median()) for t in (le, se))
     lm, sm = (float(t["smallest detectable"].iloc[0]) for t in (le, se))
 
-    def can(m: float) -> str:
-        return f"a change of {m:.2f}" if m <= 1 else "no change at all"
-
     ratio = f"{lw / sw:.1f} times as wide" if sw > 0 else "wider"
     text = (f"On {model.split(':')[-1]}, the base prompt ({baseline}) scores balanced accuracy {_ba(lv)} on your "
             f"{int(lv['n'])} live rows and {_ba(st)} on the stored run's {int(st['n'])} rows: your interval is "
             f"{lw:.2f} wide, {ratio} as the stored run's ({sw:.2f}). The intervals of the techniques' changes are "
-            f"{ld:.2f} wide (median) live and {sd:.2f} stored; after Holm correction your run could detect "
-            f"{can(lm)} at the least, the stored run {can(sm)}.")
+            f"{ld:.2f} wide (median) live and {sd:.2f} stored. After Holm correction "
+            + ("no change could reach significance on your live rows" if lm > 1 else
+               f"a change could reach significance on your live rows from {lm:.2f}")
+            + (f", and on the stored run's from {sm:.2f}." if sm <= 1 else ", nor on the stored run's."))
     missing = [v for v in live.variants if v not in stored.variants]
     return text + (f" Not in the stored run: {', '.join(missing)}." if missing else "")
 
