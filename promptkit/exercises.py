@@ -205,10 +205,10 @@ def as_template(prompt: Any, exercise: Exercise) -> Template:
 
 def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
     """The label came after a marker ("Answer: X") with some reasoning before it, not first and alone."""
-    from .graders import _MARKER, _WORD
+    from .graders.labels import words_before_marker
 
-    marks = list(_MARKER.finditer(text or ""))
-    return how == "marker" and bool(marks) and len(_WORD.findall(text[: marks[-1].start()])) >= min_words
+    before = words_before_marker(text)
+    return how == "marker" and before is not None and before >= min_words
 
 
 def measure(results: Any) -> dict[str, float]:

@@ -8,7 +8,6 @@ Experiments are written in Python or in a YAML file (`load_experiment`).
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 import warnings
@@ -18,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import yamlfile
 from .cache import cell_key
-from .errors import ExperimentError, GraderError, PromptkitError
+from .errors import ExperimentError, PromptkitError
+from .graders.registry import GRADER_ALIASES, grader_from_spec
 from .types import Cell, Grader, PromptVariant, Row, Settings
 
 MAX_PROBLEMS_SHOWN = 5
@@ -371,7 +371,6 @@ RUN_FIELDS: tuple[str, ...] = (
     "cache", "concurrency", "provider_concurrency", "rpm", "timeout_s", "max_attempts", "budget_usd", "budget_tokens",
     "stream", "workers", "batch", "cluster",
 )
-GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 
 
 class _Where:
@@ -606,67 +605,6 @@ def _load_prompts(spec: Any, where: _Where, base: Path, dataset: Any) -> list[An
             template = template.replace(name=d["name"])
         out.append(template)
     return out
-
-
-def grader_from_spec(spec: Any, dataset: Any = None) -> Any:
-    """A grader from its name and arguments (`label_match`, {name: contains, text: Commit}); labels default to the dataset's.
-
-    `default` is the dataset's usual grader as tasks.yaml names it (label_match, json_match, llm_judge).
-    Any grader also takes `on: reply` (grade the continuation after the prefill), `negate: true` (must not
-    pass) and `as: column_name` (its name in the results, so two graders of one kind can sit side by side).
-    """
-    from . import graders as gmod
-
-    if isinstance(spec, str):
-        name, args = spec, {}
-    elif isinstance(spec, Mapping) and "name" in spec:
-        name, args = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    else:
-        raise GraderError(f"a grader is a name or {{name: ..., arguments...}}, got {spec!r}")
-    name = GRADER_ALIASES.get(name, name)
-    if True in args:  # YAML 1.1 reads the key `on` as true
-        args["on"] = args.pop(True)
-    on, negate, label = args.pop("on", None), args.pop("negate", False), args.pop("as", None)
-    if not isinstance(negate, bool):
-        raise GraderError(f"grader {name!r}: negate must be true or false, got {negate!r}")
-    if label is not None and (not isinstance(label, str) or not label.strip()):
-        raise GraderError(f"grader {name!r}: 'as' names its column and must be non-empty text, got {label!r}")
-
-    def finish(grader: Any) -> Any:
-        if on is not None:  # `on: reply` grades the continuation alone, for any grader
-            grader = grader.on_reply(on)
-        if negate:
-            grader = gmod.not_(grader)
-        if label is not None:  # `as: name` tells two graders of one kind apart
-            grader = copy.copy(grader)
-            grader.name = label
-        return grader
-
-    if name == "default_grader":  # the dataset's usual grader (tasks.yaml)
-        task = getattr(dataset, "task", None)
-        if task is None:
-            raise GraderError("'default' means the dataset's usual grader, but no dataset is given")
-        return finish(gmod.default_grader(task, **args))
-    public = [n for n in getattr(gmod, "__all__", []) if callable(getattr(gmod, n, None)) and n[0].islower()]
-    factory = getattr(gmod, name, None) if name in public else None
-    if factory is None:
-        import difflib
-
-        hint = difflib.get_close_matches(str(name), public, n=1)
-        raise GraderError(f"unknown grader {name!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                          + f"; graders are {sorted(public)}")
-    if name == "label_match" and "labels" not in args:
-        labels = list(getattr(dataset, "labels", []) or [])
-        if not labels:
-            raise GraderError("label_match needs 'labels' (the dataset gives none)")
-        args["labels"] = labels
-    try:
-        grader = factory(**args)
-    except TypeError as exc:
-        raise GraderError(f"grader {name!r}: {exc}") from None
-    if not callable(grader) or not isinstance(getattr(grader, "name", None), str):
-        raise GraderError(f"{name!r} is not a grader factory (it returned {type(grader).__name__})")
-    return finish(grader)
 
 
 def _load_graders(spec: Any, where: _Where, dataset: Any) -> list[Any]:
