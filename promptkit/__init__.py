@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "exercises": "promptkit.exercises:",
     "lessons": "promptkit.lessons:",
     "Experiment": "promptkit.experiment:Experiment",
-    "load_experiment": "promptkit.experiment:load_experiment",
+    "load_experiment": "promptkit.experiment_file:load_experiment",
     "run": "promptkit.runner:run",
     "arun": "promptkit.runner:arun",
     "graders": "promptkit.graders:",
