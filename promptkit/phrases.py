@@ -227,9 +227,12 @@ def default_library() -> PhraseLibrary:
     return load_phrases()
 
 
-def phrases(category: str | None = None) -> list[Phrase]:
+def builtin_phrases(category: str | None = None) -> list[Phrase]:
     """The built-in phrases, optionally of one category, in library order."""
     return default_library().by_category(category)
+
+
+phrases = builtin_phrases  # the old name, the same as its module's: kept so existing code runs
 
 
 def get_phrase(phrase_id: str) -> Phrase:
@@ -353,6 +356,6 @@ def ablation(
 
 
 __all__ = [
-    "PLACEMENTS", "Category", "Phrase", "PhraseLibrary", "ablation", "apply_phrases", "default_library",
-    "get_phrase", "load_phrases", "phrase_table", "phrases",
+    "PLACEMENTS", "Category", "Phrase", "PhraseLibrary", "ablation", "apply_phrases", "builtin_phrases",
+    "default_library", "get_phrase", "load_phrases", "phrase_table", "phrases",
 ]

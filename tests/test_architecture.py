@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import promptkit
 
@@ -192,3 +198,50 @@ def test_the_default_model_is_written_once():
             if isinstance(node, ast.Constant) and node.value == DEFAULT_MODEL and id(node) not in docstrings:
                 found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
     assert len(found) == 1 and found[0].startswith("promptkit/providers/__init__.py:"), found
+
+
+# ---- the public surface: `import promptkit as pk` ------------------------------------------------------------
+
+REPO = ROOT.parent
+MAX_PUBLIC_NAMES = 30
+
+
+def _pk_names_used() -> dict[str, str]:
+    """Every `pk.X` the notebooks' sources, the README and examples/ write -> the first file that writes it."""
+    files = [*sorted((REPO / "notebooks" / "src").glob("*.py")), REPO / "README.md",
+             *sorted(p for p in (REPO / "examples").rglob("*") if p.is_file())]
+    used: dict[str, str] = {}
+    for path in files:
+        for name in re.findall(r"\bpk\.([A-Za-z_]\w*)", path.read_text(encoding="utf-8")):
+            used.setdefault(name, str(path.relative_to(REPO)))
+    return used
+
+
+def test_the_public_surface_is_short_and_each_name_resolves():
+    assert len(promptkit.__all__) <= MAX_PUBLIC_NAMES, f"{len(promptkit.__all__)} names in promptkit.__all__"
+    assert len(set(promptkit.__all__)) == len(promptkit.__all__), "a name twice in promptkit.__all__"
+    for name in promptkit.__all__:
+        assert getattr(promptkit, name) is not None, name
+
+
+def test_every_pk_name_the_tour_uses_is_public_and_every_public_name_is_used():
+    used = _pk_names_used()
+    assert used, "found no pk.X in notebooks/src, README.md or examples/ (has the layout moved?)"
+    missing = {n: f for n, f in used.items() if n not in promptkit.__all__}
+    assert not missing, f"pk names used but not in promptkit.__all__ (import them from their module): {missing}"
+    unused = sorted(set(promptkit.__all__) - set(used))
+    assert not unused, f"in promptkit.__all__ but used by no notebook, README or example: {unused}"
+
+
+def test_a_name_taken_off_the_surface_says_where_it_went():
+    with pytest.raises(AttributeError, match=r"from promptkit\.metrics import roc_auc"):
+        promptkit.roc_auc  # noqa: B018
+
+
+def test_import_promptkit_stays_light():
+    """The notebooks' first cell imports promptkit; pandas, numpy and model runtimes load on first use."""
+    code = ("import sys, promptkit\nheavy = [m for m in ('pandas', 'numpy', 'llama_cpp', 'openai', 'anthropic', "
+            "'scipy', 'matplotlib', 'jsonschema') if m in sys.modules]\nprint(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "", f"import promptkit loaded: {out.stdout.strip()}"

@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 import promptkit as pk
+from promptkit.errors import ExperimentError
 from fakeservers import FakeServer, Fault
 from promptkit import shard
 from promptkit.experiment import Experiment
@@ -132,7 +133,7 @@ def test_a_worker_that_dies_leaves_error_cells_not_holes(server, tmp_path, monke
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_workers_must_be_a_whole_number(bad):
-    with pytest.raises(pk.ExperimentError, match="workers"):
+    with pytest.raises(ExperimentError, match="workers"):
         pk.run(grid("http://127.0.0.1:9/v1", 2), workers=bad, progress=False)
 
 
