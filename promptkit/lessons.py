@@ -11,6 +11,7 @@ from .effects import (  # noqa: F401 - the tour's cells call these as lessons.X
     ALPHA, ablation_table, below_chance_warning, detectable_sentence, effect, holm, plot_effects, rows_needed,
     smallest_detectable, verdict_lines, what_moved,
 )
+from .evidence import cited  # noqa: F401 - lessons.cited in the chapters: one reader of the cited rows
 from .providers import DEFAULT_MODEL
 from .results import SUMMARY_VIEWS
 from .types import Settings
@@ -318,21 +319,6 @@ def attack_table(results: Any, rows: Any, by: Sequence[str] = ("variant", "model
     return pd.DataFrame(out)
 
 
-def cited(*ids: str) -> Any:
-    """Published rows a chapter cites, from the copy shipped in the package (data/evidence_curriculum.yaml)."""
-    from importlib.resources import files
-
-    import pandas as pd
-    import yaml
-
-    rows = {r["id"]: r for r in yaml.safe_load(files("promptkit").joinpath("data/evidence_curriculum.yaml").read_text(encoding="utf-8"))}
-    missing = [i for i in ids if i not in rows]
-    if missing:
-        raise KeyError(f"no cited row {missing}; known: {sorted(rows)}")
-    cols = ["technique", "method", "source", "models", "effect", "notes"]
-    return pd.DataFrame([rows[i] for i in ids], index=list(ids))[cols]
-
-
 EVIDENCE_PATH = __import__("pathlib").Path(__file__).with_name("data") / "evidence.yaml"
 EVIDENCE_FIELDS = ("id", "technique", "method", "paper", "arxiv", "venue", "models", "sizes", "benchmark",
                    "reported", "notes")
@@ -342,11 +328,11 @@ def evidence(ids: Sequence[str] | None = None) -> Any:
     """The published results the tour cites (paper, arXiv id, models and sizes, the number), from the kit's
     own data file, so a lesson can show them beside its measurement without pointing outside the kit."""
     import pandas as pd
-    import yaml
 
+    from . import yamlfile
     from .errors import PromptkitError
 
-    entries = yaml.safe_load(EVIDENCE_PATH.read_text(encoding="utf-8")) or []
+    entries = yamlfile.load(EVIDENCE_PATH, PromptkitError, "evidence file") or []
     for i, e in enumerate(entries):
         missing = [f for f in EVIDENCE_FIELDS if f not in e]
         if missing:

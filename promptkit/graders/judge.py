@@ -25,9 +25,9 @@ _YES_NO = r"(yes|no|true|false|not met|met|pass|fail)\b(?!\s*[|/]|\s+or\b)"
 def _judge_prompts() -> dict[str, str]:
     from importlib.resources import files
 
-    import yaml
+    from .. import yamlfile
 
-    return yaml.safe_load(files("promptkit").joinpath("data/judge.yaml").read_text(encoding="utf-8"))
+    return yamlfile.load(str(files("promptkit").joinpath("data/judge.yaml")), GraderError, "judge prompts file")
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
