@@ -16,8 +16,7 @@ from typing import Any
 
 from ..types import Completion, Grade
 from . import base, json, judge, labels, registry, text
-from .base import (BaseGrader, all_of, any_of, as_completion, error_grade, gold_of, in_tag, mean, not_, unparsed,
-                   weighted)
+from .base import BaseGrader, all_of, any_of, error_grade, gold_of, in_tag, mean, not_, unparsed, weighted
 from .json import extract_json, extraction_summary, json_match, prf
 from .judge import Criterion, Verdict, judge_grammar, llm_judge, parse_verdict, rubric_criteria
 from .labels import LabelParse, label_key, label_match, parse_label
