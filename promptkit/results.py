@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
 
 from .files import atomic_write
+from .stats import cluster_bootstrap
 from .errors import DatasetError, ExperimentError, GraderError, redact
 from .types import Cell, CellResult, Completion, Grade, Request, Settings
 
@@ -309,7 +310,7 @@ class Results:
                 scores = ok[f"{g}_score"]
                 have = ok[scores.notna()]
                 rec["scored"] = len(have)
-                mean, lo, hi = _cluster_bootstrap(
+                mean, lo, hi = cluster_bootstrap(
                     have[f"{g}_score"].to_numpy(dtype=float), have["row_id"].astype(str).to_numpy(), n_boot=n_boot
                 )
                 rec.update(zip(("score", *interval_columns("score")), (mean, lo, hi)))
@@ -350,7 +351,7 @@ class Results:
     def _classification(
         self, cells: list[CellResult], grader: str, labels: list[Any], *, n_boot: int = 1000
     ) -> dict[str, Any]:
-        """One group's label metrics from metrics.py; the two bootstrap CIs vectorised here for speed."""
+        """One group's label metrics, from metrics.py."""
         from . import metrics
 
         gold, pred = _gold_pred(cells, grader)
@@ -363,14 +364,15 @@ class Results:
         maj_label, maj_rate = metrics.majority_baseline(gold, labels)
         beats = acc_ci.low > maj_rate  # the rule of metrics.classification_summary
         present = sorted(set(gold), key=labels.index)
-        bal_lo, bal_hi, f1_lo, f1_hi = _label_bootstrap(gold, pred, labels, n_boot=n_boot)
+        cis = metrics.label_metric_intervals(gold, pred, labels, n_boot=n_boot)
         return {
             "accuracy": correct / n, "accuracy_low": acc_ci.low, "accuracy_high": acc_ci.high,
             "majority_label": maj_label, "baseline": maj_rate, "beats_baseline": beats,
             "flag": "" if beats else "not above majority baseline",
             "balanced_accuracy": metrics.balanced_accuracy(gold, pred, labels),
-            "balanced_accuracy_low": bal_lo, "balanced_accuracy_high": bal_hi, "chance": 1 / len(present),
-            "macro_f1": metrics.macro_f1(gold, pred, labels), "macro_f1_low": f1_lo, "macro_f1_high": f1_hi,
+            "balanced_accuracy_low": cis["balanced_accuracy"].low, "balanced_accuracy_high": cis["balanced_accuracy"].high,
+            "chance": 1 / len(present), "macro_f1": metrics.macro_f1(gold, pred, labels),
+            "macro_f1_low": cis["macro_f1"].low, "macro_f1_high": cis["macro_f1"].high,
             "correct": correct, "wrong": n - correct - unparseable, "unparseable": unparseable,
             "mentioned": sum(_mentioned(c.grades.get(grader)) for c in cells if _gold(c, grader) is not None),
         }
@@ -466,7 +468,7 @@ class Results:
             if all(s in (0, 1) for s in sa + sb):
                 res = metrics.mcnemar_test([1] * len(sa), sa, sb, alpha=alpha, name_a=a, name_b=b)
             else:
-                res = _paired_bootstrap_means(sa, sb, alpha=alpha, n_boot=n_boot, seed=seed, name_a=a, name_b=b)
+                res = metrics.paired_bootstrap_means(sa, sb, alpha=alpha, n_boot=n_boot, seed=seed, name_a=a, name_b=b)
         res.details.update(across=across, pairs=len(common), grader=g)
         return res
 
@@ -739,98 +741,6 @@ def _gold_pred(cells: Sequence[CellResult], grader: str) -> tuple[list[Any], lis
         gold.append(g)
         pred.append(_pred(r.grades.get(grader)))
     return gold, pred
-
-
-def _cluster_bootstrap(
-    scores: Any, clusters: Any, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI, resampling clusters (dataset rows) so repeats are not counted as new evidence."""
-    import numpy as np
-
-    if len(scores) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(np.mean(scores))
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    k = len(ids)
-    if k < 2:
-        return mean, math.nan, math.nan
-    sums = np.bincount(inverse, weights=scores, minlength=k)
-    counts = np.bincount(inverse, minlength=k).astype(float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, k, size=(n_boot, k))
-    boot = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return mean, float(lo), float(hi)
-
-
-def _label_bootstrap(
-    gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any], *, n_boot: int = 1000, seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float, float]:
-    """Percentile-bootstrap CIs of balanced accuracy and macro-F1 over rows, as metrics.py defines them.
-
-    Same definitions as `metrics.balanced_accuracy` / `metrics.macro_f1` with a
-    fixed label set (recall averaged over labels present in the resample; F1
-    over every label, 0 when never predicted), computed for all resamples at
-    once with numpy instead of one Python pass per resample.
-    """
-    import numpy as np
-
-    k = len(labels)
-    code = {lab: i for i, lab in enumerate(labels)}
-    g_all = np.array([code[g] for g in gold], dtype=np.int64)
-    p_all = np.array([code.get(p, k) if p is not None else k for p in pred], dtype=np.int64)  # k: not a label
-    n = len(g_all)
-    rng = np.random.default_rng(seed)
-    bal, f1s = [], []
-    block = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        g, p = g_all[idx], p_all[idx]
-        rows = np.arange(b)[:, None]
-        support = np.bincount((rows * k + g).ravel(), minlength=b * k).reshape(b, k).astype(float)
-        predicted = np.bincount((rows * (k + 1) + p).ravel(), minlength=b * (k + 1)).reshape(b, k + 1)[:, :k]
-        hit = g == p
-        tp = np.bincount((rows * k + g)[hit], minlength=b * k).reshape(b, k).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = np.where(support > 0, tp / support, np.nan)
-            precision = np.where(predicted > 0, tp / predicted, 0.0)
-            rec0 = np.nan_to_num(recall)
-            f1 = np.where(precision + rec0 > 0, 2 * precision * rec0 / (precision + rec0), 0.0)
-        bal.append(np.nanmean(recall, axis=1))
-        f1s.append(f1.mean(axis=1))
-    q = [(1 - level) / 2, (1 + level) / 2]
-    bal_lo, bal_hi = np.quantile(np.concatenate(bal), q)
-    f1_lo, f1_hi = np.quantile(np.concatenate(f1s), q)
-    return float(bal_lo), float(bal_hi), float(f1_lo), float(f1_hi)
-
-
-def _paired_bootstrap_means(
-    sa: Sequence[float], sb: Sequence[float], *, alpha: float, n_boot: int, seed: int, name_a: str, name_b: str
-) -> "PairedTest":
-    """Paired bootstrap of mean(A) - mean(B) for continuous scores, in the form metrics' tests return."""
-    import numpy as np
-
-    from .metrics import PairedTest
-
-    a, b = np.asarray(sa, float), np.asarray(sb, float)
-    d = a - b
-    observed = float(d.mean())
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    extreme = int(np.sum(np.abs(boots - observed) >= abs(observed) - 1e-12))
-    p = (extreme + 1) / (n_boot + 1)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return PairedTest(
-        test="paired bootstrap (mean score)", p_value=p, difference=observed, alpha=alpha,
-        verdict=(f"{name_a if observed > 0 else name_b} scores higher by {abs(observed):.3f} (p={p:.3g}, significant at {alpha:g})"
-                 if p < alpha else
-                 f"not significant at {alpha:g} (p={p:.3g}): the mean score difference of {observed:+.3f} "
-                 f"between {name_a} and {name_b} could be chance on these rows"),
-        details={"n": len(d), "n_boot": n_boot, "seed": seed, "ci_low": float(lo), "ci_high": float(hi),
-                 "mean_a": float(a.mean()), "mean_b": float(b.mean())},
-    )
 
 
 def _named_graders(graders: Any) -> dict[str, Any]:
