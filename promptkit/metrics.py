@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import GraderError
 from .stats import (  # noqa: F401  (Interval, binomial_two_sided, roc_auc: metrics' names since before stats.py)
-    Interval, binomial_two_sided, bootstrap, bootstrap_p_value, check_level, mcnemar_p, roc_auc, wilson_interval,
+    Interval, binomial_two_sided, bootstrap, bootstrap_p_value, mcnemar_p, roc_auc, wilson_interval,
 )
 
 UNPARSEABLE = "(unparseable)"

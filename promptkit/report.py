@@ -15,15 +15,20 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import redact
-from .results import SUMMARY_VIEWS, install_html_report, interval_columns
+from .errors import ExperimentError, redact
+from .results_io import json_default, jsonable
+from .summaries import SUMMARY_VIEWS, interval_columns
+from .types import CellResult
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from matplotlib.figure import Figure
+    from pandas.io.formats.style import Styler
 
     from .results import Results
 
 BASELINE_COLOUR = "#222222"
+PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
 CSS = """
@@ -170,6 +175,117 @@ def figure_to_data_uri(fig: "Figure") -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------- side by side
+
+
+def side_by_side(
+    results: "Results",
+    across: str = "variant",
+    *,
+    grader: str | None = None,
+    repeat: int | None = 0,
+    max_chars: int = 160,
+    style: bool = True,
+    **where: Any,
+) -> "Styler | pd.DataFrame":
+    """Dataset rows down, variants (or models) across: each output with its grade, coloured pass/fail.
+
+    Returns a pandas Styler (HTML-escaped, long outputs cut to `max_chars`)
+    for a notebook, or with `style=False` the plain DataFrame of cell texts.
+    """
+    import pandas as pd
+
+    if across not in ("variant", "model"):
+        raise ExperimentError(f"side_by_side(across=...) must be 'variant' or 'model', got {across!r}")
+    if repeat is not None:
+        where.setdefault("repeat", repeat)
+    sub = results.filter(**where) if where else results
+    g = results.resolve_grader(grader) if sub.grader_names else None
+    other = "model" if across == "variant" else "variant"
+    many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
+    many_settings = len({r.cell.settings_label for r in sub.results}) > 1
+    many_repeats = len({r.cell.repeat for r in sub.results}) > 1
+
+    def column(r: CellResult) -> str:
+        parts = []
+        if many_other:
+            parts.append(str(getattr(r.cell, other)))
+        parts.append(str(getattr(r.cell, across)))
+        if many_settings:
+            parts.append(r.cell.settings_label or "default")
+        if many_repeats:
+            parts.append(f"#{r.cell.repeat}")
+        return " · ".join(parts)
+
+    text: dict[str, dict[str, str]] = {}
+    state: dict[str, dict[str, str]] = {}
+    targets: dict[str, str] = {}
+    for r in sub.results:
+        col, row = column(r), str(r.cell.row_id)
+        targets.setdefault(row, _short(_display(r.cell.target), max_chars))
+        text.setdefault(col, {})[row] = _cell_text(r, g, max_chars)
+        state.setdefault(col, {})[row] = _cell_state(r, g)
+    rows = list(targets)
+    frame = pd.DataFrame({"target": pd.Series(targets), **{c: pd.Series(v) for c, v in text.items()}}, index=rows)
+    frame.index.name = "row_id"
+    frame = frame.fillna("")
+    if not style:
+        return frame
+    states = pd.DataFrame({"target": "", **{c: pd.Series(v) for c, v in state.items()}}, index=rows).fillna("")
+    colours = {"pass": PASS_COLOUR, "fail": FAIL_COLOUR, "error": ERROR_COLOUR, "unparsed": UNPARSED_COLOUR}
+
+    def paint(_: Any) -> pd.DataFrame:
+        return states.map(lambda s: f"background-color: {colours[s]}" if s in colours else "")
+
+    return (
+        frame.style.format(escape="html")
+        .apply(paint, axis=None)
+        .set_properties(**{"white-space": "pre-wrap", "vertical-align": "top", "text-align": "left",
+                           "font-size": "0.85em", "max-width": "28em"})
+        .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}])
+    )
+
+
+def _display(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    return json.dumps(jsonable(x), ensure_ascii=False, default=json_default)
+
+
+def _short(text: str, max_chars: int) -> str:
+    text = redact(text)
+    return text if len(text) <= max_chars else text[: max(1, max_chars - 1)].rstrip() + "…"
+
+
+def _cell_state(r: CellResult, grader: str | None) -> str:
+    if not r.completion.ok:
+        return "error"
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return ""
+    if not grade.parsed:
+        return "unparsed"
+    return "pass" if grade.passed else "fail"
+
+
+def _cell_text(r: CellResult, grader: str | None, max_chars: int) -> str:
+    if not r.completion.ok:
+        return _short(f"[{r.completion.error_kind}] {r.completion.error or ''}", max_chars)
+    out = _short(r.completion.text, max_chars)
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return out
+    mark = "?" if not grade.parsed else ("✓" if grade.passed else "✗")
+    tail = f"{mark} {grade.score:.2f}"
+    if grade.label is not None:
+        tail += f" {grade.label}"
+    elif not grade.parsed:
+        tail += " unparseable"
+    return f"{out}\n— {tail}"
 
 
 # ---------------------------------------------------------------------- HTML
@@ -382,5 +498,3 @@ def _confusion_html(cm: Any) -> str:
         rows.append(f'<tr><th class="text">{_e(gold)}</th>' + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
-
-install_html_report(html_report)  # Results.to_html calls it: results.py does not import this module
