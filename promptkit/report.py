@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
+import functools
 import io
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import ExperimentError, redact
@@ -31,22 +32,7 @@ BASELINE_COLOUR = "#222222"
 PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #222; line-height: 1.4; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
-th { background: #f5f5f5; }
-td.text, th.text { text-align: left; }
-dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 0.9em; }
-dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; white-space: pre-wrap; font-family: monospace; }
-.note { color: #555; font-size: 0.85em; }
-.flag { background: #fff0c2; }
-.scroll { overflow-x: auto; }
-img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
-.cm { display: inline-block; margin: 0 1.5em 1em 0; vertical-align: top; }
-"""
+TEMPLATES = Path(__file__).parent / "data" / "templates"  # report.html.j2 and the CSS it inlines
 
 
 # ---------------------------------------------------------------------- figures
@@ -301,100 +287,97 @@ def html_report(
     max_chars: int = 160,
     max_confusions: int = 12,
 ) -> str:
-    """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side."""
+    """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side.
+
+    The page is `data/templates/report.html.j2`; this function only gathers what it shows.
+    """
     meta = results.meta
     experiment = meta.get("experiment") if isinstance(meta.get("experiment"), dict) else {}
     title = title or str(meta.get("name") or meta.get("title") or experiment.get("name") or "promptkit results")
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="note">{len(results)} calls · variants: {_e(", ".join(results.variants)) or "none"} · '
-        f'models: {_e(", ".join(results.models)) or "none"} · generated '
-        f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>',
-    ]
-    if meta:
-        parts.append(_meta_html(meta))
+    page: dict[str, Any] = {
+        "title": title, "calls": len(results), "variants": ", ".join(results.variants),
+        "models": ", ".join(results.models), "across": across,
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "meta_rows": _meta_rows(meta),
+    }
     if not len(results):
-        parts.append("<p>No cells in these results.</p></body></html>")
-        return "\n".join(parts)
+        return _render(page)
 
     graded = bool(results.grader_names)
     g = results.resolve_grader(grader) if graded else None
     summary = results.summary(None, g)
-    parts.append("<h2>Summary</h2>")
-    parts.append(_summary_html(summary))
-    notes = [f"Errors are counted and left out of every score. Score CI: {_e(summary.attrs['score_ci'])}."]
-    if "accuracy" in summary:
-        notes.append(
-            f"Accuracy CI: {_e(summary.attrs['accuracy_ci'])}. <b>baseline</b> is the accuracy of always answering "
-            "the most common gold label of the same rows; a row is flagged when accuracy does not beat it by more "
-            "than its interval. Balanced accuracy has chance level 1/k whatever the class balance. "
-            "Unparseable answers are counted apart from wrong ones."
-        )
-    parts.append('<p class="note">' + " ".join(notes) + "</p>")
-
-    parts.append("<h2>Scores</h2>")
+    page["summary"] = _summary_table(summary)
+    page["score_ci"] = summary.attrs["score_ci"]
+    page["accuracy_ci"] = summary.attrs["accuracy_ci"] if "accuracy" in summary else None
+    page["score_plots"] = []
     if graded:
-        parts.append(_img(plot_scores(results, g), "scores by variant and model"))
+        page["score_plots"].append(_plot(plot_scores(results, g), "scores by variant and model"))
         if "balanced_accuracy" in summary:
-            parts.append(_img(plot_scores(results, g, metric="balanced_accuracy"), "balanced accuracy"))
-    else:
-        parts.append("<p>No grades: these results were not graded.</p>")
-
-    parts.append("<h2>Latency</h2>")
-    parts.append(_img(plot_latency(results), "latency by model"))
-    parts.append('<p class="note">Successful calls only; a cached answer shows the latency of its original call.</p>')
+            page["score_plots"].append(_plot(plot_scores(results, g, metric="balanced_accuracy"), "balanced accuracy"))
+    page["latency_plot"] = _plot(plot_latency(results), "latency by model")
 
     df = results.df
+    page["errors"] = None
     if df["error_kind"].notna().any():
-        parts.append("<h2>Errors</h2>")
-        errs = (df[df["error_kind"].notna()].groupby(["model", "error_kind"]).size()
-                .rename("calls").reset_index())
-        parts.append(_table_html(errs))
-        first = df[df["error_kind"].notna()].drop_duplicates("error_kind")[["model", "error_kind", "error"]]
-        parts.append('<p class="note">First message of each kind:</p>' + _table_html(first))
+        failed = df[df["error_kind"].notna()]
+        page["errors"] = {
+            "counts": _table(failed.groupby(["model", "error_kind"]).size().rename("calls").reset_index()),
+            "first": _table(failed.drop_duplicates("error_kind")[["model", "error_kind", "error"]]),
+        }
 
+    page["confusions"] = None
     if g is not None and results.is_classification(g):
-        parts.append("<h2>Confusion matrices</h2>")
-        parts.append('<p class="note">Gold labels down, answers across; failed calls left out.</p>')
         keys = [k for k in ("variant", "model", "settings_label") if k in summary]
         groups = [dict(zip(keys, vals)) for vals in dict.fromkeys(zip(*(summary[k] for k in keys)))]
+        page["confusions"] = []
         for where in groups[:max_confusions]:
-            name = " · ".join(_e(v or "default") for v in where.values())
+            group: dict[str, Any] = {"name": " · ".join(str(v or "default") for v in where.values()), "error": None}
             try:
-                cm = results.confusion(grader=g, **where)
+                group["matrix"] = _confusion_table(results.confusion(grader=g, **where))
             except Exception as exc:  # e.g. every call of this group failed
-                parts.append(f'<div class="cm"><b>{name}</b><p>{_e(str(exc))}</p></div>')
-                continue
-            parts.append(f'<div class="cm"><b>{name}</b>{_confusion_html(cm)}</div>')
-        if len(groups) > max_confusions:
-            parts.append(f'<p class="note">{len(groups) - max_confusions} more not shown.</p>')
+                group["error"] = str(exc)
+            page["confusions"].append(group)
+        page["more_confusions"] = max(0, len(groups) - max_confusions)
 
-    parts.append(f"<h2>Side by side ({_e(across)}s across)</h2>")
-    sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
-                               max_chars=max_chars)
+    single = _single_repeat(results)
+    sbs = results.side_by_side(across=across, grader=g, repeat=None if single else 0, max_chars=max_chars)
     n_rows = len(sbs.data)
+    page["shown_rows"], page["total_rows"] = None, n_rows
     if n_rows > max_rows:
-        sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
-                                   max_chars=max_chars, row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
-        parts.append(f'<p class="note">First {max_rows} of {n_rows} rows.</p>')
-    if not _single_repeat(results):
-        parts.append('<p class="note">Repeat 0 of each cell.</p>')
-    parts.append('<p class="note">Green: passed · red: failed · yellow: answer could not be read · grey: call failed.</p>')
-    parts.append('<div class="scroll">' + sbs.to_html() + "</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        sbs = results.side_by_side(across=across, grader=g, repeat=None if single else 0, max_chars=max_chars,
+                                   row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
+        page["shown_rows"] = max_rows
+    page["repeat_zero"] = not single
+    page["side_by_side"] = _trusted(sbs.to_html())  # pandas escaped every cell (format(escape="html"))
+    return _render(page)
+
+
+def _render(page: dict[str, Any]) -> str:
+    return _environment().get_template("report.html.j2").render(page)
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    """jinja2 with autoescape, and every printed string passed through `redact` first: no key reaches a report."""
+    import jinja2
+    from markupsafe import Markup
+
+    def finalize(x: Any) -> Any:
+        return redact(x) if isinstance(x, str) and not isinstance(x, Markup) else x
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, finalize=finalize,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True)
+
+
+def _trusted(html_text: str) -> Any:
+    """HTML made and escaped here (a plot's data URI, pandas' escaped table): printed as is."""
+    from markupsafe import Markup
+
+    return Markup(html_text)
 
 
 def _single_repeat(results: "Results") -> bool:
     return len({r.cell.repeat for r in results}) <= 1
-
-
-def _e(x: Any) -> str:
-    return html.escape(redact(str(x)), quote=True)
 
 
 def _nan(x: Any) -> bool:
@@ -409,8 +392,8 @@ def _clip(text: Any, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _img(fig: "Figure", alt: str) -> str:
-    return f'<img class="plot" alt="{_e(alt)}" src="{figure_to_data_uri(fig)}">'
+def _plot(fig: "Figure", alt: str) -> dict[str, Any]:
+    return {"alt": alt, "uri": _trusted(figure_to_data_uri(fig))}
 
 
 def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -425,14 +408,14 @@ def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _meta_html(meta: dict[str, Any]) -> str:
+def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for k, v in _flatten(meta):
         if v is None or v == "" or v == [] or v == {}:
             continue
         text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
-        rows.append(f"<dt>{_e(k)}</dt><dd>{_e(_clip(text, 2000))}</dd>")
-    return '<dl class="meta">' + "".join(rows) + "</dl>"
+        rows.append((k, _clip(text, 2000)))
+    return rows
 
 
 def _fmt(col: str, x: Any) -> str:
@@ -451,26 +434,20 @@ def _fmt(col: str, x: Any) -> str:
     return str(x)
 
 
-def _table_html(df: Any, flag_col: str | None = None) -> str:
+def _table(df: Any, flag_col: str | None = None) -> dict[str, Any]:
+    """A DataFrame as the template's table: (class, text) per header and cell; text columns left-aligned."""
     cols = list(df.columns)
-    head = "".join(f'<th class="{"text" if df[c].dtype == object or str(df[c].dtype) == "str" else ""}">{_e(c)}</th>'
-                   for c in cols)
-    body = []
-    for _, row in df.iterrows():
-        flagged = bool(flag_col and row.get(flag_col))
-        cells = []
-        for c in cols:
-            v = row[c]
-            cls = "text" if isinstance(v, str) else ""
-            cells.append(f'<td class="{cls}">{_e(_fmt(c, v))}</td>')
-        body.append(f'<tr class="{"flag" if flagged else ""}">' + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    head = [("text" if df[c].dtype == object or str(df[c].dtype) == "str" else "", str(c)) for c in cols]
+    rows = [{"flag": bool(flag_col and row.get(flag_col)),
+             "cells": [("text" if isinstance(row[c], str) else "", _fmt(c, row[c])) for c in cols]}
+            for _, row in df.iterrows()]
+    return {"head": head, "rows": rows}
 
 
 SUMMARY_COLUMNS: Sequence[str] = SUMMARY_VIEWS["report"]
 
 
-def _summary_html(summary: Any) -> str:
+def _summary_table(summary: Any) -> dict[str, Any]:
     """The summary with each CI in one column; for label graders accuracy replaces the (equal) mean score."""
     df = summary.copy()
     for metric in ("score", "accuracy", "balanced_accuracy"):
@@ -481,20 +458,14 @@ def _summary_html(summary: Any) -> str:
             ]
     skip = {"score", "score CI"} if "accuracy" in df else set()
     cols = [c for c in SUMMARY_COLUMNS if c in df.columns and c not in skip]
-    return _table_html(df[cols], flag_col="flag" if "flag" in df else None)
+    return _table(df[cols], flag_col="flag" if "flag" in df else None)
 
 
-def _confusion_html(cm: Any) -> str:
+def _confusion_table(cm: Any) -> dict[str, Any]:
+    """A confusion frame as the template's matrix: counts shaded by size, the diagonal in bold."""
     top = max(1, int(cm.to_numpy().max()))
-    head = '<th class="text">gold \\ answer</th>' + "".join(f"<th>{_e(c)}</th>" for c in cm.columns)
-    rows = []
-    for gold, row in cm.iterrows():
-        cells = []
-        for col, n in row.items():
-            alpha = 0.08 + 0.6 * int(n) / top if n else 0
-            style = f' style="background: rgba(76,114,176,{alpha:.2f})"' if n else ""
-            bold = ' style="font-weight:600"' if str(col) == str(gold) else ""
-            cells.append(f"<td{style}><span{bold}>{int(n)}</span></td>")
-        rows.append(f'<tr><th class="text">{_e(gold)}</th>' + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
+    rows = [{"gold": str(gold),
+             "cells": [{"n": int(n), "alpha": f"{0.08 + 0.6 * int(n) / top:.2f}" if n else None,
+                        "diagonal": str(col) == str(gold)} for col, n in row.items()]}
+            for gold, row in cm.iterrows()]
+    return {"columns": [str(c) for c in cm.columns], "rows": rows}
