@@ -447,7 +447,9 @@ _PAIRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def _paired_codes(gold, pred_a, pred_b, labels, metric):
-    """Both prompts' answers encoded on one label set, and the observed difference in `metric`."""
+    """Both prompts' answers encoded on one label set, and the observed difference in `metric` (checked)."""
+    if metric not in _PAIRED_METRICS:
+        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     gold, a = _check(gold, pred_a, "pred_a")
     _, b = _check(gold, pred_b, "pred_b")
     labs = _label_set(gold, a + b, labels)
@@ -485,8 +487,6 @@ def paired_bootstrap_test(
     shifted to the null), with +1 smoothing so it is never exactly 0. Works for
     any metric, including balanced accuracy and macro-F1 where McNemar does not apply.
     """
-    if metric not in _PAIRED_METRICS:
-        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
     b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=np.random.default_rng(seed))
@@ -522,8 +522,6 @@ def paired_permutation_test(
     bootstrap's p-value, which rejected 8-9% of simulated nulls at alpha 5% on 18 rows (tests/test_metrics).
     The interval in `details` is the paired bootstrap's, for the size of the difference (n_boot=0: none).
     """
-    if metric not in _PAIRED_METRICS:
-        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
     rng = np.random.default_rng(seed)

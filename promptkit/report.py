@@ -54,7 +54,7 @@ def _empty(fig: "Figure", message: str) -> "Figure":
     return fig
 
 
-def plot_scores(results: "Results", grader: str | None = None, *, metric: str | None = None) -> "Figure":
+def plot_scores(results: Results, grader: str | None = None, *, metric: str | None = None) -> "Figure":
     """Score per variant x model with its CI as error bars, and each group's majority baseline as a line.
 
     For a label grader the bar is accuracy (Wilson CI) unless `metric` names
@@ -111,7 +111,7 @@ def plot_scores(results: "Results", grader: str | None = None, *, metric: str | 
     return fig
 
 
-def plot_latency(results: "Results", by: str = "model") -> "Figure":
+def plot_latency(results: Results, by: str = "model") -> "Figure":
     """Latency of successful calls per model (or variant) as box plots with every call drawn as a dot."""
     import numpy as np
 
@@ -136,7 +136,7 @@ def plot_latency(results: "Results", by: str = "model") -> "Figure":
     return fig
 
 
-def plot_confusion(results: "Results", variant: str | None = None, model: str | None = None,
+def plot_confusion(results: Results, variant: str | None = None, model: str | None = None,
                    grader: str | None = None) -> "Figure":
     """A confusion matrix as a heat map with counts (gold down, answer across, unparseable last)."""
     cm = results.confusion(variant=variant, model=model, grader=grader)
@@ -167,7 +167,7 @@ def figure_to_data_uri(fig: "Figure") -> str:
 
 
 def side_by_side(
-    results: "Results",
+    results: Results,
     across: str = "variant",
     *,
     grader: str | None = None,
@@ -278,7 +278,7 @@ def _cell_text(r: CellResult, grader: str | None, max_chars: int) -> str:
 
 
 def html_report(
-    results: "Results",
+    results: Results,
     title: str | None = None,
     *,
     grader: str | None = None,
@@ -376,7 +376,7 @@ def _trusted(html_text: str) -> Any:
     return Markup(html_text)
 
 
-def _single_repeat(results: "Results") -> bool:
+def _single_repeat(results: Results) -> bool:
     return len({r.cell.repeat for r in results}) <= 1
 
 

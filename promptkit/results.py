@@ -4,7 +4,7 @@ The runner hands over plain `CellResult` dataclasses; the DataFrame is built
 from them here, at the edge, only when first asked for. The container lives
 here; its summaries in summaries.py (numbers from metrics.py and stats.py), its
 files in results_io.py, its HTML and plots in report.py. Those modules read a
-Results and never import this one, so the methods here are thin doors to them.
+Results and never import this one; their functions are its methods.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
-from . import results_io, summaries
+from . import report, results_io, summaries
 from .errors import ExperimentError, GraderError, redact
 from .files import atomic_write
 from .results_io import JSONL_FORMAT  # noqa: F401  (results.JSONL_FORMAT, as before the split)
@@ -24,9 +24,6 @@ from .types import CellResult, Grade, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from pandas.io.formats.style import Styler
-
-    from .metrics import PairedTest
 
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 CELL_COLUMNS: tuple[str, ...] = ("key", "variant", "model", "settings_label", *SETTINGS_FIELDS, "row_id", "repeat")
@@ -252,57 +249,15 @@ class Results:
         out.attrs = dict(self._summaries[memo].attrs)
         return out
 
-    def classification(self, grader: str | None = None, **where: Any) -> Any:
-        """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
-        return summaries.classification(self, grader, **where)
-
-    def confusion(
-        self, variant: str | None = None, model: str | None = None, grader: str | None = None, **where: Any
-    ) -> "pd.DataFrame":
-        """Gold labels down, answers across, with an unparseable column; errors left out."""
-        return summaries.confusion(self, variant, model, grader, **where)
-
-    def compare(
-        self,
-        a: str,
-        b: str,
-        *,
-        grader: str | None = None,
-        metric: str = "accuracy",
-        alpha: float = 0.05,
-        n_boot: int = 2000,
-        seed: int = 0,
-        **where: Any,
-    ) -> "PairedTest":
-        """Paired test of two variants (or two models) on the same rows: is the difference real?
-
-        Exact McNemar for accuracy and pass/fail scores, a paired permutation
-        test for balanced accuracy or macro-F1, a paired bootstrap of the mean
-        for other scores: see `summaries.compare`.
-        """
-        return summaries.compare(self, a, b, grader=grader, metric=metric, alpha=alpha, n_boot=n_boot, seed=seed,
-                                 **where)
+    # Summaries (summaries.py) and the side-by-side view (report.py) are functions of a Results; here they are
+    # its methods too, with the same signature and docstring.
+    classification = summaries.classification
+    confusion = summaries.confusion
+    compare = summaries.compare
 
     # ------------------------------------------------------------------ side by side
 
-    def side_by_side(
-        self,
-        across: str = "variant",
-        *,
-        grader: str | None = None,
-        repeat: int | None = 0,
-        max_chars: int = 160,
-        style: bool = True,
-        **where: Any,
-    ) -> "Styler | pd.DataFrame":
-        """Dataset rows down, variants (or models) across: each output with its grade, coloured pass/fail.
-
-        Returns a pandas Styler (HTML-escaped, long outputs cut to `max_chars`)
-        for a notebook, or with `style=False` the plain DataFrame of cell texts.
-        """
-        from .report import side_by_side
-
-        return side_by_side(self, across, grader=grader, repeat=repeat, max_chars=max_chars, style=style, **where)
+    side_by_side = report.side_by_side
 
     # ------------------------------------------------------------------ combining
 
@@ -412,9 +367,7 @@ class Results:
 
     def to_html(self, path: str | os.PathLike[str], title: str | None = None, **kwargs: Any) -> Path:
         """One self-contained HTML report (tables and inline plots), written atomically: report.html_report's."""
-        from .report import html_report
-
-        text = html_report(self, title=title, **kwargs)
+        text = report.html_report(self, title=title, **kwargs)
         return atomic_write(path, lambda f: f.write(text))
 
 

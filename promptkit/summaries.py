@@ -53,7 +53,7 @@ SUMMARY_VIEWS: dict[str, tuple[str, ...]] = {
 }
 
 
-def summarise(results: "Results", by: list[str], grader: str | None, n_boot: int) -> "pd.DataFrame":
+def summarise(results: Results, by: list[str], grader: str | None, n_boot: int) -> "pd.DataFrame":
     """`Results.summary` without its memo: one row per group of `by` (columns already checked)."""
     import pandas as pd
 
@@ -139,7 +139,7 @@ def label_metrics(
     }
 
 
-def classification(results: "Results", grader: str | None = None, **where: Any) -> Any:
+def classification(results: Results, grader: str | None = None, **where: Any) -> Any:
     """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
     g = results.resolve_grader(grader)
     sub = results.filter(**where) if where else results
@@ -150,7 +150,7 @@ def classification(results: "Results", grader: str | None = None, **where: Any) 
 
 
 def confusion(
-    results: "Results", variant: str | None = None, model: str | None = None, grader: str | None = None, **where: Any
+    results: Results, variant: str | None = None, model: str | None = None, grader: str | None = None, **where: Any
 ) -> "pd.DataFrame":
     """Gold labels down, answers across, with an unparseable column; errors left out."""
     g = results.resolve_grader(grader)
@@ -168,7 +168,7 @@ def confusion(
 
 
 def compare(
-    results: "Results",
+    results: Results,
     a: str,
     b: str,
     *,
@@ -178,7 +178,7 @@ def compare(
     n_boot: int = 2000,
     seed: int = 0,
     **where: Any,
-) -> "PairedTest":
+) -> PairedTest:
     """Paired test of two variants (or two models) on the same rows: is the difference real?
 
     Cells are paired on everything but the compared dimension (row, repeat,
