@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import functools
 import io
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import ExperimentError, redact
+from .htmlrender import render, trusted
 from .results_io import json_default, jsonable
 from .summaries import SUMMARY_VIEWS, interval_columns
 from .types import CellResult
@@ -32,7 +31,6 @@ BASELINE_COLOUR = "#222222"
 PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
-TEMPLATES = Path(__file__).parent / "data" / "templates"  # report.html.j2 and the CSS it inlines
 
 
 # ---------------------------------------------------------------------- figures
@@ -301,7 +299,7 @@ def html_report(
         "meta_rows": _meta_rows(meta),
     }
     if not len(results):
-        return _render(page)
+        return render("report.html.j2", **page)
 
     graded = bool(results.grader_names)
     g = results.resolve_grader(grader) if graded else None
@@ -348,32 +346,8 @@ def html_report(
                                    row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
         page["shown_rows"] = max_rows
     page["repeat_zero"] = not single
-    page["side_by_side"] = _trusted(sbs.to_html())  # pandas escaped every cell (format(escape="html"))
-    return _render(page)
-
-
-def _render(page: dict[str, Any]) -> str:
-    return _environment().get_template("report.html.j2").render(page)
-
-
-@functools.lru_cache(maxsize=1)
-def _environment() -> Any:
-    """jinja2 with autoescape, and every printed string passed through `redact` first: no key reaches a report."""
-    import jinja2
-    from markupsafe import Markup
-
-    def finalize(x: Any) -> Any:
-        return redact(x) if isinstance(x, str) and not isinstance(x, Markup) else x
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, finalize=finalize,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True)
-
-
-def _trusted(html_text: str) -> Any:
-    """HTML made and escaped here (a plot's data URI, pandas' escaped table): printed as is."""
-    from markupsafe import Markup
-
-    return Markup(html_text)
+    page["side_by_side"] = trusted(sbs.to_html())  # pandas escaped every cell (format(escape="html"))
+    return render("report.html.j2", **page)
 
 
 def _single_repeat(results: Results) -> bool:
@@ -393,7 +367,7 @@ def _clip(text: Any, n: int) -> str:
 
 
 def _plot(fig: "Figure", alt: str) -> dict[str, Any]:
-    return {"alt": alt, "uri": _trusted(figure_to_data_uri(fig))}
+    return {"alt": alt, "uri": trusted(figure_to_data_uri(fig))}
 
 
 def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
