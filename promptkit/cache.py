@@ -13,7 +13,6 @@ filesystems) both keep only successful answers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import json
