@@ -222,21 +222,29 @@ def _encode(gold: list[Any], pred: list[Any], labels: list[Any]) -> tuple[Any, A
 
 
 def _class_metrics(g: Any, p: Any, k: int) -> dict[str, Any]:
-    """Accuracy, balanced accuracy and macro-F1 for each row of index matrices (B x n), all at once."""
-    onehot_g = g[..., None] == np.arange(k)  # B x n x k
-    onehot_p = p[..., None] == np.arange(k)
-    support = onehot_g.sum(axis=-2)
-    predicted = onehot_p.sum(axis=-2)
-    tp = (onehot_g & onehot_p).sum(axis=-2)
+    """Accuracy, balanced accuracy and macro-F1 for each row of index matrices (B x n), all at once.
+
+    Counts per label come from one bincount per matrix (offset by row), not from
+    B x n x k one-hot arrays: the summary bootstraps every group this way.
+    """
+    g, p = np.broadcast_arrays(np.asarray(g), np.asarray(p))
+    shape = p.shape[:-1]
+    g2, p2 = g.reshape(-1, g.shape[-1]), p.reshape(-1, p.shape[-1])
+    b = len(p2)
+    rows = np.arange(b)[:, None]
+    support = np.bincount((rows * k + g2).ravel(), minlength=b * k).reshape(b, k)
+    predicted = np.bincount((rows * (k + 1) + p2).ravel(), minlength=b * (k + 1)).reshape(b, k + 1)[:, :k]
+    hit = g2 == p2
+    tp = np.bincount((rows * k + g2)[hit], minlength=b * k).reshape(b, k)
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = support > 0
     return {
-        "accuracy": (g == p).mean(axis=-1),
-        "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
-        "macro_f1": f1.mean(axis=-1),
+        "accuracy": hit.mean(axis=-1).reshape(shape),
+        "balanced_accuracy": ((recall * present).sum(axis=-1) / present.sum(axis=-1)).reshape(shape),
+        "macro_f1": f1.mean(axis=-1).reshape(shape),
     }
 
 
