@@ -21,7 +21,6 @@ from .providers import register
 register("score", "promptkit.scoring:ScoringProvider")  # classify by label likelihood: score:smollm2[Yes|No]
 register("tools", "promptkit.tools:ToolCallProvider")  # tool calls through the native interface: tools:openai:gpt-4o-mini
 from .types import Example, Settings
-from . import report as _report  # noqa: E402,F401 - installs the HTML behind Results.to_html (light: plots load on use)
 
 __version__ = "0.1.0"
 
