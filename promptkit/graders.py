@@ -1436,7 +1436,8 @@ def default_grader(task: Any, *, judge_model: str = DEFAULT_MODEL) -> BaseGrader
 
 
 # Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable here by name.
-_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics"}
+_ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics",
+              "grounded_answer": "promptkit.grounding"}
 
 
 def _structured_grader(name: str | None) -> BaseGrader:
