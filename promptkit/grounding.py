@@ -218,15 +218,20 @@ def paired_table(results: Any, baseline: str, *, model: str | None = None, grade
     return table
 
 
-def sentences(table: Any, paired: Any, baseline: str) -> list[str]:
-    """What the run showed, one sentence per variant and one per test, generated from the two tables."""
+def table_sentences(table: Any) -> list[str]:
+    """One sentence per prompt and model, generated from `grounding_table`: invented, right and refused."""
+    return [f"{r['variant']} [{str(r['model']).split(':')[-1]}]: invented an answer on {r['invented']} of "
+            f"{r['not-stated rows']} not-stated rows ({r['invented rate']:.0%}, 95% interval "
+            f"{r['invented low']:.0%}-{r['invented high']:.0%}); right on {r['accuracy']:.0%} of "
+            f"{r['answerable rows']} answerable rows ({r['accuracy low']:.0%}-{r['accuracy high']:.0%}), "
+            f"refusing {r['refused answerable']:.0%} of them."
+            for _, r in table.iterrows()]
+
+
+def paired_sentences(paired: Any, baseline: str) -> list[str]:
+    """One sentence per test of `paired_table`: the change, the discordant rows, p before and after Holm, and the
+    smallest change these rows could show."""
     out = []
-    for _, r in table.iterrows():
-        out.append(f"{r['variant']} [{str(r['model']).split(':')[-1]}]: invented an answer on {r['invented']} of "
-                   f"{r['not-stated rows']} not-stated rows ({r['invented rate']:.0%}, 95% interval "
-                   f"{r['invented low']:.0%}-{r['invented high']:.0%}); right on {r['accuracy']:.0%} of "
-                   f"{r['answerable rows']} answerable rows ({r['accuracy low']:.0%}-{r['accuracy high']:.0%}), "
-                   f"refusing {r['refused answerable']:.0%} of them.")
     for _, r in paired.iterrows():
         k = int(r["rows needed"])
         reach = (f"no change could reach significance on {int(r['n'])} rows (it takes {k} all moving one way)"
@@ -236,6 +241,23 @@ def sentences(table: Any, paired: Any, baseline: str) -> list[str]:
                    f"{int(r['n'])} {r['rows']} rows: {r['baseline value']:.2f} → {r['variant value']:.2f} "
                    f"({int(r['better'])} rows better, {int(r['worse'])} worse; exact McNemar p = {r['p']:.2f}, "
                    f"Holm {r['p (Holm)']:.2f} over {len(paired)} tests: {r['verdict']}); {reach}.")
+    return out
+
+
+def tradeoff_sentences(table: Any, baseline: str) -> list[str]:
+    """Per prompt against the baseline: invented answers, accuracy and refusals on answerable rows, before → after."""
+    out = []
+    for m, part in table.groupby("model", sort=False):
+        t = part.set_index("variant")
+        if baseline not in t.index:
+            continue
+        b = t.loc[baseline]
+        for v, r in t.iterrows():
+            if v != baseline:
+                out.append(f"{v} [{str(m).split(':')[-1]}]: invented answers {b['invented rate']:.0%} → "
+                           f"{r['invented rate']:.0%}; accuracy on answerable rows {b['accuracy']:.0%} → "
+                           f"{r['accuracy']:.0%}; answerable rows refused {b['refused answerable']:.0%} → "
+                           f"{r['refused answerable']:.0%}.")
     return out
 
 
@@ -275,4 +297,5 @@ def not_stated_answers(results: Any, n: int = 8, grader: str | None = None, **wh
 
 
 __all__ = ["NOT_STATED", "STATED", "answer_part", "grounded_answer", "grounding_table", "guesses", "mentions",
-           "not_stated_answers", "paired_table", "plot", "rates", "says_not_stated", "sentences"]
+           "not_stated_answers", "paired_sentences", "paired_table", "plot", "rates", "says_not_stated",
+           "table_sentences", "tradeoff_sentences"]

@@ -163,6 +163,8 @@ def test_grounding_table_counts_invented_and_refused_with_intervals():
         (wilson_interval(1, 8).low, wilson_interval(1, 8).high))
     assert t.loc["out", "accuracy"] == pytest.approx(4 / 6) and t.loc["out", "refused answerable"] == pytest.approx(2 / 6)
     assert t.loc["plain", "accuracy"] == 1.0 and t.loc["plain", "refused answerable"] == 0.0
+    (line,) = grounding.tradeoff_sentences(t.reset_index(), "plain")
+    assert line == "out [m]: invented answers 100% → 12%; accuracy on answerable rows 100% → 67%; answerable rows refused 0% → 33%."
 
 
 def test_paired_table_tests_each_row_kind_apart_with_holm():
@@ -173,8 +175,9 @@ def test_paired_table_tests_each_row_kind_apart_with_holm():
     assert (acc["better"], acc["worse"], acc["p"]) == (0, 2, 0.5)
     assert inv["p (Holm)"] == pytest.approx(2 * inv["p"]) and acc["p (Holm)"] == 0.5
     assert inv["verdict"] == "significant" and acc["verdict"] == "not significant"
-    lines = grounding.sentences(grounding.grounding_table(_run()), grounding.paired_table(_run(), "plain"), "plain")
+    lines = grounding.table_sentences(grounding.grounding_table(_run()))
     assert "out [m]: invented an answer on 1 of 8 not-stated rows (12%" in lines[1]
+    lines = grounding.paired_sentences(grounding.paired_table(_run(), "plain"), "plain")
     assert any("invented rate on 8 not stated rows: 1.00 → 0.12 (7 rows better, 0 worse" in x for x in lines)
     assert any("no change could reach significance on 6 rows" in x for x in lines)
 
