@@ -238,7 +238,7 @@ def paired_sentences(paired: Any, baseline: str) -> list[str]:
                  if k > r["n"] else f"the smallest change that could is {r['smallest detectable']:.2f} ({k} rows "
                  f"all moving one way)")
         out.append(f"{r['variant']} vs {baseline} [{str(r['model']).split(':')[-1]}], {r['metric']} on "
-                   f"{int(r['n'])} {r['rows']} rows: {r['baseline value']:.2f} → {r['variant value']:.2f} "
+                   f"{int(r['n'])} {'not-stated' if r['rows'] == NOT_STATED else 'answerable'} rows: {r['baseline value']:.2f} → {r['variant value']:.2f} "
                    f"({int(r['better'])} rows better, {int(r['worse'])} worse; exact McNemar p = {r['p']:.2f}, "
                    f"Holm {r['p (Holm)']:.2f} over {len(paired)} tests: {r['verdict']}); {reach}.")
     return out

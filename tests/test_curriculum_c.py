@@ -178,7 +178,7 @@ def test_paired_table_tests_each_row_kind_apart_with_holm():
     lines = grounding.table_sentences(grounding.grounding_table(_run()))
     assert "out [m]: invented an answer on 1 of 8 not-stated rows (12%" in lines[1]
     lines = grounding.paired_sentences(grounding.paired_table(_run(), "plain"), "plain")
-    assert any("invented rate on 8 not stated rows: 1.00 → 0.12 (7 rows better, 0 worse" in x for x in lines)
+    assert any("invented rate on 8 not-stated rows: 1.00 → 0.12 (7 rows better, 0 worse" in x for x in lines)
     assert any("no change could reach significance on 6 rows" in x for x in lines)
 
 
@@ -223,3 +223,85 @@ def test_saying_not_stated_to_everything_fails_the_exercise():
     m = measure(results_of([("blanket", r.id, r.target, "Not stated.") for r in rows]))
     assert m["invented_high"] <= ex.at_most["invented_high"]  # it would clear the cap...
     assert m["answer_accuracy"] < ex.at_least and m["refusal_rate"] == 1.0  # ...and fail the floor
+
+
+# --------------------------------------------------------------------------- the executed chapter
+
+DUMP = """
+def _cells(res):
+    return [{"variant": r.cell.variant, "model": r.cell.model, "row": r.cell.row_id,
+             **{k: r.grades["grounded_answer"].details.get(k) for k in ("status", "invented", "correct", "refused")}}
+            for r in res.results]
+print("@@DUMP@@" + __import__("json").dumps({"cells": _cells(runs), "plain": plain.name}))
+"""
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, notebook_cache):
+    """Chapter 07 run with the CI parameters (answer cache shared with test_notebooks.py), plus a cell that
+    dumps each call's grade; returns (printed text, dump)."""
+    import nbformat
+    import papermill as pm
+
+    from test_notebooks import CI_PARAMETERS
+
+    nb = nbformat.read(ROOT / "notebooks" / "07_grounding.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(DUMP))
+    src = tmp_path_factory.mktemp("07_grounding") / "07_grounding.ipynb"
+    nbformat.write(nb, src)
+    old = os.environ.get("PROMPTKIT_CACHE_DIR")
+    os.environ["PROMPTKIT_CACHE_DIR"] = str(notebook_cache)
+    try:
+        out = pm.execute_notebook(str(src), str(src.with_suffix(".out.ipynb")), parameters=CI_PARAMETERS["07_grounding"],
+                                  cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
+                                  execution_timeout=900)
+    finally:
+        os.environ.pop("PROMPTKIT_CACHE_DIR") if old is None else os.environ.__setitem__("PROMPTKIT_CACHE_DIR", old)
+    text = "".join("".join(o.get("text", "")) for c in out["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []) if o.get("name") == "stdout")
+    return text.split("@@DUMP@@", 1)[0], json.loads(text.split("@@DUMP@@", 1)[1].splitlines()[0])
+
+
+@pytest.mark.notebook
+@pytest.mark.local_model
+@pytest.mark.timeout(1800)
+def test_grounding_sentences_match_the_run(executed):
+    from promptkit.lessons import holm
+    from promptkit.metrics import wilson_interval
+
+    text, dump = executed
+    cells, plain = dump["cells"], dump["plain"]
+    variants = list(dict.fromkeys(c["variant"] for c in cells))
+    assert variants == [plain, "give an out", "notes only", "notes only + out", "quote first"]
+    stats = {}
+    for v in variants:
+        mine = [c for c in cells if c["variant"] == v]
+        ns = [c for c in mine if c["status"] == "not stated"]
+        st = [c for c in mine if c["status"] == "stated"]
+        k, right = sum(c["invented"] for c in ns), sum(c["correct"] for c in st)
+        lo, hi = wilson_interval(k, len(ns)), wilson_interval(right, len(st))
+        model = mine[0]["model"].split(":")[-1]
+        line = (f"{v} [{model}]: invented an answer on {k} of {len(ns)} not-stated rows ({k / len(ns):.0%}, 95% "
+                f"interval {lo.low:.0%}-{lo.high:.0%}); right on {right / len(st):.0%} of {len(st)} answerable rows "
+                f"({hi.low:.0%}-{hi.high:.0%}), refusing {sum(c['refused'] for c in st) / len(st):.0%} of them.")
+        assert line in text, (line, text)
+        stats[v] = (k / len(ns), right / len(st), sum(c["refused"] for c in st) / len(st))
+    for v in variants[1:]:
+        (bi, ba, br), (vi, va, vr) = stats[plain], stats[v]
+        line = (f"{v} [{model}]: invented answers {bi:.0%} → {vi:.0%}; accuracy on answerable rows {ba:.0%} → "
+                f"{va:.0%}; answerable rows refused {br:.0%} → {vr:.0%}.")
+        assert line in text, (line, text)
+    # the paired tests: discordant rows per kind, exact McNemar, Holm over all of them
+    by = {(c["variant"], c["row"]): c for c in cells}
+    ps, counts = [], []
+    for v in variants[1:]:
+        for status, good in (("not stated", lambda c: not c["invented"]), ("stated", lambda c: c["correct"])):
+            ids = [c["row"] for c in cells if c["variant"] == v and c["status"] == status]
+            better = sum(good(by[(v, i)]) and not good(by[(plain, i)]) for i in ids)
+            worse = sum(good(by[(plain, i)]) and not good(by[(v, i)]) for i in ids)
+            ps.append(pk.metrics.binomial_two_sided(min(better, worse), better + worse))
+            counts.append((v, status, len(ids), better, worse))
+    for (v, status, n, better, worse), p, ph in zip(counts, ps, holm(ps)):
+        head = f"{v} vs {plain} [{model}], {'invented rate' if status == 'not stated' else 'accuracy'} on {n} {'not-stated' if status == 'not stated' else 'answerable'} rows:"
+        tail = f"({better} rows better, {worse} worse; exact McNemar p = {p:.2f}, Holm {ph:.2f} over {len(ps)} tests:"
+        assert any(head in ln and tail in ln for ln in text.splitlines()), (head, tail, text)
