@@ -305,3 +305,18 @@ def test_grounding_sentences_match_the_run(executed):
         head = f"{v} vs {plain} [{model}], {'invented rate' if status == 'not stated' else 'accuracy'} on {n} {'not-stated' if status == 'not stated' else 'answerable'} rows:"
         tail = f"({better} rows better, {worse} worse; exact McNemar p = {p:.2f}, Holm {ph:.2f} over {len(ps)} tests:"
         assert any(head in ln and tail in ln for ln in text.splitlines()), (head, tail, text)
+
+
+def test_chapter_cites_only_shipped_evidence_and_keeps_its_check_off_the_dashboard():
+    import re
+
+    from promptkit import evidence
+
+    src = (ROOT / "notebooks" / "src" / "07_grounding.py").read_text(encoding="utf-8")
+    for call in re.findall(r"evidence\.cited\(([^)]*)\)", src):
+        for ident in re.findall(r'"([^"]+)"', call):
+            assert ident in evidence.evidence_rows(), ident
+    blocks = [b.partition("\n") for b in src.split("# %%")[1:]]
+    checks = [head for head, _, body in blocks if "exercises.check(" in body]
+    assert checks and all("no-dashboard" in head for head in checks)
+    assert "/work/shared" not in src
