@@ -228,6 +228,10 @@ def table_sentences(table: Any) -> list[str]:
             for _, r in table.iterrows()]
 
 
+def _rows(k: Any) -> str:
+    return f"{int(k)} row" + ("" if int(k) == 1 else "s")
+
+
 def paired_sentences(paired: Any, baseline: str) -> list[str]:
     """One sentence per test of `paired_table`: the change, the discordant rows, p before and after Holm, and the
     smallest change these rows could show."""
@@ -239,7 +243,7 @@ def paired_sentences(paired: Any, baseline: str) -> list[str]:
                  f"all moving one way)")
         out.append(f"{r['variant']} vs {baseline} [{str(r['model']).split(':')[-1]}], {r['metric']} on "
                    f"{int(r['n'])} {'not-stated' if r['rows'] == NOT_STATED else 'answerable'} rows: {r['baseline value']:.2f} → {r['variant value']:.2f} "
-                   f"({int(r['better'])} rows better, {int(r['worse'])} worse; exact McNemar p = {r['p']:.2f}, "
+                   f"({_rows(r['better'])} better, {int(r['worse'])} worse; exact McNemar p = {r['p']:.2f}, "
                    f"Holm {r['p (Holm)']:.2f} over {len(paired)} tests: {r['verdict']}); {reach}.")
     return out
 

@@ -303,7 +303,7 @@ def test_grounding_sentences_match_the_run(executed):
             counts.append((v, status, len(ids), better, worse))
     for (v, status, n, better, worse), p, ph in zip(counts, ps, holm(ps)):
         head = f"{v} vs {plain} [{model}], {'invented rate' if status == 'not stated' else 'accuracy'} on {n} {'not-stated' if status == 'not stated' else 'answerable'} rows:"
-        tail = f"({better} rows better, {worse} worse; exact McNemar p = {p:.2f}, Holm {ph:.2f} over {len(ps)} tests:"
+        tail = f"({better} row{'' if better == 1 else 's'} better, {worse} worse; exact McNemar p = {p:.2f}, Holm {ph:.2f} over {len(ps)} tests:"
         assert any(head in ln and tail in ln for ln in text.splitlines()), (head, tail, text)
 
 
