@@ -70,8 +70,8 @@ pd.DataFrame([{"answer": a, "gold": t["answer"], "passes": grade(a, t).passed, "
 #
 # The plain question is the task's own prompt. The others put the notes in `<notes>` tags and add one idea each.
 # Quoting first is a **two-step chain** (chapter 9): a first call copies the sentence of the notes that answers
-# the question (or writes `none`), a second answers from that sentence. In one call a 0.5B model writes the
-# quote and stops before the answer, so the two steps are separate calls here.
+# the question (or writes `none`), a second answers from that sentence. Asking for both in one reply asks a
+# small model to follow a two-part format; the chain asks for one thing per call, and costs a second call.
 
 # %%
 plain = qa.template().replace(name="plain question")
@@ -134,8 +134,8 @@ print("\n".join(grounding.paired_sentences(paired, plain.name)))
 print("\n".join(grounding.tradeoff_sentences(table, plain.name)))
 
 # %% [markdown]
-# What the model wrote on the "not stated" rows, and how each answer was graded (the invented ones are worth
-# reading: they sound exactly like real answers):
+# What the model wrote on the "not stated" rows, and how each answer was graded. Read the invented ones: could
+# someone reading them in the CRM tell them from real answers?
 
 # %%
 grounding.not_stated_answers(runs, n=12, variant=[plain.name, out.name])
