@@ -152,7 +152,8 @@ def rates(results: Any, grader: str | None = None) -> dict[str, float]:
 
 def grounding_table(results: Any, by: Sequence[str] = ("variant", "model"), grader: str | None = None) -> Any:
     """Per group: invented-answer rate on "not stated" rows and accuracy and refusals on answerable rows,
-    each with its 95% Wilson interval."""
+    each with its 95% Wilson interval. An unreadable answer (empty, or only a quote) is neither invented nor
+    right: it is counted in `unreadable`, and failed calls are left out."""
     import pandas as pd
 
     groups: dict[tuple, list[Any]] = {}
