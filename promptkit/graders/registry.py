@@ -24,7 +24,8 @@ __all__ = ["default_grader"]
 GRADER_ALIASES: dict[str, str] = {"label": "label_match", "json": "json_match", "default": "default_grader"}
 
 # Graders that live beside their chapter's module (promptkit.tools, promptkit.retrieval), reachable by name.
-ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics"}
+ELSEWHERE = {"tool_call": "promptkit.tools", "cited_answer": "promptkit.retrieval", "rubric_checks": "promptkit.rubrics",
+             "grounded_answer": "promptkit.grounding"}
 
 
 def default_grader(task: Any, *, judge_model: str = DEFAULT_MODEL) -> BaseGrader:
