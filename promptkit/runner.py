@@ -25,7 +25,8 @@ from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import BackgroundWriter, Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .shard import check_workers, split
+from . import shard
+from .shard import check_workers
 from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,9 +96,8 @@ class _Run:
         self.cache_write_errors: list[str] = []
         self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
-        self.writer: BackgroundWriter | None = None
-        if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
-            self.writer = BackgroundWriter(cache_backend)
+        self.writer: BackgroundWriter | None = None  # started in execute, after any forked worker
+        self.threaded_puts = cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False)
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -116,6 +116,10 @@ class _Run:
             self.groups.setdefault(c.key, []).append(i)
         self.global_slots = asyncio.Semaphore(self.concurrency)
         self.grade_slots = asyncio.Semaphore(self.concurrency)
+        # workers first: a fork must happen while this is the only thread (no cache writer, no bar monitor yet)
+        shards = await shard.start_workers(self) if self.workers > 1 else []
+        if self.threaded_puts:
+            self.writer = BackgroundWriter(self.store)  # type: ignore[arg-type]
         self.bar = self._bar()
         self.bar_pending, self.bar_next = 0, 0.0
         try:
@@ -131,8 +135,9 @@ class _Run:
 
                 todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
-            shards = await split(self, queues) if self.workers > 1 else []
-            workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
+            if shards:
+                shard.shrink_parent_gates(self, 1 + len(shards))
+            workers = [asyncio.ensure_future(s.collect(self, queues)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
@@ -166,6 +171,8 @@ class _Run:
                 self.results[i] = CellResult(self.cells[i], Completion(
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
+            await shard.close(shards)
+            self.workers_summary = shard.summary(shards)
             self._bar_flush()
             self.bar.close()
             self._flush_writes()
@@ -459,6 +466,7 @@ class _Run:
             },
             "max_in_flight": self.max_in_flight,
             "processes": getattr(self, "processes", 1),
+            "workers": getattr(self, "workers_summary", []),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
         if self.batch_part is not None:
