@@ -50,7 +50,8 @@ def _per_provider(value: Any, name: str) -> Any:
     raise ValueError(f"{name} must be a number or a mapping of provider -> number, got {value!r}")
 
 
-def _lookup(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
+def limit_for(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
+    """A per-provider limit: the gate's own entry, its provider's, else "*" (never for local models)."""
     for k in (gate_key, prefix):
         if k in table:
             return table[k]
@@ -236,10 +237,10 @@ class _Run:
             spec = parse_spec(cell.model)
             gk = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
             if gk not in self.gates:
-                limit = _lookup(self.provider_concurrency, gk, spec.provider,
+                limit = limit_for(self.provider_concurrency, gk, spec.provider,
                                 DEFAULT_PROVIDER_CONCURRENCY.get(spec.provider, self.concurrency))
                 try:
-                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), _lookup(self.rpm, gk, spec.provider, None))
+                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), limit_for(self.rpm, gk, spec.provider, None))
                 except (TypeError, ValueError) as exc:
                     raise ExperimentError(f"run limits: {exc}") from None
             queues.setdefault(gk, deque()).append((prov, key))

@@ -336,7 +336,7 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader, write: Calla
     """Ask for cells, answer them under this worker's limits, send answers back in small batches."""
     from .limits import DEFAULT_PROVIDER_CONCURRENCY
     from .providers import get_provider, parse_spec
-    from .runner import _Run, _lookup
+    from .runner import _Run, limit_for
 
     class _Part:
         name, graders, cells = job["name"], [], []
@@ -368,8 +368,8 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader, write: Calla
     def gate_of(gk: str) -> tuple[Gate, asyncio.Semaphore]:
         if gk not in gates:
             prefix = gk.split("@", 1)[0]
-            limit = _lookup(job["provider_concurrency"], gk, prefix, DEFAULT_PROVIDER_CONCURRENCY.get(prefix, 10**9))
-            rpm = _lookup(job["rpm"], gk, prefix, None)
+            limit = limit_for(job["provider_concurrency"], gk, prefix, DEFAULT_PROVIDER_CONCURRENCY.get(prefix, 10**9))
+            rpm = limit_for(job["rpm"], gk, prefix, None)
             g = Gate(gk, min(_share(int(limit), n, i), conc), rpm / n if rpm else None)
             gates[gk] = (g, asyncio.Semaphore(g.concurrency))
         return gates[gk]
