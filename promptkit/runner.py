@@ -542,8 +542,9 @@ async def arun(
         stream: stream API calls so time to first token is measured (default False: a plain reply
             costs less client CPU per call and still gives latency, tokens and cost).
         workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
-            when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
-            a run with a budget stays in one process.
+            when the client's CPU is the limit (promptkit/shard.py). Workers take cells as they free
+            up, so a slow one holds back only its own few. Local models stay in this process; a run
+            with a budget stays in one process.
         batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
             24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
         cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a
