@@ -413,7 +413,10 @@ class _Run:
     def _bar(self) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
+        class Bar(tqdm):  # type: ignore[misc,valid-type]
+            monitor_interval = 0  # no monitor thread: the runner updates the bar itself, and a fork wants one thread
+
+        return Bar(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
                     dynamic_ncols=True, leave=True)
 
     def _budget_message(self, final: bool = True) -> str:

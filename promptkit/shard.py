@@ -21,12 +21,14 @@ budget stays in one process (a cap needs one ledger).
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 import pickle
 import signal
 import struct
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -65,15 +67,21 @@ def shareable(gate_key: str) -> bool:
 
 
 def _fork_is_safe() -> bool:
-    """Fork copies only the calling thread: safe when it is the only one (no writer, monitor or OpenMP threads)."""
+    """Fork copies only the calling thread: safe when no other thread could hold a lock the worker needs.
+
+    Every thread must be a Python thread (no OpenMP or other native threads: /proc/self/task counts
+    them) and each other one an idle tqdm monitor, which the worker never touches.
+    """
     if START != "auto":
         return START == "fork"
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return len(os.listdir("/proc/self/task")) == 1
+        native = len(os.listdir("/proc/self/task"))
     except OSError:
         return False
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    return native == 1 + len(others) and all(type(t).__name__ == "TMonitor" for t in others)
 
 
 def _frame(kind: str, payload: Any) -> bytes:
@@ -133,7 +141,10 @@ class Shard:
                 stream.flush()
             except Exception:
                 pass
+        gc.freeze()  # the worker's collections skip what it inherited, so they do not copy the parent's pages
         pid = os.fork()
+        if pid != 0:
+            gc.unfreeze()
         if pid == 0:  # the worker: never returns into the parent's stack
             code = 1
             try:
