@@ -9,13 +9,15 @@
      streamed    the same loop, streamed with usage
      pk.run      promptkit's runner with its defaults (SQLite cache in a fresh home, progress bar)
      cache off   pk.run(cache="off")
-     workers=2   pk.run(workers=2): the cells split across two processes
+     workers=2   pk.run(workers=2): a second process (forked) takes cells as its calls finish
    Rounds interleave the clients (the order rotates); each ratio is the median over rounds of
-   client/plain from the same round. Targets: pk.run <= 1.10x plain at C=16 and C=64;
+   client/plain from the same round. CPU per call (whole-process CPU / calls, and net of the
+   startup floor) is printed beside: other load on the machine disturbs it far less than wall time. Targets: pk.run <= 1.10x plain at C=16 and C=64;
    workers=2 <= 0.70x plain at C=64; pk.run peak RSS <= 1.5x plain's.
 2. The cached re-run of 1,000 cells (a fresh process over a filled cache). Target: < 1 s.
 3. The local provider (through the runner) against raw llama-cpp-python `Llama.create_completion`
-   on the same prompt tokens, settings and thread count, on local:smollm2. Target: >= 95% of raw tokens/s.
+   on the same prompt tokens, settings and thread counts (decoding and prompt), on local:smollm2, with
+   CPU seconds per token beside. Target: >= 95% of raw tokens/s.
 4. Peak memory (tracemalloc) of a 10,000-cell run held as Results. Target: < 200 MB.
 
 Run: .venv/bin/python benchmarks/bench_runner.py [--latency 0.05] [--rounds 3] [--skip-local]
@@ -163,7 +165,7 @@ def run_client(name: str, url: str, conc: int, tag: str, home: str, n: int = N_C
     got = json.loads(out)
     expected = 0 if name == "startup" else n
     assert got["ok"] == expected, (name, got)
-    got.update(wall=wall, cpu=usage.ru_utime + usage.ru_stime)
+    got.update(wall=wall, cpu=usage.ru_utime + usage.ru_stime, load=os.getloadavg()[0])
     got.setdefault("rss_mb", usage.ru_maxrss / 1024)
     if server_pid:
         got["server_cpu"] = _cpu_of(server_pid) - s0
@@ -191,8 +193,8 @@ def bench_api(latency: float, rounds: int, n: int) -> dict[str, float]:
                     home = tempfile.mkdtemp(prefix="pk-bench-home-")  # an empty cache: every call a miss
                     got.setdefault((name, conc), []).append(
                         run_client(name, url, conc, f"{name}-c{conc}-r{r}", home, n, proc.pid))
-        print(f"   {'client':<10} {'C':>3} {'wall s':>7} {'x plain':>8} {'CPU s':>6} {'x plain':>8} {'peak RSS':>9} "
-              f"{'server CPU':>11}   all rounds (wall s)")
+        print(f"   {'client':<10} {'C':>3} {'wall s':>7} {'x plain':>8} {'CPU s':>6} {'x plain':>8} {'ms/call':>8} "
+              f"{'peak RSS':>9} {'server CPU':>11}   all rounds (wall s)")
         for conc in (16, 64):
             ideal = math.ceil(n / conc) * latency
             plain = got["plain", conc]
@@ -204,13 +206,19 @@ def bench_api(latency: float, rounds: int, n: int) -> dict[str, float]:
                 out[f"{name}@{conc}:cpu"] = _med([x["cpu"] / p["cpu"] for x, p in zip(rows, plain)])
                 out[f"{name}@{conc}:rss"] = _med([x["rss_mb"] for x in rows])
                 share = _med([x.get("server_cpu", 0) / x["wall"] for x in rows])
-                print(f"   {name:<10} {conc:>3} {wall:7.2f} {ratio:7.2f}x {_med([x['cpu'] for x in rows]):6.2f} "
-                      f"{out[f'{name}@{conc}:cpu']:7.2f}x "
+                cpu = _med([x["cpu"] for x in rows])
+                out[f"{name}@{conc}:ms"] = cpu / n * 1000
+                print(f"   {name:<10} {conc:>3} {wall:7.2f} {ratio:7.2f}x {cpu:6.2f} "
+                      f"{out[f'{name}@{conc}:cpu']:7.2f}x {cpu / n * 1000 if name != 'startup' else float('nan'):8.2f} "
                       f"{out[f'{name}@{conc}:rss']:6.0f} MB {share * 100:9.0f} %   "
                       + ", ".join(f"{x['wall']:.2f}" for x in rows))
             floor = _med([x["wall"] for x in got["startup", conc]])
             pw = _med([x["wall"] for x in plain])
             pcpu = _med([x["cpu"] for x in plain])
+            floor_cpu = _med([x["cpu"] for x in got["startup", conc]])
+            print(f"   CPU per call net of the startup floor ({floor_cpu:.2f} s): " + ", ".join(
+                f"{name} {(_med([x['cpu'] for x in got[name, conc]]) - floor_cpu) / n * 1000:.2f} ms"
+                for name in CLIENTS if name != "startup") + f"; load average {_med([x['load'] for x in got['plain', conc]]):.1f}")
             print(f"   latency-bound ideal at C={conc}: {ideal:.2f} s of calls + {floor:.2f} s startup = {ideal + floor:.2f} s; "
                   f"the plain loop takes {pw:.2f} s ({pw - floor - ideal:+.2f} s over it) on {pcpu:.2f} s of its own CPU, "
                   f"while the server is busy {_med([x['server_cpu'] / x['wall'] for x in plain]) * 100:.0f}% of one core: "
@@ -218,7 +226,7 @@ def bench_api(latency: float, rounds: int, n: int) -> dict[str, float]:
                   f"not the server")
         rss = out["pk.run@64:rss"] / out["plain@64:rss"]
         print("\n   targets (median of paired ratios of whole-process wall time; CPU time beside, which a busy"
-              "\n   machine disturbs less):")
+              "\n   machine disturbs less; workers=2 can only beat the plain loop's wall time with a second free core):")
         for label, key, target in (
             ("pk.run / plain, C=16", "pk.run@16", 1.10), ("pk.run / plain, C=64", "pk.run@64", 1.10),
             ("pk.run(workers=2) / plain, C=64", "workers=2@64", 0.70),
