@@ -118,6 +118,8 @@ def client_main(args: argparse.Namespace) -> None:
         ok = res.meta["counts"]["ok"]
         info["calls"] = res.meta["counts"]["calls"]
         info["processes"] = res.meta.get("processes", 1)
+        info["worker_cells"] = sum(w["cells"] for w in res.meta.get("workers", []))
+        info["start"] = ",".join(w["start"] for w in res.meta.get("workers", []))
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # the peak RSS of the processes together: this one plus each worker (children's peak is a max, so x count)
@@ -215,6 +217,9 @@ def bench_api(latency: float, rounds: int, n: int) -> dict[str, float]:
             floor = _med([x["wall"] for x in got["startup", conc]])
             pw = _med([x["wall"] for x in plain])
             pcpu = _med([x["cpu"] for x in plain])
+            two = got["workers=2", conc]
+            print(f"   workers=2: the second process ({', '.join(sorted({x['start'] for x in two}))}) answered "
+                  + ", ".join(str(x["worker_cells"]) for x in two) + f" of the {n} cells")
             floor_cpu = _med([x["cpu"] for x in got["startup", conc]])
             print(f"   CPU per call net of the startup floor ({floor_cpu:.2f} s): " + ", ".join(
                 f"{name} {(_med([x['cpu'] for x in got[name, conc]]) - floor_cpu) / n * 1000:.2f} ms"
