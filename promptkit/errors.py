@@ -54,6 +54,14 @@ class GraderError(PromptkitError, ValueError):
     """A grader was configured wrongly."""
 
 
+class ExerciseError(PromptkitError, ValueError):
+    """An exercise definition or a submitted answer is malformed."""
+
+
+class DashboardError(PromptkitError, ValueError):
+    """The dashboard cannot start: no notebooks, a busy port, or Voilà's templates not found."""
+
+
 # A credential's name, as a header, a keyword argument, a dict or JSON key, or an environment variable.
 _SECRET_NAME = (
     r"(?:proxy-)?authorization|x-api-key|\w*api[_-]?key|\w*(?:auth|access|refresh|session)[_-]?token"

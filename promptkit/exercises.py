@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from . import yamlfile
 from .config import shipped_dir
-from .errors import PromptkitError
+from .errors import ExerciseError
 from .providers import DEFAULT_MODEL
 from .templates import Template, load_template
 from .types import Message, Settings
@@ -23,10 +23,6 @@ EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
 METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid")
-
-
-class ExerciseError(PromptkitError, ValueError):
-    """An exercise definition or a submitted answer is malformed."""
 
 
 @dataclass(frozen=True)
@@ -205,10 +201,10 @@ def as_template(prompt: Any, exercise: Exercise) -> Template:
 
 def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
     """The label came after a marker ("Answer: X") with some reasoning before it, not first and alone."""
-    from .graders import _MARKER, _WORD
+    from .graders.labels import words_before_marker
 
-    marks = list(_MARKER.finditer(text or ""))
-    return how == "marker" and bool(marks) and len(_WORD.findall(text[: marks[-1].start()])) >= min_words
+    before = words_before_marker(text)
+    return how == "marker" and before is not None and before >= min_words
 
 
 def measure(results: Any) -> dict[str, float]:

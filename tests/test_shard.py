@@ -17,6 +17,7 @@ import time
 import pytest
 
 import promptkit as pk
+from promptkit.errors import ExperimentError
 from fakeservers import FakeServer, Fault
 from promptkit import shard
 from promptkit.experiment import Experiment
@@ -190,7 +191,7 @@ def test_a_stalled_worker_holds_back_only_its_window(server, tmp_path, monkeypat
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_workers_must_be_a_whole_number(bad):
-    with pytest.raises(pk.ExperimentError, match="workers"):
+    with pytest.raises(ExperimentError, match="workers"):
         pk.run(grid("http://127.0.0.1:9/v1", 2), workers=bad, progress=False)
 
 
