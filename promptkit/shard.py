@@ -456,6 +456,10 @@ def _writer_to(fd: int) -> Callable[[bytes], None]:
 def _forked_main(job: dict[str, Any], down: int, up: int) -> int:
     """The worker's life after fork: a fresh event loop of its own, then exit without touching the parent's state."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent's handler belongs to the parent's loop
+    try:
+        signal.set_wakeup_fd(-1)  # a signal here must not wake the parent's loop through its (shared) self-pipe
+    except ValueError:
+        pass
     asyncio.events._set_running_loop(None)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
