@@ -103,8 +103,6 @@ class _Run:
     # ---- the run -------------------------------------------------------------------------
 
     async def execute(self) -> "Results":
-        from .results import Results
-
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         self.cells: list[Cell] = self.experiment.expand()
@@ -181,6 +179,8 @@ class _Run:
         if self.budget.exhausted:
             msg = self._budget_message()
             print(f"promptkit: {msg}", file=sys.stderr)
+        from .results import Results  # here, not at the start: it loads numpy, whose threads would rule out a fork
+
         return Results(list(self.results), self._meta(started, finished, time.perf_counter() - t0))  # type: ignore[arg-type]
 
     def _flush_writes(self) -> None:
