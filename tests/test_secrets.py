@@ -20,7 +20,8 @@ from fakeservers import FakeServer, Fault
 from promptkit.cache import DiskCache
 from promptkit.cli import main
 from promptkit.config import data_home
-from promptkit.errors import PromptkitError, SettingsError, redact
+from promptkit import errors
+from promptkit.errors import PromptkitError, SettingsError, redact, register_secret
 from promptkit.experiment import Experiment
 from promptkit.limits import RetryPolicy
 from promptkit.providers import clear_providers, get_provider
@@ -230,3 +231,16 @@ def test_keys_from_the_environment_are_removed_wherever_they_appear(monkeypatch)
     monkeypatch.setenv("MYVENDOR_API_KEY", "plainword-without-any-shape-42")
     assert redact("the server said: plainword-without-any-shape-42 is wrong") == "the server said: [REDACTED] is wrong"
     assert "plainword" not in str(PromptkitError("quoted plainword-without-any-shape-42"))
+
+
+def test_the_remembered_secrets_follow_the_environment(monkeypatch):
+    """secret_values is computed once per environment: a key set, changed or removed later is seen at once."""
+    monkeypatch.delenv("MYVENDOR_API_KEY", raising=False)
+    assert redact("first-value-of-a-key") == "first-value-of-a-key"  # remembered without the variable
+    monkeypatch.setenv("MYVENDOR_API_KEY", "first-value-of-a-key")
+    assert redact("said first-value-of-a-key") == "said [REDACTED]"
+    monkeypatch.setenv("MYVENDOR_API_KEY", "second-value-of-a-key")
+    assert redact("first-value-of-a-key, second-value-of-a-key") == "first-value-of-a-key, [REDACTED]"
+    monkeypatch.setattr(errors, "_IN_USE", set(errors._IN_USE))  # the test's key is forgotten after it
+    register_secret("a-key-sent-but-in-no-variable")
+    assert redact("sent a-key-sent-but-in-no-variable") == "sent [REDACTED]"
