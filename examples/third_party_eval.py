@@ -22,7 +22,7 @@ def experiment(model: str = "local:smollm2") -> pk.Experiment:
     prompts, rows = [], []
     for name, system, prompt, prefill, cases in EXERCISES:
         prompts.append(pk.Template(name, system=system, turns=prompt, prefill=prefill, placeholders="single"))
-        rows += [pk.Row(f"{name}.{i}", variables, target=pattern, meta={"variant": name})
+        rows += [pk.Example(f"{name}.{i}", variables, target=pattern, meta={"variant": name})
                  for i, (variables, pattern) in enumerate(cases)]
     return pk.Experiment(prompts, [model], rows, pairing="row", graders=[pk.graders.regex(on="reply")],
                          settings=pk.Settings(max_tokens=24), name="third_party_eval", strict=True)

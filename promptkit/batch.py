@@ -21,13 +21,16 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable
 
+from .batch_format import (  # noqa: F401 - the writer and reader stay reachable as batch.X
+    OPENAI_ENDPOINT, anthropic_params, anthropic_result, error_completion, finish_answer, openai_batch_lines,
+    openai_body, openai_result, read_openai_batch, refusal, write_openai_batch,
+)
 from .config import cache_dir, env
 from .errors import ExperimentError, PromptkitError, redact
-from .types import Cell, Completion, prefill_used
+from .types import Cell, Completion
 
 if TYPE_CHECKING:  # pragma: no cover
     from .providers import Provider
@@ -37,7 +40,6 @@ Run = Any  # the runner's state for one run (runner._Run): cells, groups, store,
 VENDORS: tuple[str, ...] = ("openai", "anthropic")
 # (requests, bytes) per batch, as the vendors document them
 LIMITS: dict[str, tuple[int, int]] = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
-OPENAI_ENDPOINT = "/v1/chat/completions"
 DEFAULT_POLL_S = 30.0
 MAX_RESUBMITS = 3
 MAX_POLL_FAILURES = 20  # polls in a row that fail before the run stops waiting for that batch  # rounds of resubmitting expired/cancelled cells within one run
@@ -121,79 +123,7 @@ def ledger_for(store: Any) -> Ledger:
     return Ledger(cache_dir() / "batches")
 
 
-# ---- request bodies ---------------------------------------------------------------------------
-
-def openai_body(provider: "Provider", cell: Cell) -> dict[str, Any]:
-    """The Chat Completions body of a cell, exactly as the synchronous call sends it (never streamed)."""
-    return provider.params(replace(cell.request, stream=False))  # type: ignore[attr-defined]
-
-
-def anthropic_params(provider: "Provider", cell: Cell) -> dict[str, Any]:
-    p = dict(provider.params(replace(cell.request, stream=False)))  # type: ignore[attr-defined]
-    p.update(p.pop("extra_body", None) or {})
-    return p
-
-
-def openai_batch_lines(provider: "Provider", cells: Iterable[Cell]) -> Iterator[bytes]:
-    """OpenAI batch JSONL lines (`custom_id` = cell key); `vllm run-batch -i` reads the same format."""
-    for cell in cells:
-        line = {"custom_id": cell.key, "method": "POST", "url": OPENAI_ENDPOINT, "body": openai_body(provider, cell)}
-        yield json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def write_openai_batch(experiment: Any, path: str | os.PathLike[str], model: str | None = None) -> int:
-    """Write an experiment's cells of one OpenAI-compatible model as batch JSONL (for `vllm run-batch`); returns lines."""
-    from .providers import get_provider
-
-    cells = experiment.expand()
-    models = sorted({c.model for c in cells})
-    model = model or (models[0] if len(models) == 1 else None)
-    if model is None or model not in models:
-        raise ExperimentError(f"write_openai_batch needs model= one of {models} (one model per batch file)")
-    provider = get_provider(model)
-    seen: set[str] = set()
-    unique = [c for c in cells if c.model == model and not (c.key in seen or seen.add(c.key))]  # type: ignore[func-returns-value]
-    with open(path, "wb") as f:
-        for line in openai_batch_lines(provider, unique):
-            f.write(line)
-    return len(unique)
-
-
-def read_openai_batch(experiment: Any, path: str | os.PathLike[str], model: str,
-                      cache_backend: Any = None) -> dict[str, int]:
-    """Store the answers of an OpenAI-format batch output file (OpenAI's, or `vllm run-batch -o`) in the cache.
-
-    Lines are matched to the experiment's cells of `model` by `custom_id`; a later `pk.run(experiment)`
-    answers them from the cache. Returns counts: stored, errors (not stored), unknown (no such cell).
-    """
-    from .cache import open_cache
-    from .providers import get_provider
-
-    store = cache_backend if cache_backend is not None and not isinstance(cache_backend, (str, os.PathLike)) \
-        else open_cache(cache_backend)
-    provider = get_provider(model)
-    cells = {c.key: c for c in experiment.expand() if c.model == model}
-    counts = {"stored": 0, "errors": 0, "unknown": 0}
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                raise ExperimentError(f"{path}, line {n}: not JSON (is this a batch output file?)") from None
-            cell = cells.get(line.get("custom_id") if isinstance(line, dict) else None)
-            if cell is None:
-                counts["unknown"] += 1
-                continue
-            comp = openai_result(provider, cell, line)
-            if comp is None or not comp.ok:
-                counts["errors"] += 1
-                continue
-            store.put(cell.key, _finish_answer(provider, cell, comp, 1.0))
-            counts["stored"] += 1
-    return counts
-
+# ---- splitting into batches -------------------------------------------------------------------
 
 def _chunks(sizes: list[tuple[str, int]], max_n: int, max_bytes: int) -> list[list[str]]:
     """Split keys (with their line sizes) at the vendor's request and byte limits, keeping order."""
@@ -209,86 +139,6 @@ def _chunks(sizes: list[tuple[str, int]], max_n: int, max_bytes: int) -> list[li
     if cur:
         out.append(cur)
     return out
-
-
-# ---- answers from result lines ----------------------------------------------------------------
-
-def _finish_answer(provider: "Provider", cell: Cell, comp: Completion, factor: float) -> Completion:
-    """What Provider.complete does to an answer, at the batch price; batch calls have no per-call latency."""
-    from .catalog import catalog
-
-    comp.provider = comp.provider or provider.spec.provider
-    comp.model = comp.model or provider.model
-    comp.latency_s = None
-    if comp.ok:
-        comp.prefill = comp.prefill or prefill_used(cell.request, comp)
-        cost = catalog().cost(provider.cost_provider, provider.model, comp.input_tokens, comp.output_tokens)
-        comp.cost_usd = None if cost is None else cost * factor
-    if comp.error:
-        comp.error = redact(comp.error)
-    return comp
-
-
-def _refused(provider: "Provider", cell: Cell) -> Completion | None:
-    """The error cell the provider would record without calling, e.g. an Anthropic temperature above 1."""
-    if provider.spec.provider == "anthropic":
-        from .providers.anthropic import MAX_TEMPERATURE
-
-        t = cell.request.settings.temperature
-        if t > MAX_TEMPERATURE:
-            return _error("bad_request", f"Settings.temperature={t:g} is out of range for anthropic: Anthropic "
-                                         f"accepts 0 to 1")
-    return None
-
-
-def _error(kind: str, message: str) -> Completion:
-    return Completion(error_kind=kind, error=message)
-
-
-def openai_result(provider: "Provider", cell: Cell, line: dict[str, Any]) -> Completion | None:
-    """A Completion from an OpenAI output/error line; None when the request was not run (expired, cancelled)."""
-    from .providers._sdk import IncompleteReply, body_error_kind
-    from .providers.base import classify_status
-
-    resp = line.get("response")
-    err = line.get("error")
-    if resp is None:
-        code = (err or {}).get("code") if isinstance(err, dict) else None
-        if code in ("batch_expired", "batch_cancelled"):
-            return None
-        return _error("server", f"batch request failed: {(err or {}).get('message') or err!r}")
-    status = resp.get("status_code")
-    body = resp.get("body")
-    if status != 200:
-        msg = ((body or {}).get("error") or {}).get("message") if isinstance(body, dict) else None
-        kind = classify_status(int(status), msg or "") if isinstance(status, int) else body_error_kind(body)
-        return _error(kind, f"batch request failed with HTTP {status}: {msg or body!r}")
-    import openai
-
-    try:
-        reply = openai.types.chat.ChatCompletion.model_validate(body)
-        return provider._answer(reply, cell.request, time.perf_counter())  # type: ignore[attr-defined]
-    except (IncompleteReply, ValueError) as exc:
-        return _error("malformed", f"the batch result is not a chat completion: {str(exc).splitlines()[0][:160]}")
-
-
-def anthropic_result(provider: "Provider", cell: Cell, item: Any) -> Completion | None:
-    """A Completion from an Anthropic result; None when the request was not run (expired, canceled)."""
-    from .providers._sdk import IncompleteReply, body_error_kind
-    from .providers.anthropic import completion_from_message
-
-    result = item.result
-    if result.type == "succeeded":
-        try:
-            return completion_from_message(result.message, cell.request.prefill.rstrip())
-        except IncompleteReply as exc:
-            return _error("malformed", str(exc))
-    if result.type == "errored":
-        inner = getattr(getattr(result, "error", None), "error", None)
-        etype = getattr(inner, "type", None) or ""
-        return _error(body_error_kind({"error": {"type": etype}}),
-                      f"batch request failed: {etype}: {getattr(inner, 'message', '') or ''}".rstrip(": "))
-    return None  # expired, canceled
 
 
 # ---- talking to the vendors -------------------------------------------------------------------
@@ -484,14 +334,14 @@ class BatchPart:
         else:
             sizes = [(c.key, len(json.dumps({"custom_id": c.key, "params": anthropic_params(provider, c)})) + 2)
                      for c in cells]
-        refused = {c.key: why for c in cells if (why := _refused(provider, c)) is not None}
+        refused = {c.key: why for c in cells if (why := refusal(provider, c)) is not None}
         for k, comp in refused.items():  # what the synchronous path refuses without a call is not sent either
             await self._answer(k, comp)
         keys = [k for k in keys if k not in refused]
         fit = self._within_budget(provider, keys)
         for k in keys:
             if k not in fit:
-                await self._answer(k, _error("budget", "not run: " + self.run._budget_message(final=False)))
+                await self._answer(k, error_completion("budget", "not run: " + self.run._budget_message(final=False)))
         for chunk in _chunks([s for s in sizes if s[0] in fit], max_n, max_bytes):
             entry: dict[str, Any] = {
                 "id": f"pk-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}", "vendor": vendor,
@@ -511,7 +361,7 @@ class BatchPart:
                 self.ledger.write(entry)
                 print(f"promptkit: {msg}", file=sys.stderr)
                 for k in chunk:
-                    await self._answer(k, _error(kind, msg))
+                    await self._answer(k, error_completion(kind, msg))
                 continue
             entry["state"] = "submitted"
             self.ledger.write(entry)
@@ -616,7 +466,7 @@ class BatchPart:
         if kind == "auth" or entry["_failures"] >= MAX_POLL_FAILURES:
             self.live.remove(entry)
             for k in mine:
-                await self._answer(k, _error(kind, f"could not poll batch {entry['batch_id']}: {why}; it stays "
+                await self._answer(k, error_completion(kind, f"could not poll batch {entry['batch_id']}: {why}; it stays "
                                                    f"recorded, so running again collects it"))
             return
         print(f"promptkit: could not poll batch {entry['batch_id']} ({why}); trying again in {self.poll_s:g} s",
@@ -642,7 +492,7 @@ class BatchPart:
             if comp is None:
                 unrun.append(key)
                 continue
-            await self._answer(key, _finish_answer(provider, cells[key], comp, factor))
+            await self._answer(key, finish_answer(provider, cells[key], comp, factor))
         # results of cells this run does not have stay at the vendor for the run that has them
         elsewhere = [k for k in entry["keys"] if k not in self.run.groups]
         entry["state"] = "submitted" if elsewhere else "collected"
@@ -657,7 +507,7 @@ class BatchPart:
         if rounds[origin] > MAX_RESUBMITS or st.status == "failed":
             why = f"batch {entry['batch_id']} ended '{st.status}' before running this request"
             for k in unrun:
-                await self._answer(k, _error("expired" if st.status == "expired" else "server",
+                await self._answer(k, error_completion("expired" if st.status == "expired" else "server",
                                              f"{why}; run again to submit it again"))
             return
         print(f"promptkit: batch {entry['batch_id']} ended '{st.status}' with {len(unrun)} request(s) not run; "

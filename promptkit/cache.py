@@ -13,7 +13,6 @@ filesystems) both keep only successful answers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import cache_dir, env
+from .files import atomic_write
 from .stored import KEY_RE as _KEY_RE, completion_dict
 from .types import Completion, Request, Settings
 
@@ -182,7 +182,6 @@ class DiskCache:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else cache_dir()
-        self._made: set[Path] = set()  # folders known to exist (a mkdir per write is measurable)
 
     def _path(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
@@ -202,30 +201,8 @@ class DiskCache:
         """Store a successful answer; errors are never cached, so a re-run retries them."""
         if not completion.ok:
             return
-        path = self._path(key)
-        folder = path.parent
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
         data = {"key": key, "completion": completion_dict(completion)}
-        # a name no other writer uses (process, host-random part), so concurrent writers never collide
-        tmp = folder / f".tmp-{key[:16]}-{os.getpid()}-{os.urandom(4).hex()}.json"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except FileNotFoundError:  # the folder was removed under us: make it again, once
-            self._made.discard(folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(self._path(key), lambda f: json.dump(data, f, ensure_ascii=False), durable=False)
 
     def check(self) -> list[str]:
         """What would stop answers being kept, said before the first call (the runner prints it)."""

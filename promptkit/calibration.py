@@ -249,6 +249,21 @@ def _check_held_out(scores: Sequence[LabelScore], fitted_ids: frozenset[str], fi
             )
 
 
+def _fitting_rows(scores: Iterable[LabelScore], split: str | None, fitter: str, do: str) -> list[LabelScore]:
+    """The rows a rule is fitted on, all from `split` (None: any split): else an error naming a stray row."""
+    scores = list(scores)
+    if not scores:
+        raise GraderError(f"{fitter} needs scored rows from the calibration split; got none")
+    if split is not None:
+        wrong = [(s.row_id, s.split) for s in scores if s.split != split]
+        if wrong:
+            raise GraderError(
+                f"{fitter}(split={split!r}) got {len(wrong)} row(s) from other splits, e.g. {wrong[0]}; "
+                f"{do} on the {split!r} rows only"
+            )
+    return scores
+
+
 @dataclass
 class Threshold:
     """Predict `positive` when P(positive) >= `threshold`; fitted on one split and refused on it."""
@@ -297,16 +312,7 @@ def fit_threshold(
     """
     if metric not in _METRICS:
         raise GraderError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
-    scores = [s for s in scores]
-    if not scores:
-        raise GraderError("fit_threshold needs scored rows from the calibration split; got none")
-    if split is not None:
-        wrong = [(s.row_id, s.split) for s in scores if s.split != split]
-        if wrong:
-            raise GraderError(
-                f"fit_threshold(split={split!r}) got {len(wrong)} row(s) from other splits, e.g. {wrong[0]}; "
-                f"choose the threshold on the {split!r} rows only"
-            )
+    scores = _fitting_rows(scores, split, "fit_threshold", "choose the threshold")
     ok = [s for s in scores if s.ok]
     labels = list(ok[0].probs) if ok else []
     if len(labels) != 2 or positive not in labels:
@@ -392,16 +398,7 @@ def fit_label_offsets(
     """
     import numpy as np
 
-    scores = list(scores)
-    if not scores:
-        raise GraderError("fit_label_offsets needs scored rows from the calibration split; got none")
-    if split is not None:
-        wrong = [(s.row_id, s.split) for s in scores if s.split != split]
-        if wrong:
-            raise GraderError(
-                f"fit_label_offsets(split={split!r}) got {len(wrong)} row(s) from other splits, e.g. {wrong[0]}; "
-                f"fit it on the {split!r} rows only"
-            )
+    scores = _fitting_rows(scores, split, "fit_label_offsets", "fit it")
     ok = [s for s in scores if s.ok]
     if not ok:
         raise GraderError("none of the scored rows has probabilities (every one failed); nothing to fit")

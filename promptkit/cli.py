@@ -171,13 +171,13 @@ def summary_text(res: object) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import load_experiment
+    from .experiment_file import load_experiment
 
     return _run_and_report(load_experiment(args.experiment), args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .experiment import experiment_from_dict
+    from .experiment_file import experiment_from_dict
 
     data: dict[str, object] = {
         "name": args.name or f"compare-{args.dataset}",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import PromptkitError
+from .errors import DashboardError
 
 TEMPLATE = "promptkit"
 DEFAULT_PORT = 8866
@@ -36,10 +36,6 @@ _OFF_HOST = re.compile(
     r"|<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>\s*",
     re.IGNORECASE,
 )
-
-
-class DashboardError(PromptkitError, ValueError):
-    """The dashboard cannot start: no notebooks, a busy port, or Voilà's templates not found."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 
 class PromptkitError(Exception):
@@ -53,6 +54,14 @@ class GraderError(PromptkitError, ValueError):
     """A grader was configured wrongly."""
 
 
+class ExerciseError(PromptkitError, ValueError):
+    """An exercise definition or a submitted answer is malformed."""
+
+
+class DashboardError(PromptkitError, ValueError):
+    """The dashboard cannot start: no notebooks, a busy port, or Voilà's templates not found."""
+
+
 # A credential's name, as a header, a keyword argument, a dict or JSON key, or an environment variable.
 _SECRET_NAME = (
     r"(?:proxy-)?authorization|x-api-key|\w*api[_-]?key|\w*(?:auth|access|refresh|session)[_-]?token"
@@ -79,6 +88,8 @@ def _mask(m: re.Match[str]) -> str:
 
 _IN_USE: set[str] = set()  # the key values providers actually send, whatever their variable or shape
 MIN_SECRET_LEN = 8  # shorter values would blank out ordinary words; no real key is this short
+_CREDENTIAL_VAR = re.compile(r"(API_KEY|_KEY|_TOKEN|_SECRET|PASSWORD)$")
+_known: tuple[Any, tuple[int, int], list[str]] | None = None  # (environment, which keys in use, the values)
 
 
 def register_secret(value: str | None) -> None:
@@ -87,13 +98,28 @@ def register_secret(value: str | None) -> None:
         _IN_USE.add(value)
 
 
+def _environment() -> Any:
+    """A cheap copy of the environment to compare with the last one (os.environ's own dict when it has one)."""
+    data = getattr(os.environ, "_data", None)
+    return data.copy() if isinstance(data, dict) else dict(os.environ)
+
+
 def secret_values() -> list[str]:
-    """Keys in use, and values of environment variables that look like credentials, longest first."""
-    vals = {
-        v for k, v in os.environ.items()
-        if v and len(v) >= 6 and re.search(r"(API_KEY|_KEY|_TOKEN|_SECRET|PASSWORD)$", k.upper())
-    }
-    return sorted(vals | _IN_USE, key=len, reverse=True)
+    """Keys in use, and values of environment variables that look like credentials, longest first.
+
+    Rebuilt only when the environment or the keys in use changed: every error text passes through
+    here, and scanning the environment each time cost more than the rest of an error cell.
+    """
+    global _known
+    env_now = _environment()
+    known = _known
+    in_use = (id(_IN_USE), len(_IN_USE))  # register_secret only adds
+    if known is not None and known[1] == in_use and known[0] == env_now:
+        return list(known[2])
+    vals = {v for k, v in os.environ.items() if v and len(v) >= 6 and _CREDENTIAL_VAR.search(k.upper())}
+    out = sorted(vals | _IN_USE, key=len, reverse=True)
+    _known = (env_now, in_use, out)
+    return list(out)
 
 
 def redact(text: str) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from . import yamlfile
+from .errors import PromptkitError
 
 COLUMNS = ("technique", "method", "source", "models", "effect", "notes")
 
@@ -19,7 +20,7 @@ def evidence_rows() -> dict[str, dict[str, Any]]:
     data = files("promptkit").joinpath("data")
     for entry in sorted(data.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("evidence_curriculum") and entry.name.endswith(".yaml"):
-            for r in yaml.safe_load(entry.read_text(encoding="utf-8")) or []:
+            for r in yamlfile.load(str(entry), PromptkitError, "evidence file") or []:
                 if r["id"] in rows:
                     raise ValueError(f"{entry.name}: evidence id {r['id']!r} is defined twice")
                 rows[r["id"]] = r

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from . import yamlfile
 from .config import shipped_dir
-from .errors import PromptkitError
+from .errors import ExerciseError
 from .providers import DEFAULT_MODEL
 from .templates import Template, load_template
 from .types import Message, Settings
@@ -22,11 +22,9 @@ from .types import Message, Settings
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
-METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid")
-
-
-class ExerciseError(PromptkitError, ValueError):
-    """An exercise definition or a submitted answer is malformed."""
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid",
+           "answer_accuracy")
+CEILINGS = ("invented_rate", "invented_high", "refusal_rate")  # metrics an exercise caps (`at_most`), chapter 07
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,7 @@ class Exercise:
     hints: tuple[Hint, ...] = ()
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
     grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
+    at_most: Mapping[str, float] = field(default_factory=dict)  # metric -> a bound it must not exceed (chapter 07)
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -90,6 +89,7 @@ class Exercise:
             out.append("the lower bound of balanced accuracy above chance")
         if self.reasoning_first is not None:
             out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
+        out += [f"{k.replace('_', ' ')} ≤ {v:g}" for k, v in self.at_most.items()]
         return out
 
     def _repr_html_(self) -> str:
@@ -161,6 +161,10 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         d["must_include"] = tuple(d.get("must_include", ()))
         d["allow_models"] = tuple(d.get("allow_models", ()))
         Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
+        caps = d.get("at_most", {})
+        if not isinstance(caps, Mapping) or any(k not in CEILINGS or isinstance(v, bool) or not isinstance(v, (int, float))
+                                                for k, v in caps.items()):
+            raise ExerciseError(f"{where}: field 'at_most' maps metrics of {CEILINGS} to numbers, got {caps!r}")
         ex = Exercise(**d)
         if ex.above_chance and ex.rows < MIN_HELD_OUT:
             raise ExerciseError(f"{where}: an above-chance goal needs at least {MIN_HELD_OUT} held-out rows "
@@ -205,10 +209,10 @@ def as_template(prompt: Any, exercise: Exercise) -> Template:
 
 def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
     """The label came after a marker ("Answer: X") with some reasoning before it, not first and alone."""
-    from .graders import _MARKER, _WORD
+    from .graders.labels import words_before_marker
 
-    marks = list(_MARKER.finditer(text or ""))
-    return how == "marker" and bool(marks) and len(_WORD.findall(text[: marks[-1].start()])) >= min_words
+    before = words_before_marker(text)
+    return how == "marker" and before is not None and before >= min_words
 
 
 def measure(results: Any) -> dict[str, float]:
@@ -233,6 +237,10 @@ def measure(results: Any) -> dict[str, float]:
         out["parse_rate"] = float(ok[f"{g}_parsed"].astype("boolean").fillna(False).mean())
         grades = [results.results[i].grades[g] for i in ok.index]
         out["schema_valid"] = sum(x.parsed and not x.details.get("schema_errors") for x in grades) / len(grades)
+    if g and any("invented" in (r.grades[g].details or {}) for r in results.results if g in r.grades):
+        from .grounding import rates  # grounding answers: invented on "not stated" rows, right on the others
+
+        out.update({k: v for k, v in rates(results, g).items() if k in CEILINGS or k == "answer_accuracy"})
     if df["repeat"].nunique() > 1:
         out["agreement"] = float((df.groupby("row_id")["output"].nunique() == 1).mean())
     out["errors"] = float(row["errors"])
@@ -313,6 +321,9 @@ def check(
         share = measured.get("reasoning_first", 0.0)
         goals.append((f"answers that reason first, then 'Answer: <label>': {share:.2f} ≥ {ex.reasoning_first:g}",
                       share >= ex.reasoning_first))
+    for k, bound in ex.at_most.items():
+        v = measured.get(k, float("inf"))
+        goals.append((f"{k.replace('_', ' ')} {v:.2f} ≤ {bound:g}", v <= bound))
     if measured["errors"]:
         goals.append((f"{int(measured['errors'])} calls failed", False))
     passed = all(met for _, met in goals)

@@ -7,16 +7,28 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], Any], *, newline: str = "") -> Path:
-    """Write through a temporary file in the same folder, fsync it, and rename it into place."""
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[TextIO], Any], *, newline: str = "", durable: bool = True
+) -> Path:
+    """Write through a temporary `.tmp-` file in the same folder, then rename it into place.
+
+    `durable` fsyncs before the rename, so an export survives a power cut; the
+    answer cache passes False (a lost entry is only asked again, and an fsync
+    per answer is slow). The folder is made when missing, also if it vanished
+    since the last write. A killed write leaves only its `.tmp-` file behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = _temp_beside(path)
+    except FileNotFoundError:  # no folder (yet, or any more): make it, once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -25,3 +37,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], Any], *
             pass
         raise
     return path
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new file beside `path` whose name no other writer (process or thread) can take."""
+    return tempfile.mkstemp(prefix=f".tmp-{path.name[:24]}-", suffix=".tmp", dir=path.parent)

@@ -9,19 +9,21 @@ prompts scored on the same rows are compared with paired tests (exact McNemar,
 paired bootstrap) that say in plain words when a difference is not significant.
 
 Predictions are labels (str) or None for an answer that could not be read;
-`Grade` objects are accepted too and read through `.label`. Pure functions over
-lists; numpy only for the bootstrap.
+`Grade` objects are accepted too and read through `.label`. Intervals, p-values,
+ROC AUC and the bootstrap come from stats.py (scipy, statsmodels); numpy here
+scores every bootstrap resample at once.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
 from .errors import GraderError
+from .stats import (  # noqa: F401  (Interval, binomial_two_sided, roc_auc: metrics' names since before stats.py)
+    Interval, binomial_two_sided, bootstrap, bootstrap_p_value, mcnemar_p, roc_auc, wilson_interval,
+)
 
 UNPARSEABLE = "(unparseable)"
 Label = Hashable
@@ -191,41 +193,6 @@ def confusion_matrix(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[
 # ---------------------------------------------------------------- intervals
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval: `low`..`high` at `level`, and how it was computed."""
-
-    low: float
-    high: float
-    level: float = 0.95
-    method: str = ""
-
-    def __str__(self) -> str:
-        return f"[{self.low:.3f}, {self.high:.3f}]"
-
-
-def _z(level: float) -> float:
-    if not 0 < level < 1:
-        raise GraderError(f"confidence level must be between 0 and 1, got {level!r}")
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
-    """Wilson score interval for a proportion: sensible near 0 and 1 and for small n, unlike p +/- 1.96 se."""
-    if n <= 0 or not 0 <= successes <= n:
-        raise GraderError(f"wilson_interval needs 0 <= successes <= n and n > 0, got successes={successes}, n={n}")
-    z = _z(level)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not 1e-17 from rounding
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return Interval(low, high, level, "wilson")
-
-
 def bootstrap_interval(
     stat: Callable[[list[Any], list[Any]], float],
     gold: Sequence[Any],
@@ -235,17 +202,14 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
 ) -> Interval:
-    """Percentile bootstrap interval of `stat(gold, pred)` over rows resampled with replacement (seeded)."""
+    """Percentile bootstrap interval of any `stat(gold, pred)` over rows resampled with replacement (seeded)."""
     gold, pred = _check(gold, pred)
-    _z(level)
-    rng = np.random.default_rng(seed)
-    n = len(gold)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        vals.append(stat([gold[i] for i in idx], [pred[i] for i in idx]))
-    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(lo), float(hi), level, f"bootstrap (n={n_boot}, seed={seed})")
+
+    def each(i: Any, axis: int = -1) -> Any:
+        return np.array([stat([gold[j] for j in row], [pred[j] for j in row]) for row in np.atleast_2d(i)])
+
+    b = bootstrap(each, np.arange(len(gold)), n_boot=n_boot, seed=seed, level=level)
+    return Interval(float(b.low), float(b.high), level, f"bootstrap (n={n_boot}, seed={seed})")
 
 
 def _encode(gold: list[Any], pred: list[Any], labels: list[Any]) -> tuple[Any, Any, int]:
@@ -258,27 +222,51 @@ def _encode(gold: list[Any], pred: list[Any], labels: list[Any]) -> tuple[Any, A
 
 
 def _class_metrics(g: Any, p: Any, k: int) -> dict[str, Any]:
-    """Accuracy, balanced accuracy and macro-F1 for each row of index matrices (B x n), all at once."""
-    onehot_g = g[..., None] == np.arange(k)  # B x n x k
-    onehot_p = p[..., None] == np.arange(k)
-    support = onehot_g.sum(axis=-2)
-    predicted = onehot_p.sum(axis=-2)
-    tp = (onehot_g & onehot_p).sum(axis=-2)
+    """Accuracy, balanced accuracy and macro-F1 for each row of index matrices (B x n), all at once.
+
+    Counts per label come from one bincount per matrix (offset by row), not from
+    B x n x k one-hot arrays: the summary bootstraps every group this way.
+    """
+    g, p = np.broadcast_arrays(np.asarray(g), np.asarray(p))
+    shape = p.shape[:-1]
+    g2, p2 = g.reshape(-1, g.shape[-1]), p.reshape(-1, p.shape[-1])
+    b = len(p2)
+    rows = np.arange(b)[:, None]
+    support = np.bincount((rows * k + g2).ravel(), minlength=b * k).reshape(b, k)
+    predicted = np.bincount((rows * (k + 1) + p2).ravel(), minlength=b * (k + 1)).reshape(b, k + 1)[:, :k]
+    hit = g2 == p2
+    tp = np.bincount((rows * k + g2)[hit], minlength=b * k).reshape(b, k)
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = support > 0
     return {
-        "accuracy": (g == p).mean(axis=-1),
-        "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
-        "macro_f1": f1.mean(axis=-1),
+        "accuracy": hit.mean(axis=-1).reshape(shape),
+        "balanced_accuracy": ((recall * present).sum(axis=-1) / present.sum(axis=-1)).reshape(shape),
+        "macro_f1": f1.mean(axis=-1).reshape(shape),
     }
 
 
-def _percentile(vals: Any, level: float, how: str) -> Interval:
-    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(lo), float(hi), level, how)
+def label_metric_intervals(
+    gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any], *, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Interval]:
+    """Percentile-bootstrap intervals of balanced accuracy and macro-F1 over rows, from one set of resamples.
+
+    Same definitions as `balanced_accuracy` / `macro_f1` with the label set
+    fixed; every resample is scored at once (results.py's summary uses this too).
+    """
+    g, p, k = _encode(list(gold), _labels_of(pred), list(labels))
+    names = ("balanced_accuracy", "macro_f1")
+
+    def both(gg: Any, pp: Any, axis: int = -1) -> Any:
+        m = _class_metrics(gg, pp, k)
+        return np.stack([m[x] for x in names])
+
+    b = bootstrap(both, g, p, n_boot=n_boot, seed=seed, level=level)
+    how = f"bootstrap (n={n_boot}, seed={seed})"
+    return {x: Interval(float(b.low[i]), float(b.high[i]), level, how) for i, x in enumerate(names)}
 
 
 # ---------------------------------------------------------------- summary
@@ -380,20 +368,16 @@ def classification_summary(
     stats = per_class(gold, pred, labs)
     present = [s for s in stats.values() if s.support > 0]
 
-    _z(level)
-    g, p, k = _encode(gold, pred, labs)
-    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))  # the same draws as bootstrap_interval
-    boot = _class_metrics(g[idx], p[idx], k)
-    how = f"bootstrap (n={n_boot}, seed={seed})"
+    cis = label_metric_intervals(gold, pred, labs, n_boot=n_boot, seed=seed, level=level)  # bootstrap_interval's draws
 
     return ClassificationSummary(
         n=n, labels=labs, accuracy=correct / n, accuracy_ci=acc_ci,
         majority_label=maj_label, majority_rate=maj_rate, beats_baseline=acc_ci.low > maj_rate,
         balanced_accuracy=sum(s.recall for s in present) / len(present),
-        balanced_accuracy_ci=_percentile(boot["balanced_accuracy"], level, how),
+        balanced_accuracy_ci=cis["balanced_accuracy"],
         chance=1 / len(present),
         macro_f1=sum(s.f1 for s in stats.values()) / len(stats),
-        macro_f1_ci=_percentile(boot["macro_f1"], level, how),
+        macro_f1_ci=cis["macro_f1"],
         correct=correct, wrong=n - correct - unparseable, unparseable=unparseable,
         per_class=stats, confusion=confusion_matrix(gold, pred, labs),
         predicted_counts={lab: c for lab, c in _counts(pred).items()},
@@ -440,15 +424,6 @@ def _verdict(p: float, diff: float, alpha: float, name_a: str, name_b: str, what
             f"between {name_a} and {name_b} could be chance on these rows")
 
 
-def binomial_two_sided(k: int, n: int) -> float:
-    """Exact two-sided p-value of k or fewer successes (or as extreme) in n fair coin flips."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
-    return float(min(Fraction(1), 2 * tail))
-
-
 def mcnemar_test(
     gold: Sequence[Any],
     pred_a: Sequence[Any],
@@ -467,7 +442,7 @@ def mcnemar_test(
     _, b = _check(gold, pred_b, "pred_b")
     a_only = sum(x == g and y != g for g, x, y in zip(gold, a, b))
     b_only = sum(x != g and y == g for g, x, y in zip(gold, a, b))
-    p = binomial_two_sided(min(a_only, b_only), a_only + b_only)
+    p = mcnemar_p(a_only, b_only)
     diff = (a_only - b_only) / len(gold)
     return PairedTest(
         test="exact McNemar", p_value=p, difference=diff, alpha=alpha,
@@ -480,13 +455,24 @@ _PAIRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def _paired_codes(gold, pred_a, pred_b, labels, metric):
-    """Both prompts' answers encoded on one label set, and the observed difference in `metric`."""
+    """Both prompts' answers encoded on one label set, and the observed difference in `metric` (checked)."""
+    if metric not in _PAIRED_METRICS:
+        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     gold, a = _check(gold, pred_a, "pred_a")
     _, b = _check(gold, pred_b, "pred_b")
     labs = _label_set(gold, a + b, labels)
     g, pa, k = _encode(gold, a, labs)
     _, pb, _ = _encode(gold, b, labs)
     return g, pa, pb, k, float(_class_metrics(g, pa, k)[metric] - _class_metrics(g, pb, k)[metric])
+
+
+def _difference_bootstrap(g: Any, pa: Any, pb: Any, k: int, metric: str, *, n_boot: int, level: float,
+                          rng: np.random.Generator) -> Any:
+    """Paired bootstrap of metric(A) - metric(B): the same resampled rows for both prompts."""
+    def diff(gg: Any, aa: Any, bb: Any, axis: int = -1) -> Any:
+        return _class_metrics(gg, aa, k)[metric] - _class_metrics(gg, bb, k)[metric]
+
+    return bootstrap(diff, g, pa, pb, n_boot=n_boot, level=level, rng=rng)
 
 
 def paired_bootstrap_test(
@@ -509,15 +495,11 @@ def paired_bootstrap_test(
     shifted to the null), with +1 smoothing so it is never exactly 0. Works for
     any metric, including balanced accuracy and macro-F1 where McNemar does not apply.
     """
-    if metric not in _PAIRED_METRICS:
-        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
-    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
-    d = _class_metrics(g[idx], pa[idx], k)[metric] - _class_metrics(g[idx], pb[idx], k)[metric]
-    extreme = int(np.sum(np.abs(d - observed) >= abs(observed) - 1e-12))
-    p = (extreme + 1) / (len(d) + 1)
-    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=np.random.default_rng(seed))
+    p = bootstrap_p_value(b.distribution, observed)
+    lo, hi = b.low, b.high
     return PairedTest(
         test=f"paired bootstrap ({metric})", p_value=p, difference=observed, alpha=alpha,
         verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " "), "paired bootstrap"),
@@ -548,8 +530,6 @@ def paired_permutation_test(
     bootstrap's p-value, which rejected 8-9% of simulated nulls at alpha 5% on 18 rows (tests/test_metrics).
     The interval in `details` is the paired bootstrap's, for the size of the difference (n_boot=0: none).
     """
-    if metric not in _PAIRED_METRICS:
-        raise GraderError(f"metric must be one of {list(_PAIRED_METRICS)}, got {metric!r}")
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
     rng = np.random.default_rng(seed)
@@ -559,10 +539,9 @@ def paired_permutation_test(
     d = _class_metrics(gg, sa, k)[metric] - _class_metrics(gg, sb, k)[metric]
     p = (int(np.sum(np.abs(d) >= abs(observed) - 1e-12)) + 1) / (n_perm + 1)
     lo = hi = float("nan")
-    if n_boot:
-        idx = rng.integers(0, n, (n_boot, n))
-        boot = _class_metrics(g[idx], pa[idx], k)[metric] - _class_metrics(g[idx], pb[idx], k)[metric]
-        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    if n_boot:  # the same stream continues, after the swaps
+        b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=rng)
+        lo, hi = b.low, b.high
     return PairedTest(
         test=f"paired permutation ({metric})", p_value=p, difference=observed, alpha=alpha,
         verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " "), "paired permutation test"),
@@ -599,40 +578,22 @@ def paired_test(
                                    name_a=name_a, name_b=name_b)
 
 
-# ---------------------------------------------------------------- ranking
-
-
-def roc_auc(gold: Sequence[Any], scores: Sequence[float], positive: Any = True) -> float:
-    """Area under the ROC curve: the chance a random positive row scores above a random negative one.
-
-    Ties count one half (average ranks, the Mann-Whitney U statistic). Shows
-    whether likelihood scores separate the classes even when the argmax label
-    is the same for every row.
-    """
-    gold = list(gold)
-    scores = [float(s) for s in scores]
-    if len(gold) != len(scores):
-        raise GraderError(f"gold has {len(gold)} rows but scores has {len(scores)}")
-    if any(math.isnan(s) for s in scores):
-        raise GraderError("scores contain NaN; drop or fix those rows before computing ROC AUC")
-    pos = [g == positive for g in gold]
-    n_pos = sum(pos)
-    n_neg = len(pos) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise GraderError(
-            f"ROC AUC needs both classes in gold; got {n_pos} rows equal to positive={positive!r} and {n_neg} others"
-        )
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        avg = (i + j) / 2 + 1  # 1-based average rank of the tie group
-        for k in range(i, j + 1):
-            ranks[order[k]] = avg
-        i = j + 1
-    rank_sum = sum(r for r, is_pos in zip(ranks, pos) if is_pos)
-    u = rank_sum - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
+def paired_bootstrap_means(
+    scores_a: Sequence[float], scores_b: Sequence[float], *, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+    name_a: str = "A", name_b: str = "B",
+) -> PairedTest:
+    """Paired bootstrap of mean(A) - mean(B) for continuous scores on the same rows (p as paired_bootstrap_test)."""
+    a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)
+    d = a - b
+    observed = float(d.mean())
+    boot = bootstrap(lambda x, axis: x.mean(axis=axis), d, n_boot=n_boot, seed=seed, level=1 - alpha)
+    p = bootstrap_p_value(boot.distribution, observed)
+    return PairedTest(
+        test="paired bootstrap (mean score)", p_value=p, difference=observed, alpha=alpha,
+        verdict=(f"{name_a if observed > 0 else name_b} scores higher by {abs(observed):.3f} (p={p:.3g}, significant at {alpha:g})"
+                 if p < alpha else
+                 f"not significant at {alpha:g} (p={p:.3g}): the mean score difference of {observed:+.3f} "
+                 f"between {name_a} and {name_b} could be chance on these rows"),
+        details={"n": len(d), "n_boot": n_boot, "seed": seed, "ci_low": float(boot.low), "ci_high": float(boot.high),
+                 "mean_a": float(a.mean()), "mean_b": float(b.mean())},
+    )

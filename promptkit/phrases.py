@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import html
 import os
 import re
 from dataclasses import dataclass
@@ -122,23 +121,12 @@ class PhraseLibrary:
         return pd.DataFrame([{c: getattr(p, c) for c in cols} for p in self.by_category(category)], columns=cols)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in
-                       ("id", "title", "placement", "text", "helps when", "hurts when", "source"))
-        rows = []
-        for c in self.categories:
-            members = [p for p in self.phrases if p.category == c.id]
-            if not members:
-                continue
-            rows.append(f"<tr><td colspan='7' style='text-align:left;background:#f3f4f6'><b>{esc(c.title)}</b>"
-                        f" <span style='color:#555'>{esc(c.about)}</span></td></tr>")
-            for p in members:
-                cells = [f"<code>{esc(p.id)}</code>", esc(p.title), esc(p.placement),
-                         f"<pre style='white-space:pre-wrap;margin:0'>{esc(p.text)}</pre>",
-                         esc(p.helps_when), esc(p.hurts_when), esc(p.source)]
-                rows.append("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{x}</td>"
-                                             for x in cells) + "</tr>")
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        """One table row per phrase under its category (data/templates/phrase_library.html.j2)."""
+        from .htmlrender import render
+
+        groups = [{"title": c.title, "about": c.about, "phrases": [p for p in self.phrases if p.category == c.id]}
+                  for c in self.categories]
+        return render("phrase_library.html.j2", groups=[g for g in groups if g["phrases"]])
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -227,9 +215,12 @@ def default_library() -> PhraseLibrary:
     return load_phrases()
 
 
-def phrases(category: str | None = None) -> list[Phrase]:
+def builtin_phrases(category: str | None = None) -> list[Phrase]:
     """The built-in phrases, optionally of one category, in library order."""
     return default_library().by_category(category)
+
+
+phrases = builtin_phrases  # the old name, the same as its module's: kept so existing code runs
 
 
 def get_phrase(phrase_id: str) -> Phrase:
@@ -353,6 +344,6 @@ def ablation(
 
 
 __all__ = [
-    "PLACEMENTS", "Category", "Phrase", "PhraseLibrary", "ablation", "apply_phrases", "default_library",
-    "get_phrase", "load_phrases", "phrase_table", "phrases",
+    "PLACEMENTS", "Category", "Phrase", "PhraseLibrary", "ablation", "apply_phrases", "builtin_phrases",
+    "default_library", "get_phrase", "load_phrases", "phrase_table", "phrases",
 ]

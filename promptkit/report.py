@@ -9,39 +9,28 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import io
 import json
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import redact
-from .results import SUMMARY_VIEWS, install_html_report, interval_columns
+from .errors import ExperimentError, redact
+from .htmlrender import render, trusted
+from .results_io import json_default, jsonable
+from .summaries import SUMMARY_VIEWS, interval_columns
+from .types import CellResult
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from matplotlib.figure import Figure
+    from pandas.io.formats.style import Styler
 
     from .results import Results
 
 BASELINE_COLOUR = "#222222"
+PASS_COLOUR, FAIL_COLOUR, ERROR_COLOUR, UNPARSED_COLOUR = "#e3f4e1", "#fbe3e1", "#eeeeee", "#fff4d6"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #222; line-height: 1.4; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
-th { background: #f5f5f5; }
-td.text, th.text { text-align: left; }
-dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 0.9em; }
-dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; white-space: pre-wrap; font-family: monospace; }
-.note { color: #555; font-size: 0.85em; }
-.flag { background: #fff0c2; }
-.scroll { overflow-x: auto; }
-img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
-.cm { display: inline-block; margin: 0 1.5em 1em 0; vertical-align: top; }
-"""
 
 
 # ---------------------------------------------------------------------- figures
@@ -63,7 +52,7 @@ def _empty(fig: "Figure", message: str) -> "Figure":
     return fig
 
 
-def plot_scores(results: "Results", grader: str | None = None, *, metric: str | None = None) -> "Figure":
+def plot_scores(results: Results, grader: str | None = None, *, metric: str | None = None) -> "Figure":
     """Score per variant x model with its CI as error bars, and each group's majority baseline as a line.
 
     For a label grader the bar is accuracy (Wilson CI) unless `metric` names
@@ -120,7 +109,7 @@ def plot_scores(results: "Results", grader: str | None = None, *, metric: str | 
     return fig
 
 
-def plot_latency(results: "Results", by: str = "model") -> "Figure":
+def plot_latency(results: Results, by: str = "model") -> "Figure":
     """Latency of successful calls per model (or variant) as box plots with every call drawn as a dot."""
     import numpy as np
 
@@ -145,7 +134,7 @@ def plot_latency(results: "Results", by: str = "model") -> "Figure":
     return fig
 
 
-def plot_confusion(results: "Results", variant: str | None = None, model: str | None = None,
+def plot_confusion(results: Results, variant: str | None = None, model: str | None = None,
                    grader: str | None = None) -> "Figure":
     """A confusion matrix as a heat map with counts (gold down, answer across, unparseable last)."""
     cm = results.confusion(variant=variant, model=model, grader=grader)
@@ -172,11 +161,122 @@ def figure_to_data_uri(fig: "Figure") -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# ---------------------------------------------------------------------- side by side
+
+
+def side_by_side(
+    results: Results,
+    across: str = "variant",
+    *,
+    grader: str | None = None,
+    repeat: int | None = 0,
+    max_chars: int = 160,
+    style: bool = True,
+    **where: Any,
+) -> "Styler | pd.DataFrame":
+    """Dataset rows down, variants (or models) across: each output with its grade, coloured pass/fail.
+
+    Returns a pandas Styler (HTML-escaped, long outputs cut to `max_chars`)
+    for a notebook, or with `style=False` the plain DataFrame of cell texts.
+    """
+    import pandas as pd
+
+    if across not in ("variant", "model"):
+        raise ExperimentError(f"side_by_side(across=...) must be 'variant' or 'model', got {across!r}")
+    if repeat is not None:
+        where.setdefault("repeat", repeat)
+    sub = results.filter(**where) if where else results
+    g = results.resolve_grader(grader) if sub.grader_names else None
+    other = "model" if across == "variant" else "variant"
+    many_other = len({getattr(r.cell, other) for r in sub.results}) > 1
+    many_settings = len({r.cell.settings_label for r in sub.results}) > 1
+    many_repeats = len({r.cell.repeat for r in sub.results}) > 1
+
+    def column(r: CellResult) -> str:
+        parts = []
+        if many_other:
+            parts.append(str(getattr(r.cell, other)))
+        parts.append(str(getattr(r.cell, across)))
+        if many_settings:
+            parts.append(r.cell.settings_label or "default")
+        if many_repeats:
+            parts.append(f"#{r.cell.repeat}")
+        return " · ".join(parts)
+
+    text: dict[str, dict[str, str]] = {}
+    state: dict[str, dict[str, str]] = {}
+    targets: dict[str, str] = {}
+    for r in sub.results:
+        col, row = column(r), str(r.cell.row_id)
+        targets.setdefault(row, _short(_display(r.cell.target), max_chars))
+        text.setdefault(col, {})[row] = _cell_text(r, g, max_chars)
+        state.setdefault(col, {})[row] = _cell_state(r, g)
+    rows = list(targets)
+    frame = pd.DataFrame({"target": pd.Series(targets), **{c: pd.Series(v) for c, v in text.items()}}, index=rows)
+    frame.index.name = "row_id"
+    frame = frame.fillna("")
+    if not style:
+        return frame
+    states = pd.DataFrame({"target": "", **{c: pd.Series(v) for c, v in state.items()}}, index=rows).fillna("")
+    colours = {"pass": PASS_COLOUR, "fail": FAIL_COLOUR, "error": ERROR_COLOUR, "unparsed": UNPARSED_COLOUR}
+
+    def paint(_: Any) -> pd.DataFrame:
+        return states.map(lambda s: f"background-color: {colours[s]}" if s in colours else "")
+
+    return (
+        frame.style.format(escape="html")
+        .apply(paint, axis=None)
+        .set_properties(**{"white-space": "pre-wrap", "vertical-align": "top", "text-align": "left",
+                           "font-size": "0.85em", "max-width": "28em"})
+        .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}])
+    )
+
+
+def _display(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    return json.dumps(jsonable(x), ensure_ascii=False, default=json_default)
+
+
+def _short(text: str, max_chars: int) -> str:
+    text = redact(text)
+    return text if len(text) <= max_chars else text[: max(1, max_chars - 1)].rstrip() + "…"
+
+
+def _cell_state(r: CellResult, grader: str | None) -> str:
+    if not r.completion.ok:
+        return "error"
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return ""
+    if not grade.parsed:
+        return "unparsed"
+    return "pass" if grade.passed else "fail"
+
+
+def _cell_text(r: CellResult, grader: str | None, max_chars: int) -> str:
+    if not r.completion.ok:
+        return _short(f"[{r.completion.error_kind}] {r.completion.error or ''}", max_chars)
+    out = _short(r.completion.text, max_chars)
+    grade = r.grades.get(grader) if grader else None
+    if grade is None:
+        return out
+    mark = "?" if not grade.parsed else ("✓" if grade.passed else "✗")
+    tail = f"{mark} {grade.score:.2f}"
+    if grade.label is not None:
+        tail += f" {grade.label}"
+    elif not grade.parsed:
+        tail += " unparseable"
+    return f"{out}\n— {tail}"
+
+
 # ---------------------------------------------------------------------- HTML
 
 
 def html_report(
-    results: "Results",
+    results: Results,
     title: str | None = None,
     *,
     grader: str | None = None,
@@ -185,100 +285,73 @@ def html_report(
     max_chars: int = 160,
     max_confusions: int = 12,
 ) -> str:
-    """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side."""
+    """The whole report as one HTML string: meta, summary, plots, confusion matrices, side-by-side.
+
+    The page is `data/templates/report.html.j2`; this function only gathers what it shows.
+    """
     meta = results.meta
     experiment = meta.get("experiment") if isinstance(meta.get("experiment"), dict) else {}
     title = title or str(meta.get("name") or meta.get("title") or experiment.get("name") or "promptkit results")
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="note">{len(results)} calls · variants: {_e(", ".join(results.variants)) or "none"} · '
-        f'models: {_e(", ".join(results.models)) or "none"} · generated '
-        f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>',
-    ]
-    if meta:
-        parts.append(_meta_html(meta))
+    page: dict[str, Any] = {
+        "title": title, "calls": len(results), "variants": ", ".join(results.variants),
+        "models": ", ".join(results.models), "across": across,
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "meta_rows": _meta_rows(meta),
+    }
     if not len(results):
-        parts.append("<p>No cells in these results.</p></body></html>")
-        return "\n".join(parts)
+        return render("report.html.j2", **page)
 
     graded = bool(results.grader_names)
     g = results.resolve_grader(grader) if graded else None
     summary = results.summary(None, g)
-    parts.append("<h2>Summary</h2>")
-    parts.append(_summary_html(summary))
-    notes = [f"Errors are counted and left out of every score. Score CI: {_e(summary.attrs['score_ci'])}."]
-    if "accuracy" in summary:
-        notes.append(
-            f"Accuracy CI: {_e(summary.attrs['accuracy_ci'])}. <b>baseline</b> is the accuracy of always answering "
-            "the most common gold label of the same rows; a row is flagged when accuracy does not beat it by more "
-            "than its interval. Balanced accuracy has chance level 1/k whatever the class balance. "
-            "Unparseable answers are counted apart from wrong ones."
-        )
-    parts.append('<p class="note">' + " ".join(notes) + "</p>")
-
-    parts.append("<h2>Scores</h2>")
+    page["summary"] = _summary_table(summary)
+    page["score_ci"] = summary.attrs["score_ci"]
+    page["accuracy_ci"] = summary.attrs["accuracy_ci"] if "accuracy" in summary else None
+    page["score_plots"] = []
     if graded:
-        parts.append(_img(plot_scores(results, g), "scores by variant and model"))
+        page["score_plots"].append(_plot(plot_scores(results, g), "scores by variant and model"))
         if "balanced_accuracy" in summary:
-            parts.append(_img(plot_scores(results, g, metric="balanced_accuracy"), "balanced accuracy"))
-    else:
-        parts.append("<p>No grades: these results were not graded.</p>")
-
-    parts.append("<h2>Latency</h2>")
-    parts.append(_img(plot_latency(results), "latency by model"))
-    parts.append('<p class="note">Successful calls only; a cached answer shows the latency of its original call.</p>')
+            page["score_plots"].append(_plot(plot_scores(results, g, metric="balanced_accuracy"), "balanced accuracy"))
+    page["latency_plot"] = _plot(plot_latency(results), "latency by model")
 
     df = results.df
+    page["errors"] = None
     if df["error_kind"].notna().any():
-        parts.append("<h2>Errors</h2>")
-        errs = (df[df["error_kind"].notna()].groupby(["model", "error_kind"]).size()
-                .rename("calls").reset_index())
-        parts.append(_table_html(errs))
-        first = df[df["error_kind"].notna()].drop_duplicates("error_kind")[["model", "error_kind", "error"]]
-        parts.append('<p class="note">First message of each kind:</p>' + _table_html(first))
+        failed = df[df["error_kind"].notna()]
+        page["errors"] = {
+            "counts": _table(failed.groupby(["model", "error_kind"]).size().rename("calls").reset_index()),
+            "first": _table(failed.drop_duplicates("error_kind")[["model", "error_kind", "error"]]),
+        }
 
+    page["confusions"] = None
     if g is not None and results.is_classification(g):
-        parts.append("<h2>Confusion matrices</h2>")
-        parts.append('<p class="note">Gold labels down, answers across; failed calls left out.</p>')
         keys = [k for k in ("variant", "model", "settings_label") if k in summary]
         groups = [dict(zip(keys, vals)) for vals in dict.fromkeys(zip(*(summary[k] for k in keys)))]
+        page["confusions"] = []
         for where in groups[:max_confusions]:
-            name = " · ".join(_e(v or "default") for v in where.values())
+            group: dict[str, Any] = {"name": " · ".join(str(v or "default") for v in where.values()), "error": None}
             try:
-                cm = results.confusion(grader=g, **where)
+                group["matrix"] = _confusion_table(results.confusion(grader=g, **where))
             except Exception as exc:  # e.g. every call of this group failed
-                parts.append(f'<div class="cm"><b>{name}</b><p>{_e(str(exc))}</p></div>')
-                continue
-            parts.append(f'<div class="cm"><b>{name}</b>{_confusion_html(cm)}</div>')
-        if len(groups) > max_confusions:
-            parts.append(f'<p class="note">{len(groups) - max_confusions} more not shown.</p>')
+                group["error"] = str(exc)
+            page["confusions"].append(group)
+        page["more_confusions"] = max(0, len(groups) - max_confusions)
 
-    parts.append(f"<h2>Side by side ({_e(across)}s across)</h2>")
-    sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
-                               max_chars=max_chars)
+    single = _single_repeat(results)
+    sbs = results.side_by_side(across=across, grader=g, repeat=None if single else 0, max_chars=max_chars)
     n_rows = len(sbs.data)
+    page["shown_rows"], page["total_rows"] = None, n_rows
     if n_rows > max_rows:
-        sbs = results.side_by_side(across=across, grader=g, repeat=None if _single_repeat(results) else 0,
-                                   max_chars=max_chars, row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
-        parts.append(f'<p class="note">First {max_rows} of {n_rows} rows.</p>')
-    if not _single_repeat(results):
-        parts.append('<p class="note">Repeat 0 of each cell.</p>')
-    parts.append('<p class="note">Green: passed · red: failed · yellow: answer could not be read · grey: call failed.</p>')
-    parts.append('<div class="scroll">' + sbs.to_html() + "</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        sbs = results.side_by_side(across=across, grader=g, repeat=None if single else 0, max_chars=max_chars,
+                                   row_id=list(dict.fromkeys(sbs.data.index))[:max_rows])
+        page["shown_rows"] = max_rows
+    page["repeat_zero"] = not single
+    page["side_by_side"] = trusted(sbs.to_html())  # pandas escaped every cell (format(escape="html"))
+    return render("report.html.j2", **page)
 
 
-def _single_repeat(results: "Results") -> bool:
+def _single_repeat(results: Results) -> bool:
     return len({r.cell.repeat for r in results}) <= 1
-
-
-def _e(x: Any) -> str:
-    return html.escape(redact(str(x)), quote=True)
 
 
 def _nan(x: Any) -> bool:
@@ -293,8 +366,8 @@ def _clip(text: Any, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _img(fig: "Figure", alt: str) -> str:
-    return f'<img class="plot" alt="{_e(alt)}" src="{figure_to_data_uri(fig)}">'
+def _plot(fig: "Figure", alt: str) -> dict[str, Any]:
+    return {"alt": alt, "uri": trusted(figure_to_data_uri(fig))}
 
 
 def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -309,14 +382,14 @@ def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _meta_html(meta: dict[str, Any]) -> str:
+def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for k, v in _flatten(meta):
         if v is None or v == "" or v == [] or v == {}:
             continue
         text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
-        rows.append(f"<dt>{_e(k)}</dt><dd>{_e(_clip(text, 2000))}</dd>")
-    return '<dl class="meta">' + "".join(rows) + "</dl>"
+        rows.append((k, _clip(text, 2000)))
+    return rows
 
 
 def _fmt(col: str, x: Any) -> str:
@@ -335,26 +408,20 @@ def _fmt(col: str, x: Any) -> str:
     return str(x)
 
 
-def _table_html(df: Any, flag_col: str | None = None) -> str:
+def _table(df: Any, flag_col: str | None = None) -> dict[str, Any]:
+    """A DataFrame as the template's table: (class, text) per header and cell; text columns left-aligned."""
     cols = list(df.columns)
-    head = "".join(f'<th class="{"text" if df[c].dtype == object or str(df[c].dtype) == "str" else ""}">{_e(c)}</th>'
-                   for c in cols)
-    body = []
-    for _, row in df.iterrows():
-        flagged = bool(flag_col and row.get(flag_col))
-        cells = []
-        for c in cols:
-            v = row[c]
-            cls = "text" if isinstance(v, str) else ""
-            cells.append(f'<td class="{cls}">{_e(_fmt(c, v))}</td>')
-        body.append(f'<tr class="{"flag" if flagged else ""}">' + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    head = [("text" if df[c].dtype == object or str(df[c].dtype) == "str" else "", str(c)) for c in cols]
+    rows = [{"flag": bool(flag_col and row.get(flag_col)),
+             "cells": [("text" if isinstance(row[c], str) else "", _fmt(c, row[c])) for c in cols]}
+            for _, row in df.iterrows()]
+    return {"head": head, "rows": rows}
 
 
 SUMMARY_COLUMNS: Sequence[str] = SUMMARY_VIEWS["report"]
 
 
-def _summary_html(summary: Any) -> str:
+def _summary_table(summary: Any) -> dict[str, Any]:
     """The summary with each CI in one column; for label graders accuracy replaces the (equal) mean score."""
     df = summary.copy()
     for metric in ("score", "accuracy", "balanced_accuracy"):
@@ -365,22 +432,14 @@ def _summary_html(summary: Any) -> str:
             ]
     skip = {"score", "score CI"} if "accuracy" in df else set()
     cols = [c for c in SUMMARY_COLUMNS if c in df.columns and c not in skip]
-    return _table_html(df[cols], flag_col="flag" if "flag" in df else None)
+    return _table(df[cols], flag_col="flag" if "flag" in df else None)
 
 
-def _confusion_html(cm: Any) -> str:
+def _confusion_table(cm: Any) -> dict[str, Any]:
+    """A confusion frame as the template's matrix: counts shaded by size, the diagonal in bold."""
     top = max(1, int(cm.to_numpy().max()))
-    head = '<th class="text">gold \\ answer</th>' + "".join(f"<th>{_e(c)}</th>" for c in cm.columns)
-    rows = []
-    for gold, row in cm.iterrows():
-        cells = []
-        for col, n in row.items():
-            alpha = 0.08 + 0.6 * int(n) / top if n else 0
-            style = f' style="background: rgba(76,114,176,{alpha:.2f})"' if n else ""
-            bold = ' style="font-weight:600"' if str(col) == str(gold) else ""
-            cells.append(f"<td{style}><span{bold}>{int(n)}</span></td>")
-        rows.append(f'<tr><th class="text">{_e(gold)}</th>' + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-install_html_report(html_report)  # Results.to_html calls it: results.py does not import this module
+    rows = [{"gold": str(gold),
+             "cells": [{"n": int(n), "alpha": f"{0.08 + 0.6 * int(n) / top:.2f}" if n else None,
+                        "diagonal": str(col) == str(gold)} for col, n in row.items()]}
+            for gold, row in cm.iterrows()]
+    return {"columns": [str(c) for c in cm.columns], "rows": rows}

@@ -25,7 +25,8 @@ from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import BackgroundWriter, Cache, open_cache
 from .errors import ExperimentError, PromptkitError, redact
 from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from .shard import check_workers, split
+from . import shard
+from .shard import check_workers
 from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +50,8 @@ def _per_provider(value: Any, name: str) -> Any:
     raise ValueError(f"{name} must be a number or a mapping of provider -> number, got {value!r}")
 
 
-def _lookup(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
+def limit_for(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
+    """A per-provider limit: the gate's own entry, its provider's, else "*" (never for local models)."""
     for k in (gate_key, prefix):
         if k in table:
             return table[k]
@@ -95,15 +97,12 @@ class _Run:
         self.cache_write_errors: list[str] = []
         self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
-        self.writer: BackgroundWriter | None = None
-        if cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False):
-            self.writer = BackgroundWriter(cache_backend)
+        self.writer: BackgroundWriter | None = None  # started in execute, after any forked worker
+        self.threaded_puts = cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False)
 
     # ---- the run -------------------------------------------------------------------------
 
     async def execute(self) -> "Results":
-        from .results import Results
-
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         self.cells: list[Cell] = self.experiment.expand()
@@ -116,6 +115,10 @@ class _Run:
             self.groups.setdefault(c.key, []).append(i)
         self.global_slots = asyncio.Semaphore(self.concurrency)
         self.grade_slots = asyncio.Semaphore(self.concurrency)
+        # workers first: a fork must happen while this is the only thread (no cache writer, no bar monitor yet)
+        shards = await shard.start_workers(self) if self.workers > 1 else []
+        if self.threaded_puts:
+            self.writer = BackgroundWriter(self.store)  # type: ignore[arg-type]
         self.bar = self._bar()
         self.bar_pending, self.bar_next = 0, 0.0
         try:
@@ -131,8 +134,9 @@ class _Run:
 
                 todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
-            shards = await split(self, queues) if self.workers > 1 else []
-            workers = [asyncio.ensure_future(s.collect(self)) for s in shards] + [
+            if shards:
+                shard.shrink_parent_gates(self, 1 + len(shards))
+            workers = [asyncio.ensure_future(s.collect(self, queues)) for s in shards] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
@@ -166,6 +170,8 @@ class _Run:
                 self.results[i] = CellResult(self.cells[i], Completion(
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
+            await shard.close(shards)
+            self.workers_summary = shard.summary(shards)
             self._bar_flush()
             self.bar.close()
             self._flush_writes()
@@ -173,6 +179,8 @@ class _Run:
         if self.budget.exhausted:
             msg = self._budget_message()
             print(f"promptkit: {msg}", file=sys.stderr)
+        from .results import Results  # here, not at the start: it loads numpy, whose threads would rule out a fork
+
         return Results(list(self.results), self._meta(started, finished, time.perf_counter() - t0))  # type: ignore[arg-type]
 
     def _flush_writes(self) -> None:
@@ -229,10 +237,10 @@ class _Run:
             spec = parse_spec(cell.model)
             gk = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
             if gk not in self.gates:
-                limit = _lookup(self.provider_concurrency, gk, spec.provider,
+                limit = limit_for(self.provider_concurrency, gk, spec.provider,
                                 DEFAULT_PROVIDER_CONCURRENCY.get(spec.provider, self.concurrency))
                 try:
-                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), _lookup(self.rpm, gk, spec.provider, None))
+                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), limit_for(self.rpm, gk, spec.provider, None))
                 except (TypeError, ValueError) as exc:
                     raise ExperimentError(f"run limits: {exc}") from None
             queues.setdefault(gk, deque()).append((prov, key))
@@ -405,7 +413,10 @@ class _Run:
     def _bar(self) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
+        class Bar(tqdm):  # type: ignore[misc,valid-type]
+            monitor_interval = 0  # no monitor thread: the runner updates the bar itself, and a fork wants one thread
+
+        return Bar(total=len(self.cells), desc=self.experiment.name, unit="cell", disable=not self.progress,
                     dynamic_ncols=True, leave=True)
 
     def _budget_message(self, final: bool = True) -> str:
@@ -459,6 +470,7 @@ class _Run:
             },
             "max_in_flight": self.max_in_flight,
             "processes": getattr(self, "processes", 1),
+            "workers": getattr(self, "workers_summary", []),
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
         if self.batch_part is not None:
@@ -533,8 +545,9 @@ async def arun(
         stream: stream API calls so time to first token is measured (default False: a plain reply
             costs less client CPU per call and still gives latency, tokens and cost).
         workers: processes that make API calls (default 1); 2 uses both cores of a 2-core machine
-            when the client's CPU is the limit (promptkit/shard.py). Local models stay in this process;
-            a run with a budget stays in one process.
+            when the client's CPU is the limit (promptkit/shard.py). Workers take cells as they free
+            up, so a slow one holds back only its own few. Local models stay in this process; a run
+            with a budget stays in one process.
         batch: send openai:/anthropic: cells through the vendors' batch APIs (half price, results within
             24 h; resumable: running again collects the batches instead of submitting again; promptkit/batch.py).
         cluster: answer local-model cells on a Dask cluster: a scheduler address ("tcp://host:8786"), a

@@ -10,7 +10,6 @@ round-trips through a small YAML (or TOML) file so learners keep their prompts.
 from __future__ import annotations
 
 import difflib
-import html
 import json
 import os
 import re
@@ -393,29 +392,27 @@ class Template:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
+        """Each part in a coloured box with its {{variables}} in bold (data/templates/prompt_template.html.j2)."""
+        from markupsafe import escape
+
+        from .errors import redact
+        from .htmlrender import render, trusted
+
         colours = {"system": "#eef2ff", "user": "#f0fdf4", "assistant": "#fff7ed", "prefill": "#fef9c3"}
+        pattern = SINGLE_RE if self.placeholders == "single" else VAR_RE
 
-        def box(label: str, text: str, role: str) -> str:
-            pattern = SINGLE_RE if self.placeholders == "single" else VAR_RE
+        def box(label: str, text: str, role: str) -> dict[str, Any]:
             body = pattern.sub(lambda m: f"<b style='color:#7c3aed'>{m.group(0)}</b>" if m.group(1) else m.group(0),
-                               esc(text))
-            return (f"<div style='background:{colours[role]};border-radius:4px;padding:4px 8px;margin:3px 0'>"
-                    f"<div style='font-size:0.8em;color:#555'>{esc(label)}</div>"
-                    f"<pre style='white-space:pre-wrap;margin:0;background:transparent'>{body}</pre></div>")
+                               str(escape(redact(text))))
+            return {"label": label, "colour": colours[role], "body": trusted(body)}
 
-        out = [f"<div><b>{esc(self.name)}</b>"
-               + (f" <span style='color:#555'>{esc(self.description)}</span>" if self.description else "")
-               + f"<div style='font-size:0.85em'>variables: {esc(', '.join(self.variable_order()) or '(none)')}</div>"]
-        if self.system:
-            out.append(box("system", self.system, "system"))
-        for i, m in enumerate(self.turns, 1):
-            out.append(box(f"turn {i}: {m.role}" + (" (example answer)" if m.role == "assistant" else ""),
-                           m.content, m.role))
+        boxes = [box("system", self.system, "system")] if self.system else []
+        boxes += [box(f"turn {i}: {m.role}" + (" (example answer)" if m.role == "assistant" else ""), m.content, m.role)
+                  for i, m in enumerate(self.turns, 1)]
         if self.prefill:
-            out.append(box("prefill (start of the answer)", self.prefill, "prefill"))
-        out.append("</div>")
-        return "".join(out)
+            boxes.append(box("prefill (start of the answer)", self.prefill, "prefill"))
+        return render("prompt_template.html.j2", name=self.name, description=self.description,
+                      variables=", ".join(self.variable_order()), boxes=boxes)
 
 
 def load_template(path: str | os.PathLike[str]) -> Template:

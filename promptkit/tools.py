@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from . import yamlfile
 from .errors import ModelSpecError, PromptkitError
-from .graders import BaseGrader, Grade, _as_completion, error_grade, extract_json, label_key, unparsed
+from .graders import BaseGrader, Grade, extract_json, label_key, unparsed
 from .providers.base import ModelSpec, Provider
 from .types import Completion, Request
 

@@ -217,7 +217,7 @@ class Grade:
 
 
 @dataclass
-class Row:
+class Example:
     """One dataset example: the inputs that fill a template's variables, and the gold target.
 
     `split` is "train" (few-shot examples), "dev" (calibration, tuning) or "test" (held out).
@@ -228,6 +228,9 @@ class Row:
     target: Any = None
     split: str = "test"
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+Row = Example  # the old name ("row" also means a result row); kept so existing code runs
 
 
 @runtime_checkable

@@ -8,11 +8,11 @@ prompt as a template file. Every callback shows its errors in the page.
 from __future__ import annotations
 
 import functools
-import html
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .htmlrender import macro, trusted
 from .providers import DEFAULT_MODEL
 from .results import SUMMARY_VIEWS
 from .templates import Template, load_template, variables_in
@@ -21,6 +21,11 @@ from .types import Message, Row, Settings
 BLANK = "(blank prompt)"
 NO_DATASET = "(none: fill the variables)"
 BLANK_USER = "Account notes:\n{{notes}}\n\nIs this account at risk of not renewing? Answer Yes or No."
+
+
+def _html(piece: str, **context: Any) -> str:
+    """One of the builder's HTML pieces, a macro of data/templates/builder.html.j2 (escaped, keys redacted)."""
+    return macro("builder.html.j2", piece, **context)
 
 
 def _shows_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,13 +38,9 @@ def _shows_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         except Exception as exc:  # shown to the learner, kept for tests
             self.last_error = exc
-            tb = html.escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            self.error.value = (
-                f"<div class='pk-error' style='border-left:4px solid #c62828;background:#fdecea;padding:6px 10px'>"
-                f"<b>{html.escape(type(exc).__name__)}</b>: {html.escape(str(exc))}"
-                f"<details><summary>traceback</summary><pre style='font-size:11px'>{tb}</pre></details></div>"
-            )
-            self.status.value = "<span style='color:#c62828'>Something went wrong; see the message above.</span>"
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.error.value = _html("error", kind=type(exc).__name__, message=str(exc), traceback=tb)
+            self.status.value = _html("status", text="Something went wrong; see the message above.", tone="error")
             return None
 
     return wrapper
@@ -97,7 +98,7 @@ class PromptBuilder:
                 self.phrase_boxes[p.id] = cb
                 boxes.append(cb)
             if boxes:
-                sections.append((cat.title, w.VBox([w.HTML(f"<i>{html.escape(cat.about)}</i>")] + boxes)))
+                sections.append((cat.title, w.VBox([w.HTML(_html("about", text=cat.about))] + boxes)))
         self.phrases = w.Accordion(children=[s[1] for s in sections])
         for i, (title, _) in enumerate(sections):
             self.phrases.set_title(i, title)
@@ -136,9 +137,9 @@ class PromptBuilder:
         self.save_button.on_click(self._on_save)
         self.check_button.on_click(self._on_check)
 
-        prompt_box = w.VBox([w.HTML("<h3>1. Prompt</h3>"), self.start, self.system, self.user, self.prefill])
-        phrase_box = w.VBox([w.HTML("<h3>2. Power phrases</h3>"), self.compare_baseline, self.phrases])
-        data_box = w.VBox([w.HTML("<h3>3. Data and models</h3>"), self.dataset, self.n_rows, self.variables,
+        prompt_box = w.VBox([w.HTML(_html("heading", text="1. Prompt")), self.start, self.system, self.user, self.prefill])
+        phrase_box = w.VBox([w.HTML(_html("heading", text="2. Power phrases")), self.compare_baseline, self.phrases])
+        data_box = w.VBox([w.HTML(_html("heading", text="3. Data and models")), self.dataset, self.n_rows, self.variables,
                            self.models, self.temperature, self.max_tokens, self.repeats])
         left = w.VBox([prompt_box, phrase_box], layout=w.Layout(width="58%"))
         right = w.VBox([data_box, w.HBox([self.run_button]), w.HBox([self.save_name, self.save_button]),
@@ -146,9 +147,9 @@ class PromptBuilder:
         self.widget = w.VBox([
             w.HBox([left, right]),
             self.error, self.status, self.check_html,
-            w.HTML("<h3>What the model sees (first row)</h3>"), self.preview,
+            w.HTML(_html("heading", text="What the model sees (first row)")), self.preview,
             self.progress,
-            w.HTML("<h3>Results</h3>"), self.result_html,
+            w.HTML(_html("heading", text="Results")), self.result_html,
         ], layout=w.Layout(width="100%"))
         self.widget.add_class("pk-builder")
         self._on_dataset({"new": self.dataset.value})
@@ -260,17 +261,13 @@ class PromptBuilder:
             variables = {n: f.value for n, f in self._var_fields.items() if f.value.strip()}
         missing = t.missing(variables)
         if missing:
-            self.preview.value = (f"<div style='color:#8a6d3b'>The prompt uses {', '.join('{{' + m + '}}' for m in missing)}, "
-                                  f"which the {'dataset rows do not have' if self._dataset_obj is not None else 'variable fields do not fill yet'}."
-                                  f" Dataset fields: {sorted(variables)}</div>")
+            self.preview.value = _html("warning", text=(
+                f"The prompt uses {', '.join('{{' + m + '}}' for m in missing)}, which the "
+                f"{'dataset rows do not have' if self._dataset_obj is not None else 'variable fields do not fill yet'}."
+                f" Dataset fields: {sorted(variables)}"))
             return
         req = t.render(variables)
-        parts = [f"<div style='margin:2px 0'><b>{m.role}</b><pre style='white-space:pre-wrap;margin:0;"
-                 f"background:#f6f8fa;padding:6px'>{html.escape(m.content)}</pre></div>" for m in req.messages]
-        if req.prefill:
-            parts.append(f"<div><b>assistant (prefill)</b><pre style='white-space:pre-wrap;margin:0;"
-                         f"background:#eef6ee;padding:6px'>{html.escape(req.prefill)}</pre></div>")
-        self.preview.value = "".join(parts)
+        self.preview.value = _html("preview", messages=req.messages, prefill=req.prefill)
 
     @_shows_errors
     def _on_run(self, _button: Any = None) -> Any:
@@ -291,34 +288,32 @@ class PromptBuilder:
         exp = Experiment(variants=variants, models=list(self.models.value), rows=rows, settings=self.settings(),
                          repeats=int(self.repeats.value), graders=self.graders(), name="live builder")
         n = exp.n_cells
-        self.status.value = f"Running {n} call{'s' if n != 1 else ''}…"
+        self.status.value = _html("status", text=f"Running {n} call{'s' if n != 1 else ''}…")
         self.progress.clear_output()
         with self.progress:
             self.results = run(exp, progress=True)
         self.result_html.value = self._render_results(self.results)
         meta = self.results.meta
-        self.status.value = (f"<span style='color:#2e7d32'>Done: {len(self.results)} calls"
-                             f" ({meta['counts']['cache_hits']} from the cache) in {meta.get('wall_s', 0):.1f} s.</span>")
+        self.status.value = _html("status", tone="ok", text=f"Done: {len(self.results)} calls"
+                                  f" ({meta['counts']['cache_hits']} from the cache) in {meta.get('wall_s', 0):.1f} s.")
         return self.results
 
     @staticmethod
     def _render_results(results: Any) -> str:
         df = results.df
         across = "model" if df["model"].nunique() > 1 and df["variant"].nunique() == 1 else "variant"
-        parts = []
+        table, problem = None, None
         try:
             summary = results.summary()
             cols = [c for c in SUMMARY_VIEWS["builder"] if c in summary.columns]
-            parts.append("<h4>Summary</h4>" + (summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
+            table = trusted((summary[cols] if cols else summary).to_html(float_format=lambda x: f"{x:.2f}"))
         except Exception as exc:  # a summary problem must not hide the outputs
-            parts.append(f"<p>(no summary: {html.escape(str(exc))})</p>")
+            problem = str(exc)
         sbs = results.side_by_side(across=across)
-        sbs_html = sbs.to_html() if hasattr(sbs, "to_html") else str(sbs)
-        parts.append("<h4>Side by side</h4>" + sbs_html)
         per_call = df[["variant", "model", "row_id", "latency_s", "input_tokens", "output_tokens", "cost_usd", "error_kind"]]
-        parts.append("<details><summary>Per call: latency, tokens, cost</summary>"
-                     + per_call.to_html(index=False, float_format=lambda x: f"{x:.3g}") + "</details>")
-        return "<div class='pk-results'>" + "".join(parts) + "</div>"
+        # pandas escapes every cell of these tables itself
+        return _html("results", summary=table, summary_error=problem, side_by_side=trusted(sbs.to_html()),
+                     per_call=trusted(per_call.to_html(index=False, float_format=lambda x: f"{x:.3g}")))
 
     @_shows_errors
     def _on_save(self, _button: Any = None) -> Path:
@@ -332,7 +327,7 @@ class PromptBuilder:
         name = p.stem or "my_prompt"
         t = self.template().replace(name=name)
         self.saved_path = t.save(p)
-        self.status.value = f"<span style='color:#2e7d32'>Saved to {html.escape(str(self.saved_path))}</span>"
+        self.status.value = _html("status", text=f"Saved to {self.saved_path}", tone="ok")
         return self.saved_path
 
     @_shows_errors
@@ -348,12 +343,12 @@ class PromptBuilder:
         path = self.save(self.save_name.value)
         settings = {k: v for k, v in {"max_tokens": int(self.max_tokens.value)}.items()
                     if k in self.exercise.allow_settings}
-        self.status.value = f"Checking {html.escape(path.name)} on {self.exercise.rows} held-out rows…"
+        self.status.value = _html("status", text=f"Checking {path.name} on {self.exercise.rows} held-out rows…")
         self.progress.clear_output()
         with self.progress:
             result = check(self.exercise.id, str(path), settings=settings, progress=True)
         self.check_html.value = result._repr_html_()
-        self.status.value = f"<span style='color:#2e7d32'>Checked {html.escape(str(path))}.</span>"
+        self.status.value = _html("status", text=f"Checked {path}.", tone="ok")
         return result
 
     def load(self, path: str | Path) -> Template:

@@ -1,7 +1,7 @@
 """YAML files people edit, read one way: load, find a field's line, say where a parse error is.
 
 Every YAML reader (experiment files, phrases, templates, models.yaml, tasks.yaml, exercises.yaml, the tools
-file) goes through here, so each message points at the file, line, column and field the same way.
+file, the judge's prompts, the cited evidence) goes through here, so each message points at the file, line, column and field the same way.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from promptkit.cli import main as cli_main
 from promptkit.errors import ExperimentError
 from promptkit.experiment import Experiment
 from promptkit.graders import contains
-from promptkit.providers import clear_providers
+from promptkit.providers import clear_providers, get_provider
 from promptkit.runner import run
 from promptkit.templates import Template
 from promptkit.types import Row, Settings
@@ -155,7 +155,7 @@ def test_anthropic_expiry_and_splitting_at_the_request_limit(srv, tmp_path, monk
 
 
 def test_openai_splits_at_the_byte_limit(srv, tmp_path, monkeypatch):
-    line = next(pkbatch.openai_batch_lines(__import__("promptkit").get_provider(MODELS[0]),
+    line = next(pkbatch.openai_batch_lines(get_provider(MODELS[0]),
                                            grid(1, 1, MODELS[:1]).expand()))
     monkeypatch.setitem(pkbatch.LIMITS, "openai", (50_000, len(line) * 4 + 10))
     srv.max_bytes = len(line) * 4 + 10

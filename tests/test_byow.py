@@ -12,6 +12,7 @@ import warnings
 import pytest
 
 import promptkit as pk
+from promptkit.errors import SettingsError
 from promptkit import graders as G
 from promptkit.errors import ExperimentError, GraderError, TemplateError
 from promptkit.experiment import Experiment, experiment_from_dict
@@ -361,7 +362,7 @@ def test_n_ctx_is_a_validated_setting_keyed_for_local_models_only(tmp_path, monk
     from promptkit.cache import cell_key
     from promptkit.catalog import CATALOG_PATH
 
-    with pytest.raises(pk.SettingsError, match="Settings.n_ctx must be a whole number of tokens of at least 64"):
+    with pytest.raises(SettingsError, match="Settings.n_ctx must be a whole number of tokens of at least 64"):
         pk.Settings(n_ctx=10)
     req = Template("t", turns="hi").render()
     wide = Template("t", turns="hi").render(settings=pk.Settings(n_ctx=8192))

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import promptkit as pk
+from promptkit.errors import PromptkitError
 from promptkit.cpu import allowed_cpus, busy_cpu, thread_plan
 
 PROMPT = "Write a long poem about the sea."
@@ -86,7 +87,7 @@ def test_promptkit_threads_sets_generation_and_prompt_threads():
 
 def test_bad_promptkit_threads_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PROMPTKIT_THREADS", "many")
-    with pytest.raises(pk.PromptkitError, match="PROMPTKIT_THREADS must be a whole number"):
+    with pytest.raises(PromptkitError, match="PROMPTKIT_THREADS must be a whole number"):
         thread_plan()
 
 

@@ -9,6 +9,8 @@ import jsonschema
 import pytest
 
 import promptkit as pk
+from promptkit.errors import ModelSpecError, PromptkitError
+from promptkit.providers import get_provider
 from promptkit import chains, evidence, retrieval, tools
 from promptkit.datasets import load_dataset
 from promptkit.exercises import check, get_exercise
@@ -171,10 +173,10 @@ def test_anthropic_native_tools_through_the_real_sdk(clean_providers):
 
 
 def test_tool_spec_refuses_what_cannot_call_tools():
-    with pytest.raises(pk.ModelSpecError, match="already a tool spec"):
+    with pytest.raises(ModelSpecError, match="already a tool spec"):
         tools.tool_model("tools:local:smollm2")
-    with pytest.raises(pk.ModelSpecError, match="tool calls run on"):
-        pk.get_provider("tools:echo:x")
+    with pytest.raises(ModelSpecError, match="tool calls run on"):
+        get_provider("tools:echo:x")
 
 
 @pytest.mark.local_model
@@ -221,7 +223,7 @@ def test_a_chain_hands_each_answer_on_and_sums_its_costs():
     assert list(side["correct"]) == [True, False]
     one = pk.lessons.evaluate(second.replace(name="one", turns=[{"role": "user", "content": "{{notes}}"}]), "renewal_tier",
                               n=2, models=["echo:x"], progress=False)
-    with pytest.raises(pk.PromptkitError, match="needs \\['signals'\\]"):
+    with pytest.raises(PromptkitError, match="needs \\['signals'\\]"):
         chains.run_chain([chains.Step(second, "x"), chains.Step(first, "y")], rows, "echo:x", progress=False)
     assert set(chains.cost_table(chains.combine(one, run), {"chain": 2})["calls_per_row"]) == {1, 2}
 

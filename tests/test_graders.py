@@ -7,6 +7,8 @@ import re
 import pytest
 
 import promptkit as pk
+from promptkit.datasets import list_datasets
+from promptkit.errors import ModelSpecError
 from promptkit import graders as G
 from promptkit.errors import GraderError
 from promptkit.providers import Provider, clear_providers, register
@@ -502,8 +504,6 @@ def test_composite_parsed_and_duplicate_names():
 
 def test_lazy_exports():
     assert pk.graders.label_match is G.label_match
-    assert pk.label_match is G.label_match
-    assert pk.json_match is G.json_match and pk.llm_judge is G.llm_judge
 
 
 # --------------------------------------------------------------------------- default grader per task
@@ -531,7 +531,7 @@ def test_default_grader_passes_every_gold_answer_of_every_dataset():
     import json
 
     checked = 0
-    for name in pk.list_datasets():
+    for name in list_datasets():
         ds = pk.load_dataset(name)
         if ds.task.type == "rubric":
             judge = G.default_grader(ds.task)
@@ -695,7 +695,7 @@ def test_llm_judge_async_in_a_composition_and_cache(canned, tmp_path):
 
 
 def test_llm_judge_config_errors():
-    with pytest.raises(pk.ModelSpecError):
+    with pytest.raises(ModelSpecError):
         G.llm_judge(RUBRIC, model="nonsense")
     with pytest.raises(GraderError, match="max_tokens"):
         G.llm_judge(RUBRIC, max_tokens=2)

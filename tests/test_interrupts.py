@@ -14,6 +14,8 @@ import traceback
 import pytest
 
 import promptkit as pk
+from promptkit.errors import SettingsError
+from promptkit.types import Request
 from promptkit.cache import MemoryCache
 from promptkit.errors import ExperimentError
 from promptkit.experiment import Experiment
@@ -33,7 +35,7 @@ class HangingProvider(Provider):
     started: list[str] = []
     cancelled: list[str] = []
 
-    async def _complete(self, request: pk.Request) -> Completion:
+    async def _complete(self, request: Request) -> Completion:
         text = request.messages[-1].content
         HangingProvider.started.append(text)
         if int(text[1:]) < QUICK:
@@ -127,7 +129,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def test_errors_from_run_and_complete_in_a_script_carry_no_event_loop_noise():
     with pytest.raises(ExperimentError) as run_err:
         run(grid(2), concurrency=0, progress=False)
-    with pytest.raises(pk.SettingsError) as complete_err:
+    with pytest.raises(SettingsError) as complete_err:
         pk.complete("q", "echo:x", max_tokens=0)
     for info in (run_err, complete_err):
         text = "".join(traceback.format_exception(info.value))

@@ -7,6 +7,8 @@ import time
 import pytest
 
 import promptkit as pk
+from promptkit.complete import build_request
+from promptkit.errors import ModelSpecError
 from promptkit.local_models import gguf_path
 from promptkit.providers import get_provider
 from promptkit.providers.local import load_model
@@ -50,7 +52,7 @@ def test_max_tokens_stop_and_prefill():
 def test_chat_template_is_applied_with_system_and_prefill():
     prov = get_provider("local:smollm2")
     lm = prov.loaded()
-    req = pk.build_request("hello there", system="You are terse.", prefill="Sure")
+    req = build_request("hello there", system="You are terse.", prefill="Sure")
     prompt = lm.render(req)
     assert "<|im_start|>system\nYou are terse." in prompt
     assert "<|im_start|>user\nhello there<|im_end|>" in prompt
@@ -69,9 +71,9 @@ def test_local_path_spec_and_missing_file():
     path = gguf_path("smollm2")
     c = pk.complete("Say hi.", f"local:{path}", max_tokens=4)
     assert c.ok and c.output_tokens >= 1
-    with pytest.raises(pk.ModelSpecError, match="local model file not found: /nowhere/model.gguf"):
+    with pytest.raises(ModelSpecError, match="local model file not found: /nowhere/model.gguf"):
         pk.complete("x", "local:/nowhere/model.gguf")
-    with pytest.raises(pk.ModelSpecError, match="unknown local model 'nosuch'"):
+    with pytest.raises(ModelSpecError, match="unknown local model 'nosuch'"):
         pk.complete("x", "local:nosuch")
 
 
@@ -90,7 +92,7 @@ def test_does_not_block_the_event_loop_and_serialises_calls():
 
         hb = asyncio.create_task(heartbeat())
         t0 = time.perf_counter()
-        reqs = [pk.build_request(f"Write one sentence about customer number {i}.", max_tokens=24) for i in range(3)]
+        reqs = [build_request(f"Write one sentence about customer number {i}.", max_tokens=24) for i in range(3)]
         outs = await asyncio.gather(*(prov.complete(r) for r in reqs))
         elapsed = time.perf_counter() - t0
         done = True
@@ -133,11 +135,11 @@ def test_timeout_cancels_generation_and_frees_the_model():
     prov = get_provider("local:smollm2")
 
     async def main():
-        req = pk.build_request("Write a very long story about a customer.", max_tokens=2000)
+        req = build_request("Write a very long story about a customer.", max_tokens=2000)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(prov.complete(req), timeout=0.3)
         t0 = time.perf_counter()
-        c = await prov.complete(pk.build_request("Say yes.", max_tokens=3))
+        c = await prov.complete(build_request("Say yes.", max_tokens=3))
         return c, time.perf_counter() - t0
 
     c, waited = asyncio.run(main())

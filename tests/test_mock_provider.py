@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 import promptkit as pk
+from promptkit.errors import PromptkitError
+from promptkit.graders import label_match
 from promptkit.experiment import Experiment
 from promptkit.providers import clear_providers, known_prefixes, register
 from promptkit.providers.echo import EchoProvider
@@ -43,7 +45,7 @@ def test_a_reply_may_be_a_completion_or_a_function_of_the_request():
 def test_the_runner_calls_the_same_mock_once_per_cell():
     m = mock_provider("mock:run").always(lambda req: "Commit" if "renew" in req.messages[-1].content else "At-Risk")
     rows = [Row("r1", {"notes": "will renew"}, "Commit"), Row("r2", {"notes": "churning"}, "Commit")]
-    exp = Experiment([Template("t", turns="{{notes}}")], ["mock:run"], rows, graders=[pk.label_match(["Commit", "At-Risk"])])
+    exp = Experiment([Template("t", turns="{{notes}}")], ["mock:run"], rows, graders=[label_match(["Commit", "At-Risk"])])
     res = pk.run(exp, cache="off", progress=False)
     assert sorted(r.completion.text for r in res) == ["At-Risk", "Commit"]
     assert len(m.requests) == 2
@@ -51,7 +53,7 @@ def test_the_runner_calls_the_same_mock_once_per_cell():
 
 
 def test_mock_provider_refuses_another_provider():
-    with pytest.raises(pk.PromptkitError, match="not a mock"):
+    with pytest.raises(PromptkitError, match="not a mock"):
         mock_provider("echo:x")
     assert isinstance(mock_provider(), MockProvider)
 

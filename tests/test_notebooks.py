@@ -24,6 +24,7 @@ CI_PARAMETERS: dict[str, dict] = {
     "04_live_builder": {"N_ROWS": 2, "AUTORUN": True},
     "05_structured_output": {"MODEL": "local:smollm2", "N_ROWS": 2, "CHECK": False},
     "06_reasoning": {"MODELS": ["local:smollm2"], "N_ROWS": 2, "THINK_TOKENS": 48, "SHORT_TOKENS": 16, "SC_SAMPLES": 2, "SC_MODEL": "local:smollm2", "CHECK": False},
+    "07_grounding": {"MODEL": "local:smollm2", "CONTRAST": "", "N_ROWS": 4, "CHECK": False},
     "08_injection": {"MODEL": "local:smollm2", "N_ROWS": 4, "CHECK": False},
     "09_chaining": {"N_ROWS": 3},
     "10_tools": {"N_ROWS": 3},

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import promptkit as pk
+from promptkit.errors import TemplateError
 from promptkit.phrases import (
     FOLKLORE, PLACEMENTS, Phrase, ablation, apply_phrases, default_library, get_phrase, load_phrases,
-    phrase_table, phrases, wrap_targets,
+    builtin_phrases, phrase_table, phrases, wrap_targets,
 )
 from promptkit.templates import Template, format_value, load_template
 from promptkit.types import Message, Row
@@ -106,12 +107,12 @@ def test_every_citation_and_reported_number_comes_from_the_evidence_file():
 def test_phrases_by_category_and_unknown_category():
     assert [p.id for p in phrases("reasoning")][:2] == ["cot", "cot_prefill"]
     assert len(phrases()) == len(LIB)
-    with pytest.raises(pk.TemplateError, match=r"unknown phrase category 'reason'; categories are \['role'"):
+    with pytest.raises(TemplateError, match=r"unknown phrase category 'reason'; categories are \['role'"):
         phrases("reason")
 
 
 def test_unknown_phrase_id_names_close_matches():
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         get_phrase("cto")
     assert str(e.value).startswith("unknown phrase id 'cto' in ")
     assert str(e.value).endswith("; did you mean 'cot'?")
@@ -125,7 +126,7 @@ def test_phrase_table_has_one_row_per_phrase_and_html_lists_every_id():
     assert list(phrase_table("grounding")["id"]) == [p.id for p in phrases("grounding")]
     html = LIB._repr_html_()
     assert all(f"<code>{i}</code>" in html for i in LIB.ids)
-    assert pk.phrase_table is phrase_table and pk.phrases is phrases
+    assert pk.phrase_table is phrase_table and phrases is builtin_phrases
 
 
 # ---- loading bad files ---------------------------------------------------------------------------
@@ -146,7 +147,7 @@ HEAD = "categories:\n  - id: reasoning\n    title: Reasoning\n    about: Think f
 def _bad(tmp_path: Path, entry: str) -> str:
     p = tmp_path / "phrases.yaml"
     p.write_text(HEAD + GOOD_ENTRY + entry)
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_phrases(p)
     return str(e.value).replace(str(p), "FILE")
 
@@ -196,7 +197,7 @@ def test_a_bad_entry_names_file_line_phrase_and_field(tmp_path, change, message)
 def test_invalid_yaml_and_missing_file(tmp_path):
     assert _bad(tmp_path, "  - id: x\n    text: a: b\n") == (
         "FILE, line 15, column 12: not valid YAML: mapping values are not allowed here")
-    with pytest.raises(pk.TemplateError, match="phrase file not found"):
+    with pytest.raises(TemplateError, match="phrase file not found"):
         load_phrases(tmp_path / "none.yaml")
 
 
@@ -314,9 +315,9 @@ def test_custom_phrase_objects_and_bad_ids():
     v = apply_phrases(base, [mine, "cot"])
     assert v.name == "label_task+cot+mine"
     assert _user(v.render(values)).startswith("Our fiscal year ends in January.\n\n")
-    with pytest.raises(pk.TemplateError, match=r"phrase 'cot' is given twice"):
+    with pytest.raises(TemplateError, match=r"phrase 'cot' is given twice"):
         apply_phrases(base, ["cot", "cot"])
-    with pytest.raises(pk.TemplateError, match=r"unknown phrase id 'deep_breathe'.*did you mean 'deep_breath'"):
+    with pytest.raises(TemplateError, match=r"unknown phrase id 'deep_breathe'.*did you mean 'deep_breath'"):
         apply_phrases(base, ["deep_breathe"])
     assert apply_phrases(base, []) is base
 
@@ -335,7 +336,7 @@ def test_ablation_gives_baseline_each_alone_all_together_and_leave_one_out():
     for t in loo:
         t.render(values)
     assert [t.name for t in ablation(base, ["cot"])] == ["label_task", "label_task+cot"]
-    with pytest.raises(pk.TemplateError, match="needs at least one phrase"):
+    with pytest.raises(TemplateError, match="needs at least one phrase"):
         ablation(base, [])
 
 

@@ -162,7 +162,6 @@ def test_report_cuts_long_side_by_side_and_says_so(results):
 
 def test_public_names_are_exposed_lazily():
     assert pk.Results is Results
-    assert pk.plot_scores is plot_scores and pk.plot_latency is plot_latency and pk.html_report is html_report
 
 
 def test_report_survives_a_group_where_every_call_failed(results):

@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 
 import promptkit as pk
+from promptkit.complete import build_request
+from promptkit.graders import label_match
+from promptkit.types import Row
 from promptkit.cache import cell_key
 from promptkit.errors import DatasetError, ExperimentError, GraderError
 from promptkit.results import Results, atomic_write
@@ -505,7 +508,7 @@ def test_results_from_echo_provider_calls():
     """Real completions from the in-package echo provider flow through to the summary."""
     cells = []
     for i, word in enumerate(["A", "B", "C"]):
-        req = pk.build_request(word, max_tokens=4)
+        req = build_request(word, max_tokens=4)
         comp = pk.complete(req, "echo:x")
         cell = Cell(cell_key("echo:x", req), "plain", "echo:x", req.settings, str(i), 0, req, target="A")
         cells.append(CellResult(cell, comp))
@@ -525,7 +528,7 @@ def test_runner_results_round_trip_regrade_and_report(tmp_path):
     from promptkit.runner import run
     from promptkit.templates import Template
 
-    rows = [pk.Row(id=f"r{i}", input={"answer": a, "ref": f"ref{i}"}, target=t)
+    rows = [Row(id=f"r{i}", input={"answer": a, "ref": f"ref{i}"}, target=t)
             for i, (a, t) in enumerate([("Commit", "Commit"), ("Likely", "Commit"), ("At-Risk", "At-Risk"),
                                         ("no idea", "Likely")])]
     variants = [Template(name="echo_answer", turns="{{answer}}"), Template(name="always_commit", turns="Commit {{ref}}")]
@@ -582,7 +585,7 @@ def test_every_summary_view_names_columns_the_summary_makes():
     rows = [Row(f"r{i}", {"notes": "will renew" if i % 3 else "leaving"}, "Commit" if i % 2 else "At-Risk")
             for i in range(8)]
     exp = Experiment([Template("t", turns="{{notes}}")], ["mock:views"], rows,
-                     sweep={"temperature": [0.0, 0.5]}, graders=[pk.label_match(["Commit", "At-Risk"])])
+                     sweep={"temperature": [0.0, 0.5]}, graders=[label_match(["Commit", "At-Risk"])])
     made = set(pk.run(exp, cache="off", progress=False).summary().columns)
     clear_providers()
     for view, cols in SUMMARY_VIEWS.items():

@@ -14,13 +14,14 @@ from collections import Counter
 import pytest
 
 import promptkit as pk
+from promptkit.graders import label_match
 from promptkit.cache import DiskCache, MemoryCache
 from promptkit.errors import ExperimentError, MissingKeyError
 from promptkit.experiment import Experiment
 from promptkit.providers import Provider, clear_providers, register
 from promptkit.runner import arun, run
 from promptkit.templates import Template
-from promptkit.types import Completion, Grade, Row, Settings
+from promptkit.types import Completion, Grade, Request, Row, Settings
 
 
 class Recorder:
@@ -33,7 +34,7 @@ class Recorder:
         self.calls: Counter[str] = Counter()
 
 
-async def _answer(provider: "FakeProvider", request: pk.Request) -> Completion:
+async def _answer(provider: "FakeProvider", request: Request) -> Completion:
     await asyncio.sleep(0.01)
     return Completion(text="ok " + request.messages[-1].content, input_tokens=10, output_tokens=2)
 
@@ -45,7 +46,7 @@ class FakeProvider(Provider):
     behaviour = staticmethod(_answer)
     rec = Recorder()
 
-    async def _complete(self, request: pk.Request) -> Completion:
+    async def _complete(self, request: Request) -> Completion:
         rec = FakeProvider.rec
         rec.in_flight += 1
         rec.max_in_flight = max(rec.max_in_flight, rec.in_flight)
@@ -498,8 +499,7 @@ def test_arun_is_awaitable_in_a_loop():
 
 
 def test_public_names():
-    assert pk.run is run and pk.arun is arun and pk.Experiment is Experiment
-    assert callable(pk.load_experiment)
+    assert pk.run is run and pk.Experiment is Experiment
 
 
 # ---- the real local model ------------------------------------------------------------------------
@@ -644,9 +644,9 @@ def test_identical_prompts_are_called_once_but_graded_against_each_rows_own_targ
     from promptkit.runner import run
 
     t = pk.Template(name="t", turns=[{"role": "user", "content": "{{notes}}"}])
-    rows = [pk.Row(id="a", input={"notes": "Commit"}, target="Commit"),
-            pk.Row(id="b", input={"notes": "Commit"}, target="Likely")]
-    exp = Experiment(variants=[t], models=["echo:x"], rows=rows, graders=[pk.label_match(["Commit", "Likely", "At-Risk"])])
+    rows = [Row(id="a", input={"notes": "Commit"}, target="Commit"),
+            Row(id="b", input={"notes": "Commit"}, target="Likely")]
+    exp = Experiment(variants=[t], models=["echo:x"], rows=rows, graders=[label_match(["Commit", "Likely", "At-Risk"])])
     res = run(exp, cache_backend=MemoryCache(), progress=False)
     by_row = {r.cell.row_id: r for r in res.results}
     assert res.meta["counts"]["calls"] == 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import promptkit as pk
+from promptkit.graders import label_match
 from promptkit.complete import build_request
 from promptkit.errors import GraderError, ModelSpecError
 from promptkit.providers import get_provider
@@ -208,7 +209,7 @@ def test_scoring_spec_runs_in_the_runner_beside_generation():
             Row("r2", {"notes": "Renewal signed."}, "No", "test")]
     spec = scoring_model("local:smollm2", ["Yes", "No"])
     exp = Experiment(variants=[tpl], models=["local:smollm2", spec], rows=rows,
-                     settings=Settings(max_tokens=4), graders=[pk.label_match(["Yes", "No"])])
+                     settings=Settings(max_tokens=4), graders=[label_match(["Yes", "No"])])
     res = pk.run(exp, cache="off", progress=False)
     scored = [r for r in res.results if r.cell.model == spec]
     assert len(scored) == 2

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 import promptkit as pk
+from promptkit.graders import label_match
 from fakeservers import FakeServer, Fault
 from promptkit.cache import DiskCache
 from promptkit.cli import main
 from promptkit.config import data_home
-from promptkit.errors import PromptkitError, redact
+from promptkit import errors
+from promptkit.errors import PromptkitError, SettingsError, redact, register_secret
 from promptkit.experiment import Experiment
 from promptkit.limits import RetryPolicy
 from promptkit.providers import clear_providers, get_provider
@@ -60,8 +62,8 @@ NOTEBOOK_CELLS = [
            "print('keys set:', len(os.environ['OPENAI_API_KEY']) > 0, len(os.environ['ANTHROPIC_API_KEY']) > 0)"),
     (None, "c = pk.complete('Is this account at risk?', OPENAI_B, max_tokens=8)\nprint(c)\nprint(c.error)\nc"),
     (None, "c2 = pk.complete('Renewal email, please', ANTHROPIC_B, max_tokens=8)\nprint(repr(c2))\nc2"),
-    (None, "try:\n    raise pk.PromptkitError('a message quoting ' + os.environ['OPENAI_API_KEY'])\n"
-           "except pk.PromptkitError as exc:\n    print('caught:', exc)"),
+    (None, "from promptkit.errors import PromptkitError\ntry:\n    raise PromptkitError('a message quoting ' + os.environ['OPENAI_API_KEY'])\n"
+           "except PromptkitError as exc:\n    print('caught:', exc)"),
 ]
 
 
@@ -115,7 +117,7 @@ def test_canary_keys_appear_in_no_file_log_output_exception_or_repr(canary_env, 
                     for i in range(2)]
         rows = [Row(id=f"r{i}", input={"notes": f"account {i}"}, target="Commit") for i in range(4)]
         e = Experiment(variants=variants, models=models, rows=rows, settings=Settings(max_tokens=16),
-                       graders=[pk.label_match(["Commit", "Likely", "At-Risk"]), KeyDumpingGrader()])
+                       graders=[label_match(["Commit", "Likely", "At-Risk"]), KeyDumpingGrader()])
         res = run(e, cache_backend=work / "cache", retry=RetryPolicy(max_attempts=2, base_s=0.01), timeout_s=10,
                   progress=True)
         kinds = {r.completion.error_kind for r in res.results}
@@ -143,7 +145,7 @@ def test_canary_keys_appear_in_no_file_log_output_exception_or_repr(canary_env, 
         assert main(["models"]) == 0
         caught = []
         for make in (lambda: PromptkitError(f"bad key {CANARY_OPENAI}"),
-                     lambda: pk.SettingsError(f"headers: {{'x-api-key': '{CANARY_ANTHROPIC}'}}")):
+                     lambda: SettingsError(f"headers: {{'x-api-key': '{CANARY_ANTHROPIC}'}}")):
             try:
                 raise make()
             except PromptkitError as exc:
@@ -229,3 +231,16 @@ def test_keys_from_the_environment_are_removed_wherever_they_appear(monkeypatch)
     monkeypatch.setenv("MYVENDOR_API_KEY", "plainword-without-any-shape-42")
     assert redact("the server said: plainword-without-any-shape-42 is wrong") == "the server said: [REDACTED] is wrong"
     assert "plainword" not in str(PromptkitError("quoted plainword-without-any-shape-42"))
+
+
+def test_the_remembered_secrets_follow_the_environment(monkeypatch):
+    """secret_values is computed once per environment: a key set, changed or removed later is seen at once."""
+    monkeypatch.delenv("MYVENDOR_API_KEY", raising=False)
+    assert redact("first-value-of-a-key") == "first-value-of-a-key"  # remembered without the variable
+    monkeypatch.setenv("MYVENDOR_API_KEY", "first-value-of-a-key")
+    assert redact("said first-value-of-a-key") == "said [REDACTED]"
+    monkeypatch.setenv("MYVENDOR_API_KEY", "second-value-of-a-key")
+    assert redact("first-value-of-a-key, second-value-of-a-key") == "first-value-of-a-key, [REDACTED]"
+    monkeypatch.setattr(errors, "_IN_USE", set(errors._IN_USE))  # the test's key is forgotten after it
+    register_secret("a-key-sent-but-in-no-variable")
+    assert redact("sent a-key-sent-but-in-no-variable") == "sent [REDACTED]"

@@ -2,16 +2,22 @@
 
 A run with workers=2 must be indistinguishable from the one-process run in what it returns:
 the same cells in the same order with the same answers, grades and error cells; the shared
-SQLite cache gets exactly one write per answered cell, whichever process made the call.
+SQLite cache gets exactly one write per answered cell, whichever process made the call. Cells
+are handed out as workers ask: a worker that is slow to start or stalls holds at most its
+window, and a worker that dies hands its cells back to the parent.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sqlite3
+import time
 
 import pytest
 
 import promptkit as pk
+from promptkit.errors import ExperimentError
 from fakeservers import FakeServer, Fault
 from promptkit import shard
 from promptkit.experiment import Experiment
@@ -25,6 +31,13 @@ def _fresh_providers():
     clear_providers()
     yield
     clear_providers()
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def start(request, monkeypatch):
+    """Both ways a worker starts: fork (scripts, the CLI) and a fresh interpreter (notebooks, threads)."""
+    monkeypatch.setattr(shard, "START", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +82,26 @@ def puts(path) -> list[str]:
         con.close()
 
 
-def test_two_workers_return_what_one_process_returns(server, tmp_path):
-    exp = grid(server.openai_base_url)
-    one = pk.run(exp, cache_backend=tmp_path / "one.sqlite3", progress=False)
-    clear_providers()
-    server.reset()
-    two = pk.run(exp, cache_backend=tmp_path / "two.sqlite3", workers=2, progress=False)
+def test_two_workers_return_what_one_process_returns(start, tmp_path):
+    with FakeServer(latency=0.05) as srv:  # slow enough that the parent alone needs ~2 s: the worker must help
+        exp = grid(srv.openai_base_url)
+        one = pk.run(exp, cache_backend=tmp_path / "one.sqlite3", concurrency=2, progress=False)
+        clear_providers()
+        srv.reset()
+        two = pk.run(exp, cache_backend=tmp_path / "two.sqlite3", concurrency=2, workers=2, progress=False)
+        calls = len(srv.calls)
     assert view(two) == view(one)
     assert len(two) == 80 and all(r.completion.ok for r in two.results)
     assert two.meta["processes"] == 2 and one.meta["processes"] == 1
     unique = len({r.cell.key for r in two.results})
     assert unique == 78  # rows 0 and 1 share one call per prompt
-    assert two.meta["counts"]["calls"] == unique == len(server.calls)
-    moved = [r for r in two.results if shard._which(r.cell.key, 2) == 1]
-    assert moved and len(moved) < len(two)  # both processes had cells to answer
+    assert two.meta["counts"]["calls"] == unique == calls  # each cell answered exactly once
+    (worker,) = two.meta["workers"]
+    assert worker["start"] == start
+    assert 0 < worker["cells"] < unique  # both processes answered cells
 
 
-def test_the_shared_cache_is_written_once_per_answer_and_answers_the_rerun(server, tmp_path):
+def test_the_shared_cache_is_written_once_per_answer_and_answers_the_rerun(server, tmp_path, start):
     path = tmp_path / "cache.sqlite3"
     count_puts(path)
     exp = grid(server.openai_base_url)
@@ -101,38 +117,81 @@ def test_the_shared_cache_is_written_once_per_answer_and_answers_the_rerun(serve
     assert len(puts(path)) == len(written)
 
 
-def test_an_error_in_a_worker_comes_back_as_an_error_cell(tmp_path):
-    with FakeServer(latency=0.0) as srv:
+def test_an_error_in_a_worker_comes_back_as_an_error_cell(tmp_path, start):
+    with FakeServer(latency=0.02) as srv:
         exp = grid(srv.openai_base_url)
-        cells = exp.expand()
-        by_process = {0: [], 1: []}
-        for c in cells:
-            by_process[shard._which(c.key, 2)].append(c.request.messages[-1].content)
-        failing = set(by_process[0][:2] + by_process[1][:3])  # fail in the parent and in the worker
+        failing = {c.request.messages[-1].content for c in exp.expand()[::7]}  # spread over both processes
         srv.set_faults([Fault("server", when=lambda call: call.last_user in failing)])
         one = pk.run(exp, cache="off", max_attempts=1, progress=False)
         clear_providers()
-        two = pk.run(exp, cache_backend=tmp_path / "c.sqlite3", max_attempts=1, workers=2, progress=False)
+        two = pk.run(exp, cache_backend=tmp_path / "c.sqlite3", max_attempts=1, concurrency=4, workers=2,
+                     progress=False)
     assert view(two) == view(one)
+    assert two.meta["workers"][0]["cells"] > 0
     errors = [r for r in two.results if not r.completion.ok]
     assert {r.request.messages[-1].content for r in (e.cell for e in errors)} == failing
     assert {r.completion.error_kind for r in errors} == {"server"} and not any(r.grades for r in errors)
     assert two.meta["counts"]["errors_by_kind"] == {"server": len(errors)}
 
 
-def test_a_worker_that_dies_leaves_error_cells_not_holes(server, tmp_path, monkeypatch):
+def test_a_worker_that_never_starts_holds_no_cells(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(shard, "START", "spawn")
     monkeypatch.setattr(shard, "_BOOT", "import sys; sys.exit(3)  # {path!r}")
     res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", workers=2, progress=False)
-    lost = [r for r in res.results if not r.completion.ok]
-    assert lost and len(res) == 80
-    assert all(shard._which(r.cell.key, 2) == 1 for r in lost)
-    assert all(r.completion.error_kind == "unknown" and "exited with code 3" in r.completion.error for r in lost)
-    assert all(r.completion.ok for r in res.results if shard._which(r.cell.key, 2) == 0)
+    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    assert res.meta["workers"][0]["cells"] == 0 and res.meta["counts"]["calls"] == 78
+
+
+def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monkeypatch, capfd):
+    async def dies(job, reader, write):  # asks for its window, receives cells, dies before calling
+        write(shard._frame("want", job["window"]))
+        await shard._read_frame(reader)
+        os._exit(3)
+
+    monkeypatch.setattr(shard, "START", "fork")
+    monkeypatch.setattr(shard, "_serve", dies)
+    server.reset()
+    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", concurrency=4, workers=2,
+                 progress=False)
+    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    assert res.meta["workers"][0]["cells"] == 0
+    assert res.meta["counts"]["calls"] == 78 == len(server.calls)  # the handed-back cells were called once
+    assert "ended with code 3 holding 4 unanswered cell(s)" in capfd.readouterr().err  # its window: 2 x 2
+
+
+def test_a_stalled_worker_holds_back_only_its_window(server, tmp_path, monkeypatch):
+    """Cells are handed out on demand: while one worker stalls, the other process takes every cell left."""
+    real = shard._serve
+    stall_s = 2.0
+
+    async def stalls(job, reader, write):
+        first = []
+
+        def slow_write(data):
+            if not first and shard.pickle.loads(data[shard._HEAD.size:])[0] == "got":
+                first.append(1)
+                time.sleep(stall_s)  # the whole worker stops, holding what it was given
+            write(data)
+
+        await real(job, reader, slow_write)
+
+    monkeypatch.setattr(shard, "START", "fork")
+    monkeypatch.setattr(shard, "_serve", stalls)
+    server.reset()
+    t0 = time.perf_counter()
+    res = pk.run(grid(server.openai_base_url, 100), cache_backend=tmp_path / "c.sqlite3", concurrency=8, workers=2,
+                 progress=False)
+    wall = time.perf_counter() - t0
+    assert len(res) == 200 and all(r.completion.ok for r in res.results)
+    assert res.meta["counts"]["calls"] == 198 == len(server.calls)  # every cell answered exactly once
+    (worker,) = res.meta["workers"]
+    assert 0 < worker["cells"] <= 8  # its window (2 x its 4 slots); the parent answered the other 190+
+    assert wall >= stall_s  # the run waited for the stalled worker's cells, and only for those
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_workers_must_be_a_whole_number(bad):
-    with pytest.raises(pk.ExperimentError, match="workers"):
+    with pytest.raises(ExperimentError, match="workers"):
         pk.run(grid("http://127.0.0.1:9/v1", 2), workers=bad, progress=False)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import promptkit as pk
+from promptkit.errors import TemplateError
 from promptkit.templates import Template, load_template
 from promptkit.types import Message, PromptVariant, Request, Row, Settings
 
@@ -50,7 +51,7 @@ def test_render_takes_a_row_directly(tier):
 
 
 def test_missing_variable_names_variable_template_and_part(tier):
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         tier.render({"company": "Acme"})
     assert str(e.value) == (
         "template 'renewal_tier': missing variable 'notes' (used in turn 1 (user)); given variables: ['company']"
@@ -59,7 +60,7 @@ def test_missing_variable_names_variable_template_and_part(tier):
 
 def test_several_missing_variables_are_all_named_with_their_parts_and_a_hint(tier):
     t = tier.replace(prefill="Tier for {{account}}:")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         t.render({"note": "typo"})
     assert str(e.value) == (
         "template 'renewal_tier': missing variables 'company' (used in system), "
@@ -73,7 +74,7 @@ def test_unused_variables_are_reported_not_fatal_unless_strict(tier):
     assert tier.unused(given) == ["id", "segment"]
     assert tier.missing(given) == []
     tier.render(given)  # the runner passes whole rows: extras are fine by default
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         tier.render(given, strict=True)
     assert str(e.value) == (
         "template 'renewal_tier': unused variables ['id', 'segment'] (the template uses ['company', 'notes']); "
@@ -117,28 +118,28 @@ def test_rendered_request_runs_through_a_provider(tier):
 
 
 def test_turns_must_end_with_a_user_turn():
-    with pytest.raises(pk.TemplateError, match=r"^template 't': the last turn is an assistant turn"):
+    with pytest.raises(TemplateError, match=r"^template 't': the last turn is an assistant turn"):
         Template("t", turns=[Message("user", "q"), Message("assistant", "a")])
 
 
 def test_system_role_inside_turns_is_refused_with_a_pointer():
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         Template("t", turns=[{"role": "system", "content": "x"}, {"role": "user", "content": "q"}])
     assert str(e.value) == ("template 't': turns[0].role must be 'user' or 'assistant', got 'system' "
                             "(put system text in the template's 'system' field)")
 
 
 def test_empty_name_and_empty_turns_are_refused():
-    with pytest.raises(pk.TemplateError, match="template name must be non-empty text"):
+    with pytest.raises(TemplateError, match="template name must be non-empty text"):
         Template("  ", turns="q")
-    with pytest.raises(pk.TemplateError, match="'turns' is empty"):
+    with pytest.raises(TemplateError, match="'turns' is empty"):
         Template("t", turns=[])
 
 
 def test_replace_makes_a_copy_and_names_unknown_fields(tier):
     t2 = tier.replace(system="Be brief.")
     assert t2.system == "Be brief." and tier.system.startswith("You are")
-    with pytest.raises(pk.TemplateError, match=r"unknown field\(s\) \['sytem'\]"):
+    with pytest.raises(TemplateError, match=r"unknown field\(s\) \['sytem'\]"):
         tier.replace(sytem="x")
 
 
@@ -184,7 +185,7 @@ def _write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
 
 def test_invalid_yaml_names_file_line_and_column(tmp_path):
     p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: [oops\nprefill: ''\n")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == (f"{p}, line 5, column 8: not valid YAML: expected ',' or ']', but got ':' "
                             "(while parsing a flow sequence that starts at line 4, column 14)")
@@ -192,7 +193,7 @@ def test_invalid_yaml_names_file_line_and_column(tmp_path):
 
 def test_unknown_field_names_field_file_line_and_suggestion(tmp_path):
     p = _write(tmp_path, "name: x\nsytem: hi\nturns:\n  - role: user\n    content: q\n")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == (f"{p}, line 2: unknown template field 'sytem' (did you mean 'system'?); "
                             "fields are ['name', 'description', 'system', 'turns', 'prefill', 'meta', 'placeholders']")
@@ -200,35 +201,35 @@ def test_unknown_field_names_field_file_line_and_suggestion(tmp_path):
 
 def test_missing_field_names_field_and_file(tmp_path):
     p = _write(tmp_path, "name: x\nsystem: hi\n")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == f"{p}: template is missing the required field 'turns'"
 
 
 def test_bad_turn_names_file_line_and_field(tmp_path):
     p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: q\n  - role: sytem\n    content: a\n")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == f"{p}, line 5: template 'x': turns[1].role must be 'user' or 'assistant', got 'sytem'"
     p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: q\n  - role: user\n", "bad2.yaml")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == f"{p}, line 5: template 'x': turns[1] is missing the field 'content'"
 
 
 def test_non_mapping_file_and_wrong_extension_and_missing_file(tmp_path):
     p = _write(tmp_path, "- just\n- a list\n")
-    with pytest.raises(pk.TemplateError, match=r"a template must be a mapping"):
+    with pytest.raises(TemplateError, match=r"a template must be a mapping"):
         load_template(p)
-    with pytest.raises(pk.TemplateError, match=r"a template file ends in .yaml, .yml or .toml, got '.txt'"):
+    with pytest.raises(TemplateError, match=r"a template file ends in .yaml, .yml or .toml, got '.txt'"):
         load_template(tmp_path / "t.txt")
-    with pytest.raises(pk.TemplateError, match=r"template file not found"):
+    with pytest.raises(TemplateError, match=r"template file not found"):
         load_template(tmp_path / "nope.yaml")
 
 
 def test_invalid_toml_names_file_and_line(tmp_path):
     p = _write(tmp_path, 'name = "x"\nturns = oops\n', "bad.toml")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         load_template(p)
     assert str(e.value) == f"{p}, line 2, column 9: not valid TOML: Invalid value"
 
@@ -277,7 +278,7 @@ def test_with_examples_formats_answers():
 
 def test_with_examples_names_a_row_missing_an_input():
     t = Template("tier", turns="{{notes}} {{stage}}")
-    with pytest.raises(pk.TemplateError) as e:
+    with pytest.raises(TemplateError) as e:
         t.with_examples([Row("rt-9", {"notes": "n"}, "Commit")])
     assert str(e.value) == ("template 'tier': example row 'rt-9' has no input field(s) ['stage'] "
                             "for the user turn (row fields: ['notes'])")
