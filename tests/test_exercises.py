@@ -94,6 +94,20 @@ def test_an_above_chance_goal_on_too_few_rows_is_refused(tmp_path):
         load_exercises(bad)
 
 
+def test_a_comparison_goal_names_an_exercise_and_enough_rows(tmp_path):
+    base = ("{id: %s, chapter: c, title: t, task: t, dataset: renewal_tier, metric: parse_rate, at_least: 0.9, "
+            "rows: %d, hints: [{text: h}]%s}\n")
+    bad = tmp_path / "ex.yaml"
+    bad.write_text("- " + base % ("x", 24, ", compare_with: nope, max_loss: 0.1"))
+    with pytest.raises(ExerciseError, match=r"field 'compare_with' names no exercise of this file: 'nope'"):
+        load_exercises(bad)
+    bad.write_text("- " + base % ("a", 24, ", above_chance: true") + "- " + base % ("x", 8, ", compare_with: a"))
+    with pytest.raises(ExerciseError, match="comparison goal needs at least 24 held-out rows"):
+        load_exercises(bad)
+    ex = get_exercise("phrases.measured_phrase")
+    assert ex.compare_with == "foundations.readable_tier" and "0.15 below" in ex._repr_html_()
+
+
 def test_check_refuses_a_missing_file_and_another_model():
     ex = get_exercise("builder.prompt_worth_saving")
     with pytest.raises(ExerciseError, match=r"there is no file 'no_such_prompt.yaml'.*save your prompt first"):
