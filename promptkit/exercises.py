@@ -66,6 +66,10 @@ class Exercise:
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
     above_chance: bool = False  # also require the lower bound of balanced accuracy above chance
     reasoning_first: float | None = None  # share of answers that must reason first, then give "Answer: X"
+    # instead of above_chance, where the technique under study costs accuracy at this model size: balanced accuracy
+    # at most max_loss below that of another exercise's reference answer, run on the same rows and model
+    compare_with: str | None = None
+    max_loss: float = 0.0
     start: Mapping[str, Any] | None = None  # the starter prompt as a template dict; default: the dataset's
     save_as: str | None = None  # the file name the live builder saves to for this exercise
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
@@ -90,6 +94,9 @@ class Exercise:
         if self.reasoning_first is not None:
             out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
         out += [f"{k.replace('_', ' ')} ≤ {v:g}" for k, v in self.at_most.items()]
+        if self.compare_with:
+            out.append(f"balanced accuracy at most {self.max_loss:g} below the reference of {self.compare_with} "
+                       f"on the same rows")
         return out
 
     def _repr_html_(self) -> str:
@@ -166,11 +173,13 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
                                                 for k, v in caps.items()):
             raise ExerciseError(f"{where}: field 'at_most' maps metrics of {CEILINGS} to numbers, got {caps!r}")
         ex = Exercise(**d)
-        if ex.above_chance and ex.rows < MIN_HELD_OUT:
-            raise ExerciseError(f"{where}: an above-chance goal needs at least {MIN_HELD_OUT} held-out rows "
+        if (ex.above_chance or ex.compare_with) and ex.rows < MIN_HELD_OUT:
+            raise ExerciseError(f"{where}: an above-chance or comparison goal needs at least {MIN_HELD_OUT} held-out rows "
                                 f"(fewer cannot separate a skill from luck), got rows: {ex.rows}")
         if ex.id in out:
             raise ExerciseError(f"{where}: duplicate exercise id {ex.id!r}")
+        if ex.compare_with and ex.compare_with not in {d.get("id") for d in data}:
+            raise ExerciseError(f"{where}: field 'compare_with' names no exercise of this file: {ex.compare_with!r}")
         out[ex.id] = ex
     return out
 
@@ -293,7 +302,7 @@ def check(
                             + (f" (or {', '.join(ex.allow_models)})" if ex.allow_models else "")
                             + f"; a different model ({model}) would not show the prompting skill it asks for")
     n_rows = rows or ex.rows
-    if ex.above_chance and n_rows < MIN_HELD_OUT:
+    if (ex.above_chance or ex.compare_with) and n_rows < MIN_HELD_OUT:
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
     if ex.grader:
@@ -324,6 +333,9 @@ def check(
     for k, bound in ex.at_most.items():
         v = measured.get(k, float("inf"))
         goals.append((f"{k.replace('_', ' ')} {v:.2f} ≤ {bound:g}", v <= bound))
+    if ex.compare_with:
+        goals.append(_comparison_goal(ex, measured, held_out.rows[:n_rows], model or ex.model,
+                                      ready=all(met for _, met in goals), progress=progress))
     if measured["errors"]:
         goals.append((f"{int(measured['errors'])} calls failed", False))
     passed = all(met for _, met in goals)
@@ -331,6 +343,30 @@ def check(
     if measured["errors"]:
         hint = f"{int(measured['errors'])} calls failed (see results.df['error']); fix those first."
     return CheckResult(exercise=ex, passed=passed, measured=measured, hint=hint, results=res, goals=goals)
+
+
+def _comparison_goal(ex: Exercise, measured: dict[str, float], rows: list[Any], model: str, *, ready: bool,
+                     progress: bool) -> tuple[str, bool]:
+    """Balanced accuracy beside another exercise's reference on the same rows and model (run only once the
+    other goals are met: a comparison of unreadable answers says nothing, and it costs a second run)."""
+    from .experiment import Experiment
+    from .graders import default_grader
+    from .datasets import load_dataset
+    from .runner import run
+
+    other = get_exercise(ex.compare_with)
+    what = f"{other.id}'s reference"
+    if not ready:
+        return (f"balanced accuracy at most {ex.max_loss:g} below {what} on the same rows "
+                f"(compared once the goals above are met)", False)
+    exp = Experiment(variants=[solution(other.id).replace(name=what)], models=[model], rows=rows,
+                     settings=Settings.from_dict(other.settings), graders=[default_grader(load_dataset(ex.dataset).task)],
+                     name=f"exercise {ex.id}: comparison")
+    base = measure(run(exp, progress=progress))["balanced_accuracy"]
+    mine = measured.get("balanced_accuracy", 0.0)
+    measured["compared_balanced_accuracy"] = base
+    return (f"balanced accuracy {mine:.2f} ≥ {base:.2f} ({what}, same rows) − {ex.max_loss:g}",
+            mine >= base - ex.max_loss - 1e-9)
 
 
 def solution(exercise_id: str) -> Template:

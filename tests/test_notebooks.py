@@ -20,7 +20,7 @@ CI_PARAMETERS: dict[str, dict] = {
     "01_foundations": {"N_ROWS": 6, "REPEATS": 2, "CHECK": False},  # exercises: tests/test_exercises.py
     "02_power_phrases": {"N_ROWS": 6, "PHRASES": ["analyst", "cot", "only_label", "answer_prefill", "tip"], "MAX_TOKENS": 40,
                          "CHECK": False},
-    "03_model_differences": {"N_ROWS": 6, "REPEATS": 2},
+    "03_model_differences": {"N_ROWS": 6, "REPEATS": 2, "CHECK": False},
     "04_live_builder": {"N_ROWS": 2, "AUTORUN": True},
     "05_structured_output": {"MODEL": "local:smollm2", "N_ROWS": 2, "CHECK": False},
     "06_reasoning": {"MODELS": ["local:smollm2"], "N_ROWS": 2, "THINK_TOKENS": 48, "SHORT_TOKENS": 16, "SC_SAMPLES": 2, "SC_MODEL": "local:smollm2", "CHECK": False},

@@ -344,7 +344,9 @@ print(stored_run.contrast_sentence(together, stored, base.name, MODEL, live_tabl
 # ## Exercises
 #
 # ### 1.1 Readable answers
-# Write a prompt for the renewal-tier task whose answers the grader can read as a tier on most held-out rows.
+# Write a prompt for the renewal-tier task whose answers the grader can read as a tier on most held-out rows, and
+# whose balanced accuracy is above chance (the lower end of its interval above 0.33) on 24 of them: answering one
+# tier for every account does not pass.
 
 # %%
 pk.exercises.get_exercise("foundations.readable_tier")

@@ -134,11 +134,18 @@ lessons.evidence(["kojima2022", "wei2022", "hsiao2025", "yang2023", "li2023", "m
 # ## Exercise
 #
 # ### 2.1 Keep the reasoning phrase, keep the answers readable
+#
+# Keep "Let's think step by step.", let the model reason first and end on a line "Answer: <tier>", and give it the
+# tokens to get there. The published results above found no gain from chain of thought on models this small, so
+# the check does not ask reasoning to beat chance here; it asks that it cost little: readable after the reasoning,
+# and balanced accuracy at most 0.15 below the answer-only prompt of exercise 1.1 on the same 24 held-out rows
+# (that comparison runs once your answers are readable). The cell below starts from a prompt that does not pass.
 
 # %%
 pk.exercises.get_exercise("phrases.measured_phrase")
 
 # %% tags=[no-dashboard]
 mine = pk.exercises.get_exercise("phrases.measured_phrase").starter()  # keep the phrase; change the rest
+my_settings = {"max_tokens": 12}  # edit me too: the only setting this exercise lets you change
 if CHECK:
-    display(pk.exercises.check("phrases.measured_phrase", mine))
+    display(pk.exercises.check("phrases.measured_phrase", mine, settings=my_settings))

@@ -44,8 +44,9 @@ if AUTORUN:
 # ## Exercise: a prompt worth saving
 #
 # The builder above opened on the exercise's dataset and model with a blank page (only the data slot). Write
-# the question, make the answers readable, **Run** to see them, then **Save and check exercise**: it saves
-# your prompt under the exercise's file name and checks it on held-out rows the builder never showed you.
+# the question, make the answers readable and better than answering one tier for every account, **Run** to see
+# them, then **Save and check exercise**: it saves your prompt under the exercise's file name and checks it on 24
+# held-out rows the builder never showed you (readable, and the lower end of balanced accuracy above chance).
 # In a notebook you can also check the saved file with the cell below.
 
 # %% tags=[no-dashboard]
