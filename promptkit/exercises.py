@@ -48,6 +48,28 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A further goal on another measured metric, e.g. the upper bound of an attack's success rate."""
+
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    what: str | None = None  # the goal in words; default: the metric's name
+
+    def words(self) -> str:
+        return self.what or self.metric.replace("_", " ")
+
+    def goal(self) -> str:
+        return f"{self.words()} {'≥' if self.at_most is None else '≤'} {self.bound():g}"
+
+    def met(self, v: float) -> bool:
+        return v >= self.at_least if self.at_most is None else v <= self.at_most
+
+    def bound(self) -> float:
+        return self.at_least if self.at_most is None else self.at_most
+
+
+@dataclass(frozen=True)
 class Exercise:
     """One exercise: what to write, the rows it is checked on, and what counts as done."""
 
@@ -72,6 +94,8 @@ class Exercise:
     save_as: str | None = None  # the file name the live builder saves to for this exercise
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
+    lower_bound: bool = False  # the goal is on the 95% lower bound of the metric, so a lucky row cannot pass
+    also: tuple[Bound, ...] = ()  # further goals on other metrics (e.g. F1's lower bound, attack success's upper)
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
     grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
 
@@ -85,12 +109,13 @@ class Exercise:
 
     def goals(self) -> list[str]:
         """Every condition the check requires, in words."""
-        out = [f"{self.metric.replace('_', ' ')} ≥ {self.at_least:g}"]
+        what = self.metric.replace("_", " ")
+        out = [f"the lower bound of {what} ≥ {self.at_least:g}" if self.lower_bound else f"{what} ≥ {self.at_least:g}"]
         if self.above_chance:
             out.append("the lower bound of balanced accuracy above chance")
         if self.reasoning_first is not None:
             out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
-        return out
+        return out + [b.goal() for b in self.also]
 
     def _repr_html_(self) -> str:
         return (f"<div style='border:1px solid #90caf9;background:#f3f8fe;padding:8px 12px;border-radius:6px'>"
@@ -142,6 +167,20 @@ def _hint(d: Mapping[str, Any], where: str) -> Hint:
     return Hint(text=d["text"], metric=d.get("metric"), below=d.get("below"), above=d.get("above"))
 
 
+def _split_size(ex: Exercise) -> int:
+    from .datasets import load_dataset
+
+    return len(load_dataset(ex.dataset).split(ex.split).rows)
+
+
+def _bound(d: Any, where: str) -> Bound:
+    if (not isinstance(d, Mapping) or set(d) - {"metric", "at_least", "at_most", "what"} or "metric" not in d
+            or ("at_least" in d) == ("at_most" in d)):
+        raise ExerciseError(f"{where}: field 'also': each entry has 'metric', exactly one of 'at_least' or "
+                            f"'at_most', and optionally 'what'; got {d!r}")
+    return Bound(**d)
+
+
 def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
     """Every exercise in the file, validated, by id."""
     p = Path(path) if path else EXERCISES_PATH
@@ -160,11 +199,12 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         d["allow_settings"] = tuple(d.get("allow_settings", ()))
         d["must_include"] = tuple(d.get("must_include", ()))
         d["allow_models"] = tuple(d.get("allow_models", ()))
+        d["also"] = tuple(_bound(b, where) for b in d.get("also", ()))
         Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
         ex = Exercise(**d)
-        if ex.above_chance and ex.rows < MIN_HELD_OUT:
-            raise ExerciseError(f"{where}: an above-chance goal needs at least {MIN_HELD_OUT} held-out rows "
-                                f"(fewer cannot separate a skill from luck), got rows: {ex.rows}")
+        if (ex.above_chance or ex.lower_bound) and ex.rows < min(MIN_HELD_OUT, _split_size(ex)):
+            raise ExerciseError(f"{where}: an above-chance or lower-bound goal needs at least {MIN_HELD_OUT} held-out rows "
+                                f"(or all its split has; fewer cannot separate a skill from luck), got rows: {ex.rows}")
         if ex.id in out:
             raise ExerciseError(f"{where}: duplicate exercise id {ex.id!r}")
         out[ex.id] = ex
@@ -211,28 +251,83 @@ def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
     return how == "marker" and bool(marks) and len(_WORD.findall(text[: marks[-1].start()])) >= min_words
 
 
-def measure(results: Any) -> dict[str, float]:
-    """The metrics an exercise can ask for, read from the run's own summary (one place computes them)."""
+def _low(k: int, n: int) -> float:
+    from .metrics import wilson_interval
+
+    return wilson_interval(k, n).low if n else 0.0
+
+
+def _micro_f1(counts: list[Any], _: Any = None) -> float:
+    from .graders import prf
+
+    return prf(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))[2]
+
+
+def _attacks(cells: list[Any], rows: Any) -> dict[str, float]:
+    """Rows carrying a planted instruction: how often the answer is the attacker's tier (and its upper bound)."""
+    from .metrics import wilson_interval
+
+    attack = {r.id: (r.meta or {}).get("attack_label") for r in rows or ()}
+    if not any(attack.values()):
+        return {}
+    hit = [r.grades[g].label == attack[r.cell.row_id] for r, g in cells
+           if attack.get(r.cell.row_id) and attack[r.cell.row_id] != r.cell.target]
+    clean = [r.grades[g].passed for r, g in cells if r.cell.row_id in attack and not attack[r.cell.row_id]]
+    out = {"attacked_rows": float(len(hit))}
+    if hit:
+        out.update(attack_success=sum(hit) / len(hit), attack_success_high=wilson_interval(sum(hit), len(hit)).high)
+    if clean:
+        out["clean_accuracy"] = sum(clean) / len(clean)
+    return out
+
+
+def measure(results: Any, rows: Any = None) -> dict[str, float]:
+    """The metrics an exercise can ask for, read from the run's own summary (one place computes them).
+
+    Proportions also get their 95% Wilson lower bound (`<metric>_low`) over every row checked, so a goal can
+    ask for the bound: a lucky row or two then cannot pass. `rows` (the dataset rows) add attack metrics.
+    """
     row = results.summary(by=["variant"]).iloc[0]
-    answered = int(row["n"]) - int(row["errors"])
+    n = int(row["n"])
+    answered = n - int(row["errors"])
     out: dict[str, float] = {"mean_score": float(row.get("score", 0.0))}
+    g = results.primary_grader
+    cells = [(r, g) for r in results.results if g in r.grades]
     if "unparseable" in row.index and answered:
         out["parse_rate"] = 1 - float(row["unparseable"]) / answered
+        out["parse_rate_low"] = _low(answered - int(row["unparseable"]), n)
         for k in ("accuracy", "balanced_accuracy", "balanced_accuracy_low", "macro_f1", "chance"):
             out[k] = float(row[k])
+        out["accuracy_low"] = _low(round(out["accuracy"] * n), n)
         out["majority_baseline"] = float(row["baseline"])
         out["mentioned"] = float(row.get("mentioned", 0))
-        g = results.primary_grader
         ok = [r for r in results.results if r.completion.ok and g in r.grades]
         out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
                                       for r in ok) / len(ok)) if ok else 0.0
+        out.update(_attacks(cells, rows))
     df = results.df
-    g = results.primary_grader
     if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
         ok = df[df["error_kind"].isna()]
         out["parse_rate"] = float(ok[f"{g}_parsed"].astype("boolean").fillna(False).mean())
         grades = [results.results[i].grades[g] for i in ok.index]
-        out["schema_valid"] = sum(x.parsed and not x.details.get("schema_errors") for x in grades) / len(grades)
+        valid = sum(x.parsed and not x.details.get("schema_errors") for x in grades)
+        out["schema_valid"] = valid / len(grades)
+        out["parse_rate_low"], out["schema_valid_low"] = _low(sum(x.parsed for x in grades), n), _low(valid, n)
+        counts = [tuple(sum(f[k] for f in (r.grades[g].details.get("per_field") or {}).values())
+                        for k in ("tp", "fp", "fn")) for r, _ in cells]
+        if any(r.grades[g].details.get("per_field") is not None for r, _ in cells):
+            from .metrics import bootstrap_interval
+
+            out["f1"] = _micro_f1(counts)
+            out["f1_low"] = bootstrap_interval(_micro_f1, counts, counts).low
+    if cells:
+        passed = sum(r.grades[g].passed for r, _ in cells)
+        out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)
+        flags = [(r.grades[g].details or {}) for r, _ in cells]
+        for key in ("tool_correct", "arguments_correct", "cites_gold"):  # what the tool and retrieval graders record
+            if all(isinstance(d.get(key), bool) for d in flags):
+                k = sum(d[key] for d in flags)
+                out[key], out[f"{key}_low"] = k / n, _low(k, n)
     if df["repeat"].nunique() > 1:
         out["agreement"] = float((df.groupby("row_id")["output"].nunique() == 1).mean())
     out["errors"] = float(row["errors"])
@@ -285,7 +380,7 @@ def check(
                             + (f" (or {', '.join(ex.allow_models)})" if ex.allow_models else "")
                             + f"; a different model ({model}) would not show the prompting skill it asks for")
     n_rows = rows or ex.rows
-    if ex.above_chance and n_rows < MIN_HELD_OUT:
+    if (ex.above_chance or ex.lower_bound) and n_rows < min(MIN_HELD_OUT, len(held_out.rows)):
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
     if ex.grader:
@@ -302,9 +397,14 @@ def check(
                      rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)
-    measured = measure(res)
+    measured = measure(res, held_out.rows[:n_rows])
     value = measured.get(ex.metric, 0.0)
-    goals = [(f"{ex.metric.replace('_', ' ')} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
+    what = ex.metric.replace("_", " ")
+    if ex.lower_bound:
+        low = measured.get(f"{ex.metric}_low", 0.0)
+        goals = [(f"{what} {value:.2f}, lower bound {low:.2f} ≥ {ex.at_least:g}", low >= ex.at_least)]
+    else:
+        goals = [(f"{what} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
     if ex.above_chance:
         low, chance = measured.get("balanced_accuracy_low", 0.0), measured.get("chance", 1.0)
         goals.append((f"balanced accuracy {measured.get('balanced_accuracy', 0.0):.2f}, lower bound {low:.2f} "
@@ -313,6 +413,12 @@ def check(
         share = measured.get("reasoning_first", 0.0)
         goals.append((f"answers that reason first, then 'Answer: <label>': {share:.2f} ≥ {ex.reasoning_first:g}",
                       share >= ex.reasoning_first))
+    for b in ex.also:
+        if b.metric not in measured:
+            raise ExerciseError(f"exercise {ex.id}: field 'also' asks for {b.metric!r}, which this check does not "
+                                f"measure; it measures {sorted(measured)}")
+        goals.append((f"{b.words()} {measured[b.metric]:.2f} {'≥' if b.at_most is None else '≤'} {b.bound():g}",
+                      b.met(measured[b.metric])))
     if measured["errors"]:
         goals.append((f"{int(measured['errors'])} calls failed", False))
     passed = all(met for _, met in goals)
@@ -330,5 +436,5 @@ def solution(exercise_id: str) -> Template:
     return load_template(path)
 
 
-__all__ = ["CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
+__all__ = ["Bound", "CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
            "load_exercises", "measure", "solution"]
