@@ -110,7 +110,7 @@ written.side_by_side(max_chars=400)
 # next section's question.
 
 # %%
-judge = pk.graders.llm_judge(model=judge_model)
+judge = rubrics.cached_judge(judge_model)  # its calls go through the answer cache: a re-run judges nothing twice
 judged = written.regrade([rubrics.rubric_checks(), judge])
 cols = ["variant", "row_id", "rubric_checks_score", "llm_judge_score", "llm_judge_reason"]
 judged.df[cols]
