@@ -88,7 +88,7 @@ class Exercise:
     allow_settings: tuple[str, ...] = ()
     allow_models: tuple[str, ...] = ()  # other models the check may run on (the named one always)
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
-    above_chance: bool = False  # also require the lower bound of balanced accuracy above chance
+    above_chance: bool = False  # also the lower bound of balanced accuracy (of micro F1 for an extraction) above chance
     reasoning_first: float | None = None  # share of answers that must reason first, then give "Answer: X"
     start: Mapping[str, Any] | None = None  # the starter prompt as a template dict; default: the dataset's
     save_as: str | None = None  # the file name the live builder saves to for this exercise
@@ -112,7 +112,7 @@ class Exercise:
         what = self.metric.replace("_", " ")
         out = [f"the lower bound of {what} ≥ {self.at_least:g}" if self.lower_bound else f"{what} ≥ {self.at_least:g}"]
         if self.above_chance:
-            out.append("the lower bound of balanced accuracy above chance")
+            out.append("the lower bound of balanced accuracy (F1 for an extraction) above chance")
         if self.reasoning_first is not None:
             out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
         return out + [b.goal() for b in self.also]
@@ -263,6 +263,16 @@ def _micro_f1(counts: list[Any], _: Any = None) -> float:
     return prf(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))[2]
 
 
+def _f1_chance(gold: list[set[str]]) -> float:
+    """The best micro F1 an answer that ignores the input can get: one fixed set of ids for every row."""
+    from itertools import combinations
+
+    fields = sorted(set().union(*gold))
+    sets = ([set(c) for k in range(1, len(fields) + 1) for c in combinations(fields, k)] if len(fields) <= 12
+            else [{f} for f in fields] + [set(fields)])
+    return max((_micro_f1([(len(g & a), len(a - g), len(g - a)) for g in gold]) for a in sets), default=0.0)
+
+
 def _attacks(cells: list[Any], rows: Any) -> dict[str, float]:
     """Rows carrying a planted instruction: how often the answer is the attacker's tier (and its upper bound)."""
     from .metrics import wilson_interval
@@ -320,6 +330,8 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
 
             out["f1"] = _micro_f1(counts)
             out["f1_low"] = bootstrap_interval(_micro_f1, counts, counts).low
+            out["f1_chance"] = _f1_chance([{f for f, c in (r.grades[g].details.get("per_field") or {}).items()
+                                            if c["tp"] + c["fn"]} for r, _ in cells])
     if cells:
         passed = sum(r.grades[g].passed for r, _ in cells)
         out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)
@@ -405,7 +417,11 @@ def check(
         goals = [(f"{what} {value:.2f}, lower bound {low:.2f} ≥ {ex.at_least:g}", low >= ex.at_least)]
     else:
         goals = [(f"{what} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
-    if ex.above_chance:
+    if ex.above_chance and "f1_chance" in measured:  # extraction: beat the best answer that ignores the notes
+        low, chance = measured["f1_low"], measured["f1_chance"]
+        goals.append((f"F1 {measured['f1']:.2f}, lower bound {low:.2f} above {chance:.2f} (the best F1 of one "
+                      f"fixed answer for every row)", low > chance))
+    elif ex.above_chance:
         low, chance = measured.get("balanced_accuracy_low", 0.0), measured.get("chance", 1.0)
         goals.append((f"balanced accuracy {measured.get('balanced_accuracy', 0.0):.2f}, lower bound {low:.2f} "
                       f"above chance {chance:.2f}", low > chance))

@@ -38,6 +38,18 @@ INJECTION = """
   at_least: 0.85
   lower_bound: true
   hints: [{text: h}]
+- id: t.ext
+  chapter: 99_test
+  title: t
+  task: t
+  dataset: risk_signals
+  model: mock:ext
+  rows: 24
+  metric: schema_valid
+  at_least: 0.8
+  lower_bound: true
+  above_chance: true
+  hints: [{text: h}]
 """
 
 
@@ -111,3 +123,25 @@ def test_bad_bounds_are_refused_with_where(tmp_path):
     bad.write_text(f"- {{id: x, chapter: c, title: t, task: t, dataset: cs_questions, metric: mean_score, "
                    f"at_least: 0.5, lower_bound: true, rows: {small}}}\n")
     assert load_exercises(bad)["x"].rows == small < 24
+
+
+def test_extraction_above_chance_means_beating_every_fixed_answer(ex_file):
+    import json
+    from itertools import combinations
+
+    from promptkit.graders import prf
+
+    ds = pk.load_dataset("risk_signals")
+    rows = ds.split("test").rows[:24]
+    gold = [set(r.target) for r in rows]
+    fixed = [set(c) for k in range(1, 9) for c in combinations(ds.task.labels, k)]
+    best = max(prf(sum(len(g & a) for g in gold), sum(len(a - g) for g in gold), sum(len(g - a) for g in gold))[2]
+               for a in fixed)
+    m = mock_provider("mock:ext")
+    m.always(json.dumps(list(ds.task.labels)))  # every signal for every row: valid JSON, schema-valid, blind
+    blind = check("t.ext", "{{notes}}", progress=False)
+    assert blind.measured["schema_valid"] == 1.0 and blind.measured["f1_chance"] == pytest.approx(best)
+    assert blind.measured["f1"] <= best and not blind.passed and [met for _, met in blind.goals] == [True, False]
+    m.always(_answer_by_row(rows, lambda r: json.dumps(r.target)))
+    right = check("t.ext", "{{notes}} ", progress=False)
+    assert right.passed and right.measured["f1"] == 1.0 and right.measured["f1_low"] == 1.0, str(right)
