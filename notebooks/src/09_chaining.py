@@ -149,8 +149,10 @@ evidence.cited("step_back", "plan_and_solve", "chain_of_verification")
 # ## Exercises
 #
 # ### 9.1 The second link, on its own
-# Write step 2: a prompt that reads `{{signals}}` and answers the tier, checked on held-out rows whose
-# signals are gold, so only this link is graded.
+# Write step 2: a prompt that reads `{{signals}}` and answers the tier, checked on 24 held-out rows whose
+# signals are gold, so only this link is graded. It passes when the answers are readable as a tier **and** the
+# lower bound of balanced accuracy is above chance: answering one tier for every row, or a lucky row or two,
+# cannot pass.
 
 # %%
 pk.exercises.get_exercise("chaining.decide_from_signals")
