@@ -263,6 +263,24 @@ def _micro_f1(counts: list[Any], _: Any = None) -> float:
     return prf(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))[2]
 
 
+def _gold_ids(target: Any) -> set[str] | None:
+    """The gold ids of an extraction row: the target list, or the one list inside a target mapping."""
+    from .graders import gold_of
+
+    t = gold_of(target)
+    if isinstance(t, Mapping):
+        lists = [v for v in t.values() if isinstance(v, (list, tuple))]
+        t = lists[0] if len(lists) == 1 else None
+    return {str(x) for x in t} if isinstance(t, (list, tuple)) else None
+
+
+def _row_counts(per_field: Mapping[str, Any] | None, gold: set[str]) -> tuple[int, int, int]:
+    """(tp, fp, fn) of one row; an answer the grader could not read as a list misses every gold id."""
+    if not per_field:
+        return 0, 0, len(gold)
+    return tuple(sum(f[k] for f in per_field.values()) for k in ("tp", "fp", "fn"))  # type: ignore[return-value]
+
+
 def _f1_chance(gold: list[set[str]]) -> float:
     """The best micro F1 an answer that ignores the input can get: one fixed set of ids for every row."""
     from itertools import combinations
@@ -323,15 +341,14 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
         valid = sum(x.parsed and not x.details.get("schema_errors") for x in grades)
         out["schema_valid"] = valid / len(grades)
         out["parse_rate_low"], out["schema_valid_low"] = _low(sum(x.parsed for x in grades), n), _low(valid, n)
-        counts = [tuple(sum(f[k] for f in (r.grades[g].details.get("per_field") or {}).values())
-                        for k in ("tp", "fp", "fn")) for r, _ in cells]
-        if any(r.grades[g].details.get("per_field") is not None for r, _ in cells):
+        gold = [_gold_ids(r.cell.target) for r, _ in cells]
+        if any(gd is not None for gd in gold):
             from .metrics import bootstrap_interval
 
+            counts = [_row_counts(r.grades[g].details.get("per_field"), gd or set()) for (r, _), gd in zip(cells, gold)]
             out["f1"] = _micro_f1(counts)
             out["f1_low"] = bootstrap_interval(_micro_f1, counts, counts).low
-            out["f1_chance"] = _f1_chance([{f for f, c in (r.grades[g].details.get("per_field") or {}).items()
-                                            if c["tp"] + c["fn"]} for r, _ in cells])
+            out["f1_chance"] = _f1_chance([gd or set() for gd in gold])
     if cells:
         passed = sum(r.grades[g].passed for r, _ in cells)
         out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)
