@@ -153,10 +153,11 @@ gains
 #
 # Why not "above chance", as in chapters 01-04? On Qwen2.5-0.5B none of the reasoning prompts we tried (free
 # reasoning, the four questions one per line, quoting the evidence first) put the lower bound of balanced
-# accuracy above chance on these rows, while answering directly did; the comparison above shows the same thing
-# on this run's rows. So this exercise is about the form (reason first, answer where the grader looks, inside
+# accuracy above chance on these rows, while answering directly did (the comparison above measures both
+# on this run's rows). So this exercise is about the form (reason first, answer where the grader looks, inside
 # the budget) with a floor that one colour for everything cannot pass; whether reasoning *pays* on a model this
-# small is the question this chapter answers, and here the answer is no.
+# small is the question this chapter answers (on the exercise's rows it did not: the measured numbers are beside
+# the exercise in promptkit/data/exercises.yaml).
 
 # %%
 pk.exercises.get_exercise("reasoning.answer_in_tags")
