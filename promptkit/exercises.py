@@ -352,6 +352,9 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
     if cells:
         passed = sum(r.grades[g].passed for r, _ in cells)
         out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)
+        scores = [r.grades[g].score for r, _ in cells]
+        if all(x in (0, 1) for x in scores):  # a right-or-wrong score is a proportion: it has a Wilson bound
+            out["mean_score_low"] = _low(int(sum(scores)), n)
         flags = [(r.grades[g].details or {}) for r, _ in cells]
         for key in ("tool_correct", "arguments_correct", "cites_gold"):  # what the tool and retrieval graders record
             if all(isinstance(d.get(key), bool) for d in flags):
@@ -430,7 +433,11 @@ def check(
     value = measured.get(ex.metric, 0.0)
     what = ex.metric.replace("_", " ")
     if ex.lower_bound:
-        low = measured.get(f"{ex.metric}_low", 0.0)
+        if f"{ex.metric}_low" not in measured:
+            raise ExerciseError(f"exercise {ex.id}: field 'lower_bound': {ex.metric} has no lower bound here (its "
+                                f"scores are not right-or-wrong); bounds exist for "
+                                f"{sorted(k[:-4] for k in measured if k.endswith('_low'))}")
+        low = measured[f"{ex.metric}_low"]
         goals = [(f"{what} {value:.2f}, lower bound {low:.2f} ≥ {ex.at_least:g}", low >= ex.at_least)]
     else:
         goals = [(f"{what} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
