@@ -145,3 +145,18 @@ def test_extraction_above_chance_means_beating_every_fixed_answer(ex_file):
     m.always(_answer_by_row(rows, lambda r: json.dumps(r.target)))
     right = check("t.ext", "{{notes}} ", progress=False)
     assert right.passed and right.measured["f1"] == 1.0 and right.measured["f1_low"] == 1.0, str(right)
+
+
+def test_a_lower_bound_on_a_score_that_is_not_right_or_wrong_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "exercises.yaml"
+    path.write_text("- {id: t.rubric, chapter: c, title: t, task: t, dataset: renewal_email, model: 'mock:rubric', "
+                    "grader: rubric_checks, metric: mean_score, at_least: 0.5, lower_bound: true, rows: 22}\n")
+    monkeypatch.setattr(exercises, "EXERCISES_PATH", path)
+    from promptkit.providers import clear_providers
+
+    clear_providers()
+    row = pk.load_dataset("renewal_email").split("test").rows[0]
+    mock_provider("mock:rubric").always(f"Hi {row.input['contact']}, " + "word " * 150)  # passes some checks, not all
+    with pytest.raises(ExerciseError, match=r"field 'lower_bound': mean_score has no lower bound here .*pass_rate"):
+        check("t.rubric", "{{contact}} {{account}}", progress=False)
+    clear_providers()
