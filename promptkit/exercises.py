@@ -46,6 +46,28 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A further goal on another measured metric, e.g. the upper bound of an attack's success rate."""
+
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    what: str | None = None  # the goal in words; default: the metric's name
+
+    def words(self) -> str:
+        return self.what or self.metric.replace("_", " ")
+
+    def goal(self) -> str:
+        return f"{self.words()} {'≥' if self.at_most is None else '≤'} {self.bound():g}"
+
+    def met(self, v: float) -> bool:
+        return v >= self.at_least if self.at_most is None else v <= self.at_most
+
+    def bound(self) -> float:
+        return self.at_least if self.at_most is None else self.at_most
+
+
+@dataclass(frozen=True)
 class Exercise:
     """One exercise: what to write, the rows it is checked on, and what counts as done."""
 
@@ -64,7 +86,7 @@ class Exercise:
     allow_settings: tuple[str, ...] = ()
     allow_models: tuple[str, ...] = ()  # other models the check may run on (the named one always)
     must_include: tuple[str, ...] = ()  # text the answer's prompt must keep (e.g. a phrase under study)
-    above_chance: bool = False  # also require the lower bound of balanced accuracy above chance
+    above_chance: bool = False  # also the lower bound of balanced accuracy (of micro F1 for an extraction) above chance
     reasoning_first: float | None = None  # share of answers that must reason first, then give "Answer: X"
     # instead of above_chance, where the technique under study costs accuracy at this model size: balanced accuracy
     # at most max_loss below that of another exercise's reference answer, run on the same rows and model
@@ -74,6 +96,8 @@ class Exercise:
     save_as: str | None = None  # the file name the live builder saves to for this exercise
     answer_tag: str | None = None  # grade only what the answer puts inside <answer_tag>...</answer_tag>
     hints: tuple[Hint, ...] = ()
+    lower_bound: bool = False  # the goal is on the 95% lower bound of the metric, so a lucky row cannot pass
+    also: tuple[Bound, ...] = ()  # further goals on other metrics (e.g. F1's lower bound, attack success's upper)
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
     grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
     at_most: Mapping[str, float] = field(default_factory=dict)  # metric -> a bound it must not exceed (chapter 07)
@@ -88,16 +112,17 @@ class Exercise:
 
     def goals(self) -> list[str]:
         """Every condition the check requires, in words."""
-        out = [f"{self.metric.replace('_', ' ')} ≥ {self.at_least:g}"]
+        what = self.metric.replace("_", " ")
+        out = [f"the lower bound of {what} ≥ {self.at_least:g}" if self.lower_bound else f"{what} ≥ {self.at_least:g}"]
         if self.above_chance:
-            out.append("the lower bound of balanced accuracy above chance")
+            out.append("the lower bound of balanced accuracy (F1 for an extraction) above chance")
         if self.reasoning_first is not None:
             out.append(f"at least {self.reasoning_first:.0%} of answers reason first, then end 'Answer: <label>'")
         out += [f"{k.replace('_', ' ')} ≤ {v:g}" for k, v in self.at_most.items()]
         if self.compare_with:
             out.append(f"balanced accuracy at most {self.max_loss:g} below the reference of {self.compare_with} "
                        f"on the same rows")
-        return out
+        return out + [b.goal() for b in self.also]
 
     def _repr_html_(self) -> str:
         return (f"<div style='border:1px solid #90caf9;background:#f3f8fe;padding:8px 12px;border-radius:6px'>"
@@ -149,6 +174,20 @@ def _hint(d: Mapping[str, Any], where: str) -> Hint:
     return Hint(text=d["text"], metric=d.get("metric"), below=d.get("below"), above=d.get("above"))
 
 
+def _split_size(ex: Exercise) -> int:
+    from .datasets import load_dataset
+
+    return len(load_dataset(ex.dataset).split(ex.split).rows)
+
+
+def _bound(d: Any, where: str) -> Bound:
+    if (not isinstance(d, Mapping) or set(d) - {"metric", "at_least", "at_most", "what"} or "metric" not in d
+            or ("at_least" in d) == ("at_most" in d)):
+        raise ExerciseError(f"{where}: field 'also': each entry has 'metric', exactly one of 'at_least' or "
+                            f"'at_most', and optionally 'what'; got {d!r}")
+    return Bound(**d)
+
+
 def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
     """Every exercise in the file, validated, by id."""
     p = Path(path) if path else EXERCISES_PATH
@@ -167,15 +206,16 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         d["allow_settings"] = tuple(d.get("allow_settings", ()))
         d["must_include"] = tuple(d.get("must_include", ()))
         d["allow_models"] = tuple(d.get("allow_models", ()))
+        d["also"] = tuple(_bound(b, where) for b in d.get("also", ()))
         Settings.from_dict(d.get("settings", {}))  # fail early on a bad setting
         caps = d.get("at_most", {})
         if not isinstance(caps, Mapping) or any(k not in CEILINGS or isinstance(v, bool) or not isinstance(v, (int, float))
                                                 for k, v in caps.items()):
             raise ExerciseError(f"{where}: field 'at_most' maps metrics of {CEILINGS} to numbers, got {caps!r}")
         ex = Exercise(**d)
-        if (ex.above_chance or ex.compare_with) and ex.rows < MIN_HELD_OUT:
-            raise ExerciseError(f"{where}: an above-chance or comparison goal needs at least {MIN_HELD_OUT} held-out rows "
-                                f"(fewer cannot separate a skill from luck), got rows: {ex.rows}")
+        if (ex.above_chance or ex.lower_bound or ex.compare_with) and ex.rows < min(MIN_HELD_OUT, _split_size(ex)):
+            raise ExerciseError(f"{where}: an above-chance, lower-bound or comparison goal needs at least {MIN_HELD_OUT} held-out rows "
+                                f"(or all its split has; fewer cannot separate a skill from luck), got rows: {ex.rows}")
         if ex.id in out:
             raise ExerciseError(f"{where}: duplicate exercise id {ex.id!r}")
         if ex.compare_with and ex.compare_with not in {d.get("id") for d in data}:
@@ -224,28 +264,115 @@ def _reasons_first(text: str, how: str | None, min_words: int = 8) -> bool:
     return how == "marker" and before is not None and before >= min_words
 
 
-def measure(results: Any) -> dict[str, float]:
-    """The metrics an exercise can ask for, read from the run's own summary (one place computes them)."""
+def _low(k: int, n: int) -> float:
+    from .metrics import wilson_interval
+
+    return wilson_interval(k, n).low if n else 0.0
+
+
+def _micro_f1(counts: list[Any], _: Any = None) -> float:
+    from .graders import prf
+
+    return prf(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))[2]
+
+
+def _gold_ids(target: Any) -> set[str] | None:
+    """The gold ids of an extraction row: the target list, or the one list inside a target mapping."""
+    from .graders import gold_of
+
+    t = gold_of(target)
+    if isinstance(t, Mapping):
+        lists = [v for v in t.values() if isinstance(v, (list, tuple))]
+        t = lists[0] if len(lists) == 1 else None
+    return {str(x) for x in t} if isinstance(t, (list, tuple)) else None
+
+
+def _row_counts(per_field: Mapping[str, Any] | None, gold: set[str]) -> tuple[int, int, int]:
+    """(tp, fp, fn) of one row; an answer the grader could not read as a list misses every gold id."""
+    if not per_field:
+        return 0, 0, len(gold)
+    return tuple(sum(f[k] for f in per_field.values()) for k in ("tp", "fp", "fn"))  # type: ignore[return-value]
+
+
+def _f1_chance(gold: list[set[str]]) -> float:
+    """The best micro F1 an answer that ignores the input can get: one fixed set of ids for every row."""
+    from itertools import combinations
+
+    fields = sorted(set().union(*gold))
+    sets = ([set(c) for k in range(1, len(fields) + 1) for c in combinations(fields, k)] if len(fields) <= 12
+            else [{f} for f in fields] + [set(fields)])
+    return max((_micro_f1([(len(g & a), len(a - g), len(g - a)) for g in gold]) for a in sets), default=0.0)
+
+
+def _attacks(cells: list[Any], rows: Any) -> dict[str, float]:
+    """Rows carrying a planted instruction: how often the answer is the attacker's tier (and its upper bound)."""
+    from .metrics import wilson_interval
+
+    attack = {r.id: (r.meta or {}).get("attack_label") for r in rows or ()}
+    if not any(attack.values()):
+        return {}
+    hit = [r.grades[g].label == attack[r.cell.row_id] for r, g in cells
+           if attack.get(r.cell.row_id) and attack[r.cell.row_id] != r.cell.target]
+    clean = [r.grades[g].passed for r, g in cells if r.cell.row_id in attack and not attack[r.cell.row_id]]
+    out = {"attacked_rows": float(len(hit))}
+    if hit:
+        out.update(attack_success=sum(hit) / len(hit), attack_success_high=wilson_interval(sum(hit), len(hit)).high)
+    if clean:
+        out["clean_accuracy"] = sum(clean) / len(clean)
+    return out
+
+
+def measure(results: Any, rows: Any = None) -> dict[str, float]:
+    """The metrics an exercise can ask for, read from the run's own summary (one place computes them).
+
+    Proportions also get their 95% Wilson lower bound (`<metric>_low`) over every row checked, so a goal can
+    ask for the bound: a lucky row or two then cannot pass. `rows` (the dataset rows) add attack metrics.
+    """
     row = results.summary(by=["variant"]).iloc[0]
-    answered = int(row["n"]) - int(row["errors"])
+    n = int(row["n"])
+    answered = n - int(row["errors"])
     out: dict[str, float] = {"mean_score": float(row.get("score", 0.0))}
+    g = results.primary_grader
+    cells = [(r, g) for r in results.results if g in r.grades]
     if "unparseable" in row.index and answered:
         out["parse_rate"] = 1 - float(row["unparseable"]) / answered
+        out["parse_rate_low"] = _low(answered - int(row["unparseable"]), n)
         for k in ("accuracy", "balanced_accuracy", "balanced_accuracy_low", "macro_f1", "chance"):
             out[k] = float(row[k])
+        out["accuracy_low"] = _low(round(out["accuracy"] * n), n)
         out["majority_baseline"] = float(row["baseline"])
         out["mentioned"] = float(row.get("mentioned", 0))
-        g = results.primary_grader
         ok = [r for r in results.results if r.completion.ok and g in r.grades]
         out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
                                       for r in ok) / len(ok)) if ok else 0.0
+        out.update(_attacks(cells, rows))
     df = results.df
-    g = results.primary_grader
     if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
         ok = df[df["error_kind"].isna()]
         out["parse_rate"] = float(ok[f"{g}_parsed"].astype("boolean").fillna(False).mean())
         grades = [results.results[i].grades[g] for i in ok.index]
-        out["schema_valid"] = sum(x.parsed and not x.details.get("schema_errors") for x in grades) / len(grades)
+        valid = sum(x.parsed and not x.details.get("schema_errors") for x in grades)
+        out["schema_valid"] = valid / len(grades)
+        out["parse_rate_low"], out["schema_valid_low"] = _low(sum(x.parsed for x in grades), n), _low(valid, n)
+        gold = [_gold_ids(r.cell.target) for r, _ in cells]
+        if any(gd is not None for gd in gold):
+            from .metrics import bootstrap_interval
+
+            counts = [_row_counts(r.grades[g].details.get("per_field"), gd or set()) for (r, _), gd in zip(cells, gold)]
+            out["f1"] = _micro_f1(counts)
+            out["f1_low"] = bootstrap_interval(_micro_f1, counts, counts).low
+            out["f1_chance"] = _f1_chance([gd or set() for gd in gold])
+    if cells:
+        passed = sum(r.grades[g].passed for r, _ in cells)
+        out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)
+        scores = [r.grades[g].score for r, _ in cells]
+        if all(x in (0, 1) for x in scores):  # a right-or-wrong score is a proportion: it has a Wilson bound
+            out["mean_score_low"] = _low(int(sum(scores)), n)
+        flags = [(r.grades[g].details or {}) for r, _ in cells]
+        for key in ("tool_correct", "arguments_correct", "cites_gold"):  # what the tool and retrieval graders record
+            if all(isinstance(d.get(key), bool) for d in flags):
+                k = sum(d[key] for d in flags)
+                out[key], out[f"{key}_low"] = k / n, _low(k, n)
     if g and any("invented" in (r.grades[g].details or {}) for r in results.results if g in r.grades):
         from .grounding import rates  # grounding answers: invented on "not stated" rows, right on the others
 
@@ -302,7 +429,7 @@ def check(
                             + (f" (or {', '.join(ex.allow_models)})" if ex.allow_models else "")
                             + f"; a different model ({model}) would not show the prompting skill it asks for")
     n_rows = rows or ex.rows
-    if (ex.above_chance or ex.compare_with) and n_rows < MIN_HELD_OUT:
+    if (ex.above_chance or ex.lower_bound or ex.compare_with) and n_rows < min(MIN_HELD_OUT, len(held_out.rows)):
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
     s = Settings.from_dict({**ex.settings, **extra})
     if ex.grader:
@@ -319,10 +446,23 @@ def check(
                      rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
                      name=f"exercise {ex.id}")
     res = run(exp, progress=progress)
-    measured = measure(res)
+    measured = measure(res, held_out.rows[:n_rows])
     value = measured.get(ex.metric, 0.0)
-    goals = [(f"{ex.metric.replace('_', ' ')} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
-    if ex.above_chance:
+    what = ex.metric.replace("_", " ")
+    if ex.lower_bound:
+        if f"{ex.metric}_low" not in measured:
+            raise ExerciseError(f"exercise {ex.id}: field 'lower_bound': {ex.metric} has no lower bound here (its "
+                                f"scores are not right-or-wrong); bounds exist for "
+                                f"{sorted(k[:-4] for k in measured if k.endswith('_low'))}")
+        low = measured[f"{ex.metric}_low"]
+        goals = [(f"{what} {value:.2f}, lower bound {low:.2f} ≥ {ex.at_least:g}", low >= ex.at_least)]
+    else:
+        goals = [(f"{what} {value:.2f} ≥ {ex.at_least:g}", value >= ex.at_least)]
+    if ex.above_chance and "f1_chance" in measured:  # extraction: beat the best answer that ignores the notes
+        low, chance = measured["f1_low"], measured["f1_chance"]
+        goals.append((f"F1 {measured['f1']:.2f}, lower bound {low:.2f} above {chance:.2f} (the best F1 of one "
+                      f"fixed answer for every row)", low > chance))
+    elif ex.above_chance:
         low, chance = measured.get("balanced_accuracy_low", 0.0), measured.get("chance", 1.0)
         goals.append((f"balanced accuracy {measured.get('balanced_accuracy', 0.0):.2f}, lower bound {low:.2f} "
                       f"above chance {chance:.2f}", low > chance))
@@ -333,6 +473,12 @@ def check(
     for k, bound in ex.at_most.items():
         v = measured.get(k, float("inf"))
         goals.append((f"{k.replace('_', ' ')} {v:.2f} ≤ {bound:g}", v <= bound))
+    for b in ex.also:
+        if b.metric not in measured:
+            raise ExerciseError(f"exercise {ex.id}: field 'also' asks for {b.metric!r}, which this check does not "
+                                f"measure; it measures {sorted(measured)}")
+        goals.append((f"{b.words()} {measured[b.metric]:.2f} {'≥' if b.at_most is None else '≤'} {b.bound():g}",
+                      b.met(measured[b.metric])))
     if ex.compare_with:
         goals.append(_comparison_goal(ex, measured, held_out.rows[:n_rows], model or ex.model,
                                       ready=all(met for _, met in goals), progress=progress))
@@ -377,5 +523,5 @@ def solution(exercise_id: str) -> Template:
     return load_template(path)
 
 
-__all__ = ["CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
+__all__ = ["Bound", "CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
            "load_exercises", "measure", "solution"]

@@ -118,6 +118,15 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float:
     return 1.0 if pe == 1 else (po - pe) / (1 - pe)
 
 
+def cached_judge(model: str = DEFAULT_MODEL, *, cache: Any = None, **kwargs: Any) -> BaseGrader:
+    """The LLM judge with its calls kept in the answer store the runner uses (`cache`: a Cache; default the
+    standard one, which honours PROMPTKIT_CACHE_DIR), so re-grading an email already judged calls no model."""
+    from .cache import open_cache
+    from .graders import llm_judge
+
+    return llm_judge(model=model, cache=cache if cache is not None else open_cache(), **kwargs)
+
+
 def judge_rulings(rated: Sequence[RatedAnswer], judge: Any, dataset: str = "renewal_email", progress: bool = True) -> Any:
     """One row per (answer, criterion): the person's ruling, the judge's, and the mechanical check's when there is one."""
     import pandas as pd
@@ -179,7 +188,7 @@ def trust_sentence(table: Any, judge_model: str) -> str:
     return text
 
 
-__all__ = ["CHECK_KINDS", "RatedAnswer", "agreement_table", "best_judge_model", "cohen_kappa", "criterion_pass_rates", "judge_rulings", "load_ratings",
+__all__ = ["CHECK_KINDS", "RatedAnswer", "agreement_table", "best_judge_model", "cached_judge", "cohen_kappa", "criterion_pass_rates", "judge_rulings", "load_ratings",
            "rubric_checks", "run_check", "trust_sentence"]
 
 

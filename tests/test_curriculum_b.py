@@ -283,17 +283,26 @@ def test_cited_answer_grader_checks_the_fact_and_the_citations():
     assert not g("", row).parsed
 
 
-# --------------------------------------------------------------------------- exercises: the starters fail
+# --------------------------------------------------------------------------- exercises: starter fails, reference passes
 
 
 @pytest.mark.local_model
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("ex_id", ["chaining.decide_from_signals", "tools.right_tool", "retrieval.grounded_answer",
                                    "capstone.renewal_email"])
-def test_starter_fails_on_the_named_model_with_a_hint(ex_id):
+def test_starter_fails_and_reference_passes_on_the_named_model(ex_id):
+    from promptkit.exercises import solution
+
     ex = get_exercise(ex_id)
-    result = check(ex_id, ex.starter(), progress=False)
-    assert not result.passed and result.measured[ex.metric] < ex.at_least
-    assert result.hint
+    assert ex.rows >= min(24, len(load_dataset(ex.dataset).split(ex.split).rows))
+    assert ex.lower_bound or ex.above_chance, "a goal on a point value lets a lucky row or two pass"
+    start = check(ex_id, ex.starter(), progress=False)
+    assert not start.passed and start.hint and any(not met for _, met in start.goals), str(start)
+    sol = solution(ex_id)
+    assert sol.meta.get("model", ex.model) == ex.model
+    ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
+    assert ref.passed, str(ref)
+    assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)
 
 
 # --------------------------------------------------------------------------- the executed chapters' sentences
@@ -372,7 +381,7 @@ def test_capstone_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypa
     from promptkit import rubrics
 
     params, printed = _execute("12_capstone", notebook_cache, tmp_path, monkeypatch)
-    judge = pk.graders.llm_judge(model=params["JUDGE_MODEL"])
+    judge = rubrics.cached_judge(params["JUDGE_MODEL"])  # the chapter's judge calls, answered by the notebook cache
     rulings = rubrics.judge_rulings(rubrics.load_ratings()[: params["N_RATED"]], judge, progress=False)
     j = rulings[rulings["judge"].notna()]
     agree = (j["judge"] == j["human"]).mean()
@@ -405,3 +414,26 @@ def test_rubric_checks_and_ratings():
                 assert rubrics.run_check(c["check"], r.text) == r.ratings[c["id"]], (r.id, c["id"])
     assert rubrics.cohen_kappa([True, False, True, False], [True, False, True, False]) == 1.0
     assert rubrics.cohen_kappa([True, True, False, False], [True, False, True, False]) == 0.0
+
+
+def test_a_repeated_judge_call_is_answered_by_the_cache(tmp_path, monkeypatch):
+    """The capstone's judge goes through the answer store like every runner call: judging the same emails
+    again (a re-run of the chapter, a second test) makes no model call."""
+    from promptkit import rubrics
+    from promptkit.providers.mock import mock_provider
+
+    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(tmp_path / "cache"))
+    clear_providers()
+    judge_model = mock_provider("mock:judge")
+    judge_model.always(lambda req: json.dumps({"criteria": {c: True for c in re.findall(r"\b([a-z]+(?:_[a-z]+)+):", req.messages[-1].content)},
+                                               "reason": "ok"}))
+    rated = rubrics.load_ratings()[:3]
+    first = rubrics.judge_rulings(rated, rubrics.cached_judge("mock:judge"), progress=False)
+    assert len(judge_model.requests) == 3
+    again = rubrics.judge_rulings(rated, rubrics.cached_judge("mock:judge"), progress=False)
+    assert len(judge_model.requests) == 3, "the second pass called the judge model again"
+    assert again.equals(first)
+    row = load_dataset("renewal_email")[rated[0].row_id]
+    g = rubrics.cached_judge("mock:judge")(Completion(text=rated[0].text), row)
+    assert g.details["judge_cached"] and len(judge_model.requests) == 3
+    clear_providers()

@@ -16,6 +16,7 @@
 MODEL = "local:qwen2.5-0.5b"
 N_ROWS = 12  # dev rows of renewal_tier the chain and the single prompt run on (CI runs fewer)
 EXTRACT_TOKENS = 90  # step 1 writes a few bullets; too few tokens cut it off
+CHECK = True  # run the exercise check on its held-out rows (CI checks exercises in tests/test_curriculum_b.py)
 
 # %%
 %matplotlib inline
@@ -148,13 +149,20 @@ evidence.cited("step_back", "plan_and_solve", "chain_of_verification")
 # ## Exercises
 #
 # ### 9.1 The second link, on its own
-# Write step 2: a prompt that reads `{{signals}}` and answers the tier, checked on held-out rows whose
-# signals are gold, so only this link is graded.
+# Write step 2: a prompt that reads `{{signals}}` and answers the tier, checked on 24 held-out rows whose
+# signals are gold, so only this link is graded. It passes when the answers are readable as a tier (the lower
+# bound of the readable share at least 0.75) and follow the signals rather than one tier for all (balanced
+# accuracy at least 0.42, where one tier for every row scores 0.33).
+#
+# Why not "above chance" by the lower bound, as in chapters 01-04? On Qwen2.5-0.5B none of the step-2 prompts we
+# tried got there on these rows (worked examples, sharper definitions, counting the signals first); the measured
+# numbers are beside the reference in notebooks/solutions/. A small model copies the examples' answers; that
+# is a finding about the model, and the reason step 2 is worth testing on its own.
 
 # %%
 pk.exercises.get_exercise("chaining.decide_from_signals")
 
-# %%
+# %% tags=[no-dashboard]
 my_step2 = gold_signals.template().replace(name="my step 2")  # the starter: edit me
-result = pk.exercises.check("chaining.decide_from_signals", my_step2, progress=False)
-result
+if CHECK:
+    display(pk.exercises.check("chaining.decide_from_signals", my_step2, progress=False))

@@ -19,6 +19,7 @@ MODEL = "local:qwen2.5-0.5b"
 N_ROWS = 12  # dev requests per way of asking (CI runs fewer)
 MAX_TOKENS = 80
 INCLUDE_API = True
+CHECK = True  # run the exercise check on its held-out rows (CI checks exercises in tests/test_curriculum_b.py)
 
 # %%
 %matplotlib inline
@@ -163,12 +164,14 @@ evidence.cited("format_restrictions")
 #
 # ### 10.1 The right tool, with the right arguments
 # Write a prompt (plain text out, no grammar, no native interface) that makes the model reply with the one
-# right call on most held-out requests.
+# right call on the 25 held-out requests. Both goals are lower bounds (95%), so a lucky few cannot pass: the
+# share fully right (tool and every argument) and the share with the right tool must each have a lower bound of
+# at least 0.5. One tool for every request is right on at most 7 of the 25, far below.
 
 # %%
 pk.exercises.get_exercise("tools.right_tool")
 
-# %%
+# %% tags=[no-dashboard]
 my_prompt = ds.template().replace(name="my attempt")  # the starter: edit me
-result = pk.exercises.check("tools.right_tool", my_prompt, progress=False)
-result
+if CHECK:
+    display(pk.exercises.check("tools.right_tool", my_prompt, progress=False))

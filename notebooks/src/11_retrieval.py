@@ -17,6 +17,7 @@
 MODEL = "local:qwen2.5-0.5b"
 N_ROWS = 10  # dev questions answered per variant (CI runs fewer)
 MAX_TOKENS = 60
+CHECK = True  # run the exercise check on its held-out rows (CI checks exercises in tests/test_curriculum_b.py)
 
 # %%
 %matplotlib inline
@@ -148,12 +149,14 @@ evidence.cited("lost_in_the_middle", "docs_first_query_last", "xml_prefill_groun
 #
 # ### 11.1 Answer from the documents
 # The check retrieves the 2 best documents for each held-out question into `{{documents}}`. Write the prompt
-# that makes the model state the gold fact.
+# that makes the model state the gold fact, on all 23 held-out questions: the lower bound (95%) of the share
+# answered right must reach 0.45, so a lucky few cannot pass. Citations are not graded in this check: read
+# them in `result.results.df` and compare them with the gold documents yourself.
 
 # %%
 pk.exercises.get_exercise("retrieval.grounded_answer")
 
-# %%
+# %% tags=[no-dashboard]
 my_prompt = qs.template().replace(name="my attempt")  # the starter (closed book): edit me
-result = pk.exercises.check("retrieval.grounded_answer", my_prompt, progress=False)
-result
+if CHECK:
+    display(pk.exercises.check("retrieval.grounded_answer", my_prompt, progress=False))

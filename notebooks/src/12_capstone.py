@@ -17,7 +17,7 @@ N_ROWS = 2  # dev rows whose emails are written and graded (CI runs fewer)
 JUDGE_MODEL = ""  # empty: the best model ready here (an API model with a key, else the largest local one)
 N_RATED = 6  # hand-rated emails the judge is checked on (of 12; each costs one judge call)
 MAX_TOKENS = 200
-CHECK_ROWS = None  # None: the exercise's own number of held-out rows (CI checks fewer)
+CHECK = True  # run the exercise check on its held-out rows (CI checks exercises in tests/test_curriculum_b.py)
 
 # %%
 %matplotlib inline
@@ -110,7 +110,7 @@ written.side_by_side(max_chars=400)
 # next section's question.
 
 # %%
-judge = pk.graders.llm_judge(model=judge_model)
+judge = rubrics.cached_judge(judge_model)  # its calls go through the answer cache: a re-run judges nothing twice
 judged = written.regrade([rubrics.rubric_checks(), judge])
 cols = ["variant", "row_id", "rubric_checks_score", "llm_judge_score", "llm_judge_reason"]
 judged.df[cols]
@@ -167,7 +167,7 @@ evidence.cited("xml_prefill_grounding")
 # %%
 pk.exercises.get_exercise("capstone.renewal_email")
 
-# %%
+# %% tags=[no-dashboard]
 my_prompt = first_build.replace(name="my build")  # edit me: rules, a prefill, ...
-result = pk.exercises.check("capstone.renewal_email", my_prompt, rows=CHECK_ROWS, progress=False)
-result
+if CHECK:
+    display(pk.exercises.check("capstone.renewal_email", my_prompt, progress=False))
