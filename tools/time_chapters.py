@@ -219,22 +219,21 @@ def _score(s: dict) -> str:
 
 def table(data: dict) -> str:
     """The README table, every cell read from the JSON."""
-    lines = ["| chapter | model: base prompt's balanced accuracy [95% interval] (or its grader's score) | rows | "
-             "wall s (load during) | kernel CPU s | quiet 2-core estimate | ≤ 5 min |",
+    lines = ["| chapter | first run (rows) | each model's base prompt: balanced accuracy [95% interval] | "
+             "wall s (mean load) | kernel CPU s | quiet 2-core estimate | ≤ 5 min |",
              "|---|---|---|---|---|---|---|"]
     for name in sorted(data.get("chapters", {})):
         e = data["chapters"][name]
         base = base_rows(e)
-        scores = "; ".join(f"{_short(s['model'])}: {_score(s)}" for s in base) or "no graded run"
-        rows = ", ".join(sorted({f"{s['n']}" for s in base})) or "–"
-        run = f" ({base[0]['run']})" if base and base[0].get("run") else ""
-        load = e.get("load_during") or e.get("load_before")
-        load_txt = f"{load[1]:.1f}" if e.get("load_during") else f"{load[0]:.1f}"
+        scores = "; ".join(f"{_short(s['model'])} {_score(s)}" for s in base) or "no graded run"
+        rows = "/".join(sorted({str(s["n"]) for s in base}))
+        run = f"{base[0].get('run') or 'run'} ({rows})" if base else "–"
+        load = f"{e['load_during'][1]:.1f}" if e.get("load_during") else f"{e['load_before'][0]:.1f}"
         lo, hi = e["quiet_estimate_s"]
         verdict = "yes" if hi <= BUDGET_S else "likely" if lo <= BUDGET_S else "no"
         if not e["ok"]:
             verdict = f"failed: {e['error'][:60]}"
-        lines.append(f"| `{name}` | {scores}{run} | {rows} | {e['wall_s']:.0f} ({load_txt}) | "
+        lines.append(f"| `{name}` | {run} | {scores} | {e['wall_s']:.0f} ({load}) | "
                      f"{e['kernel_cpu_s']:.0f} | {lo:.0f}-{hi:.0f} s | {verdict} |")
     return "\n".join(lines)
 
@@ -269,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.stem}: running at default parameters ...", flush=True)
             entry = time_chapter(path, args.keep, args.timeout)
             entry["machine"] = machine()
+            if args.out.exists():  # another run may have written meanwhile: keep its chapters
+                data = json.loads(args.out.read_text(encoding="utf-8"))
             data["chapters"][path.stem] = entry
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
