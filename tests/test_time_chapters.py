@@ -74,3 +74,8 @@ def test_the_table_says_when_a_chapter_is_over_budget():
 def test_an_unknown_chapter_is_named():
     with pytest.raises(SystemExit, match="no chapter '77'"):
         tc.resolve(["77"])
+
+
+def test_a_chapter_never_measured_is_listed_as_such():
+    lines = tc.table({"chapters": {}}, ["05_structured_output"]).splitlines()
+    assert lines[-1].startswith("| `05_structured_output` | not measured at default parameters |")

@@ -232,12 +232,15 @@ def _score(s: dict) -> str:
     return "–"
 
 
-def table(data: dict) -> str:
-    """The README table, every cell read from the JSON."""
+def table(data: dict, every: list[str] = ()) -> str:
+    """The README table, every cell read from the JSON; chapters in `every` without a measurement say so."""
     lines = ["| chapter | first run (rows) | each model's base prompt: balanced accuracy [95% interval] | "
              "wall s (mean load) | kernel CPU s | quiet 2-core estimate (floor-ceiling) | ≤ 5 min |",
              "|---|---|---|---|---|---|---|"]
-    for name in sorted(data.get("chapters", {})):
+    for name in sorted(set(data.get("chapters", {})) | set(every)):
+        if name not in data.get("chapters", {}):
+            lines.append(f"| `{name}` | not measured at default parameters | | | | | |")
+            continue
         e = data["chapters"][name]
         base = base_rows(e)
         scores = "; ".join(f"{_short(s['model'])} {_score(s)}" for s in base) or "no graded run"
@@ -292,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             print(f"{path.stem}: {'ok' if entry['ok'] else entry['error']}; wall {entry['wall_s']:.0f} s, kernel CPU "
                   f"{entry['kernel_cpu_s']:.0f} s, load {entry['load_during']}", flush=True)
-    print(table(data))
+    print(table(data, [p.stem for p in sorted(NOTEBOOKS.glob("*.ipynb"))]))
     return 0
 
 
