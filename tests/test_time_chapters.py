@@ -61,7 +61,7 @@ def test_a_chapter_is_timed_and_its_base_run_recorded(tmp_path, monkeypatch):
     assert entry["slowest_cells"][0]["cell"] == 1  # the chapter's own cell numbers, probe cells not counted
 
     line = tc.table({"chapters": {"99_probe": entry}}).splitlines()[-1]
-    assert f"x {base[0]['balanced_accuracy']:.2f} [" in line and "(9) |" in line and line.endswith("| yes |")
+    assert f"x {base[0]['balanced_accuracy']:.2f} [" in line and "'always Commit' (9) |" in line and line.endswith("| yes |")
 
 
 def test_the_table_says_when_a_chapter_is_over_budget():

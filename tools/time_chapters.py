@@ -234,7 +234,7 @@ def _score(s: dict) -> str:
 
 def table(data: dict, every: list[str] = ()) -> str:
     """The README table, every cell read from the JSON; chapters in `every` without a measurement say so."""
-    lines = ["| chapter | first run (rows) | each model's base prompt: balanced accuracy [95% interval] | "
+    lines = ["| chapter | first run, its first variant (rows) | each model's base prompt: balanced accuracy [95% interval] | "
              "wall s (mean load) | kernel CPU s | quiet 2-core estimate (floor-ceiling) | ≤ 5 min |",
              "|---|---|---|---|---|---|---|"]
     for name in sorted(set(data.get("chapters", {})) | set(every)):
@@ -245,7 +245,7 @@ def table(data: dict, every: list[str] = ()) -> str:
         base = base_rows(e)
         scores = "; ".join(f"{_short(s['model'])} {_score(s)}" for s in base) or "no graded run"
         rows = "/".join(sorted({str(s["n"]) for s in base}))
-        run = f"{base[0].get('run') or 'run'} ({rows})" if base else "–"
+        run = f"{base[0].get('run') or 'run'}, '{base[0]['variant']}' ({rows})" if base else "–"
         load = f"{e['load_during'][1]:.1f}" if e.get("load_during") else f"{e['load_before'][0]:.1f}"
         lo, hi = e["quiet_estimate_s"]
         mid = e.get("quiet_central_s")
