@@ -14,7 +14,7 @@
 MODELS = ["local:qwen2.5-0.5b"]  # installed by `make tour`; add "local:smollm2" to see the 135M model
 DATASETS = ["renewal_tier"]  # add "health_colour" or "competitor_mention" for a second task
 PHRASES = ["analyst", "cot", "only_label", "answer_prefill", "deep_breath", "tip"]
-N_ROWS = 32  # every dev row (CI runs fewer); measured at about 3.6 minutes on a quiet 2-core machine (README)
+N_ROWS = 32  # every dev row (CI runs fewer); about 3.6 minutes on a quiet 2-core machine, estimated from a measured run (README)
 MAX_TOKENS = 48
 CHECK = True  # run the exercise checks (each runs 24 held-out rows); CI checks exercises in tests
 
