@@ -46,7 +46,7 @@ def test_a_chapter_is_timed_and_its_base_run_recorded(tmp_path, monkeypatch):
     assert lo == pytest.approx(entry["kernel_cpu_s"] / 2, abs=0.1) and hi == pytest.approx(entry["kernel_cpu_s"], abs=0.1)
     # no model ran, so the threads Python did not start (OpenMP workers, ZeroMQ) did almost nothing
     assert 0 <= entry["openmp_workers_cpu_s"] < 0.25 * entry["kernel_cpu_s"]
-    assert entry["quiet_central_s"] == pytest.approx(entry["kernel_cpu_s"] - entry["openmp_workers_cpu_s"], abs=0.1)
+    assert entry["quiet_central_s"] == pytest.approx(entry["kernel_cpu_s"] - entry["openmp_workers_cpu_s"], abs=0.15)  # three roundings
     assert entry["parameters"] == "N = 9"
     assert not (tmp_path / "outer-cache").exists()  # ran in its own empty cache, not the caller's
 
