@@ -22,7 +22,7 @@ from .types import Message, Settings
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
-METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid",
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "pass_rate", "agreement", "schema_valid",
            "answer_accuracy")
 CEILINGS = ("invented_rate", "invented_high", "refusal_rate")  # metrics an exercise caps (`at_most`), chapter 07
 
