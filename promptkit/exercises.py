@@ -22,7 +22,7 @@ from .types import Message, Settings
 EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
-METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "agreement", "schema_valid",
+METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "pass_rate", "agreement", "schema_valid",
            "answer_accuracy")
 CEILINGS = ("invented_rate", "invented_high", "refusal_rate")  # metrics an exercise caps (`at_most`), chapter 07
 
@@ -304,6 +304,21 @@ def _f1_chance(gold: list[set[str]]) -> float:
     return max((_micro_f1([(len(g & a), len(a - g), len(g - a)) for g in gold]) for a in sets), default=0.0)
 
 
+def _same_answer(texts: list[str]) -> float:
+    """Share of answers equal to the most common one (a JSON list read as a set): 1.0 is one fixed answer for all."""
+    import json
+    from collections import Counter
+
+    def key(t: str) -> Any:
+        try:
+            v = json.loads(t)
+        except (ValueError, TypeError):
+            return " ".join((t or "").split())
+        return frozenset(map(str, v)) if isinstance(v, list) else " ".join(t.split())
+
+    return Counter(map(key, texts)).most_common(1)[0][1] / len(texts) if texts else 0.0
+
+
 def _attacks(cells: list[Any], rows: Any) -> dict[str, float]:
     """Rows carrying a planted instruction: how often the answer is the attacker's tier (and its upper bound)."""
     from .metrics import wilson_interval
@@ -362,6 +377,7 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
             out["f1"] = _micro_f1(counts)
             out["f1_low"] = bootstrap_interval(_micro_f1, counts, counts).low
             out["f1_chance"] = _f1_chance([gd or set() for gd in gold])
+        out["same_answer"] = _same_answer([results.results[i].completion.text for i in ok.index])
     if cells:
         passed = sum(r.grades[g].passed for r, _ in cells)
         out["pass_rate"], out["pass_rate_low"] = passed / n, _low(passed, n)

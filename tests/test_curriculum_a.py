@@ -308,6 +308,9 @@ def test_starter_fails_and_reference_passes(ex_id):
     assert sol.meta.get("model", ex.model) == ex.model
     ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
     assert ref.passed, str(ref)
-    assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)
     if ex_id == "structured.valid_signals":  # the grammar makes every answer parse and fit the task's schema
         assert ref.measured["schema_valid"] == ref.measured["parse_rate"] == 1.0
+        # on Qwen2.5-0.5B the starter is valid JSON too, but one copied list for every row: that is what improves
+        assert ref.measured["same_answer"] < start.measured["same_answer"], (str(start), str(ref))
+    else:
+        assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)

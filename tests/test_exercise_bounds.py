@@ -145,6 +145,15 @@ def test_extraction_above_chance_means_beating_every_fixed_answer(ex_file):
     m.always(_answer_by_row(rows, lambda r: json.dumps(r.target)))
     right = check("t.ext", "{{notes}} ", progress=False)
     assert right.passed and right.measured["f1"] == 1.0 and right.measured["f1_low"] == 1.0, str(right)
+    assert blind.measured["same_answer"] == 1.0  # one list for every row
+    assert right.measured["same_answer"] == max(map(gold.count, gold)) / len(gold) < 0.5
+
+
+def test_same_answer_reads_a_json_list_as_a_set():
+    from promptkit.exercises import _same_answer
+
+    assert _same_answer(['["a", "b"]', '["b","a"]', "[]", "not json"]) == 0.5
+    assert _same_answer(["[]"] * 3) == 1.0 and _same_answer([]) == 0.0
 
 
 def test_a_lower_bound_on_a_score_that_is_not_right_or_wrong_is_refused(tmp_path, monkeypatch):

@@ -159,10 +159,13 @@ pd.DataFrame([{"error": k, "answer": a, "grade": grader(a, ["declining_usage"]).
 #
 # ### 5.1 JSON that fits
 # The task's own prompt asks for a JSON list. Make the answers fit the task's schema (a list of known ids, no
-# repeats) **and** find the signals, on 24 held-out rows. Both goals are bounds, not lucky point values: the
-# lower bound of schema validity must reach 0.75, and the lower bound of micro F1 must beat the best F1 that one
-# fixed list, given for every row, would score (the check computes it; listing all eight ids needs no reading).
-# A grammar alone makes `[]` valid every time, and finds nothing: the check says so.
+# repeats) **and** still find signals, on 24 held-out rows of Qwen2.5-0.5B. Both goals are bounds, not lucky point
+# values: the lower bound of schema validity must reach 0.75, and the lower bound of micro F1 must reach 0.20;
+# and at most half the rows may get the same list (`same_answer`): a small model copies an example list.
+# A grammar alone makes `[]` valid every time, and finds nothing (F1 0.00): the check says so. The bar is modest
+# on purpose: on these rows no prompt tried on this model beat the F1 of one fixed list given for every row (the
+# check prints it as `f1_chance`; all eight ids score 0.39 without reading), so passing shows valid structure and
+# some signals found, not reading better than a fixed answer. Compare your `f1` with `f1_chance`.
 
 # %%
 pk.exercises.get_exercise("structured.valid_signals")
