@@ -197,7 +197,8 @@ def test_negation_passes_when_the_grader_fails_and_never_passes_a_failed_call():
     failed = Completion(error_kind="timeout", error="slow")
     assert not must_not(failed).passed and not must_not(failed).parsed
     assert not G.not_(G.json_match())(C("no json here")).passed  # unreadable stays failing
-    yaml_g = pk.experiment.grader_from_spec({"name": "contains", "text": "sorry", "negate": True})
+    from promptkit.graders.registry import grader_from_spec
+    yaml_g = grader_from_spec({"name": "contains", "text": "sorry", "negate": True})
     assert yaml_g(C("fine")).passed and not yaml_g(C("sorry")).passed and yaml_g.name == "not_contains"
 
 
