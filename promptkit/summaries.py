@@ -3,17 +3,16 @@
 `Results.summary`, `.classification`, `.confusion` and `.compare` are these
 functions; this module reads a Results (the `results` argument) and never
 imports results.py, so summaries sit on the container, not inside it. The
-numbers come from metrics.py and stats.py. SUMMARY_VIEWS is the one definition
-of which summary columns each view shows.
+numbers come from metrics.py and stats.py, imported by the functions that use
+them: building a Results (every run does) must not load numpy. SUMMARY_VIEWS is
+the one definition of which summary columns each view shows.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from . import metrics
 from .errors import ExperimentError, GraderError
-from .stats import cluster_bootstrap
 from .types import CellResult, Grade
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +54,7 @@ SUMMARY_VIEWS: dict[str, tuple[str, ...]] = {
 
 def summarise(results: Results, by: list[str], grader: str | None, n_boot: int) -> "pd.DataFrame":
     """`Results.summary` without its memo: one row per group of `by` (columns already checked)."""
+    from .stats import cluster_bootstrap
     import pandas as pd
 
     df = results.df
@@ -115,6 +115,8 @@ def label_metrics(
     cells: list[CellResult], grader: str, labels: list[Any], *, n_boot: int = 1000
 ) -> dict[str, Any]:
     """One group's label metrics (accuracy beside its baseline, balanced accuracy, macro-F1, intervals), from metrics.py."""
+    from . import metrics
+
     gold, pred = gold_and_answers(cells, grader)
     if not gold:
         return {"accuracy": math.nan, "flag": "no labelled rows"}
@@ -141,6 +143,8 @@ def label_metrics(
 
 def classification(results: Results, grader: str | None = None, **where: Any) -> Any:
     """The full `metrics.ClassificationSummary` (per-class stats, verdict) of the matching cells."""
+    from . import metrics
+
     g = results.resolve_grader(grader)
     sub = results.filter(**where) if where else results
     gold, pred = gold_and_answers([r for r in sub.results if r.completion.ok], g)
@@ -153,6 +157,8 @@ def confusion(
     results: Results, variant: str | None = None, model: str | None = None, grader: str | None = None, **where: Any
 ) -> "pd.DataFrame":
     """Gold labels down, answers across, with an unparseable column; errors left out."""
+    from . import metrics
+
     g = results.resolve_grader(grader)
     if not results.is_classification(g):
         raise GraderError(f"grader {g!r} sets no labels, so there is no confusion matrix; use a label grader")
@@ -188,6 +194,8 @@ def compare(
     test for balanced accuracy or macro-F1); pass/fail scores use
     McNemar; other scores a paired bootstrap of the mean difference.
     """
+    from . import metrics
+
     if a in results.variants and b in results.variants:
         across = "variant"
     elif a in results.models and b in results.models:

@@ -652,3 +652,34 @@ def test_identical_prompts_are_called_once_but_graded_against_each_rows_own_targ
     assert res.meta["counts"]["calls"] == 1
     assert by_row["a"].grades["label_match"].passed is True
     assert by_row["b"].grades["label_match"].passed is False
+
+
+def test_a_run_does_not_load_numpy_until_a_summary_is_asked_for(server, tmp_path):
+    """numpy costs ~0.1 s of CPU to import: a plain run (real OpenAI SDK, default SQLite cache, a label grader)
+    builds its Results without it; the first summary loads it, which shows the check sees an import."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import sys
+import promptkit as pk
+from promptkit.experiment import Experiment
+from promptkit.graders import label_match
+from promptkit.templates import Template
+from promptkit.types import Row
+t = Template(name="ask", turns=[{{"role": "user", "content": "Tier for {{{{notes}}}}"}}])
+rows = [Row(id=f"r{{i}}", input={{"notes": f"account {{i}}"}}, target="Commit") for i in range(6)]
+exp = Experiment(variants=[t], models=["openai:gpt-4o-mini@{server.openai_base_url}"], rows=rows,
+                 graders=[label_match(["Commit", "Churn"])])
+res = pk.run(exp, progress=False)
+heavy = [m for m in ("numpy", "pandas", "scipy", "statsmodels") if m in sys.modules]
+res.summary()
+print(res.meta["counts"]["ok"], res.meta["counts"]["calls"], ",".join(heavy) or "-", "numpy" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root), "PROMPTKIT_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["6", "6", "-", "True"], (out.stdout, out.stderr[-2000:])
