@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from .aio import ctrl_c_raises, loop_running, run_sync
 from .cache import BackgroundWriter, Cache, open_cache
+from .calls import Caller, budget_message, make_gate, per_provider
 from .errors import ExperimentError, PromptkitError, redact
-from .limits import DEFAULT_PROVIDER_CONCURRENCY, Budget, Gate, RetryPolicy, estimate_tokens
-from . import shard
-from .shard import check_workers
+from .limits import Budget, Gate, RetryPolicy
+from .shard import Host, Limits, Workers, check_workers
 from .types import Cell, CellResult, Completion, Grade, prefill_used
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,30 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers import Provider
     from .results import Results
 
-_timeout = getattr(asyncio, "timeout", None)
-
 BAR_INTERVAL_S = 0.1
 CacheMode = Literal["use", "refresh", "off"]
 CACHE_MODES: tuple[str, ...] = ("use", "refresh", "off")
-
-
-def _per_provider(value: Any, name: str) -> Any:
-    """Accept one number for every provider or a mapping of provider prefix -> number."""
-    if value is None or isinstance(value, Mapping):
-        return dict(value or {})
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"*": value}
-    raise ValueError(f"{name} must be a number or a mapping of provider -> number, got {value!r}")
-
-
-def limit_for(table: Mapping[str, Any], gate_key: str, prefix: str, default: Any) -> Any:
-    """A per-provider limit: the gate's own entry, its provider's, else "*" (never for local models)."""
-    for k in (gate_key, prefix):
-        if k in table:
-            return table[k]
-    if "*" in table and prefix != "local":
-        return table["*"]
-    return default
 
 
 class _Run:
@@ -78,8 +57,8 @@ class _Run:
         self.mode = cache
         self.store = cache_backend
         self.concurrency = concurrency
-        self.provider_concurrency = _per_provider(provider_concurrency, "provider_concurrency")
-        self.rpm = _per_provider(rpm, "rpm")
+        self.provider_concurrency = per_provider(provider_concurrency, "provider_concurrency")
+        self.rpm = per_provider(rpm, "rpm")
         self.timeout_s = timeout_s
         self.timeout_local_s = timeout_local_s  # local calls: no limit unless timeout_s was given
         self.timeout_default = timeout_default
@@ -87,18 +66,20 @@ class _Run:
         self.budget = budget
         self.progress = progress
         self.workers = workers
+        self.caller = Caller(concurrency=concurrency, timeout_s=timeout_s, timeout_local_s=timeout_local_s,
+                             timeout_default=timeout_default, retry=retry, budget=budget)
         self.graders = list(experiment.graders)
         self.async_graders = any(hasattr(g, "agrade") for g in self.graders)
-        self.counts: Counter[str] = Counter()
+        self.counts = self.caller.counts  # calls and retries (the caller's), cache hits and duplicates
         self.errors: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
         self.gates: dict[str, Gate] = {}
         self.cache_write_errors: list[str] = []
         self.cache_problems: list[str] = []
         self.unpriced_models: list[str] = []
         self.writer: BackgroundWriter | None = None  # started in execute, after any forked worker
         self.threaded_puts = cache_backend is not None and cache != "off" and getattr(cache_backend, "threaded_puts", False)
+        self.processes = 1
+        self.workers_summary: list[dict[str, Any]] = []
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -113,15 +94,14 @@ class _Run:
         self.groups: dict[str, list[int]] = {}
         for i, c in enumerate(self.cells):
             self.groups.setdefault(c.key, []).append(i)
-        self.global_slots = asyncio.Semaphore(self.concurrency)
         self.grade_slots = asyncio.Semaphore(self.concurrency)
-        # workers first: a fork must happen while this is the only thread (no cache writer, no bar monitor yet)
-        shards = await shard.start_workers(self) if self.workers > 1 else []
-        if self.threaded_puts:
-            self.writer = BackgroundWriter(self.store)  # type: ignore[arg-type]
-        self.bar = self._bar()
+        pool = self._pool()
+        self.workers_write = pool is not None and pool.store is not None
+        self.bar = self._bar()  # no monitor thread: a fork below still finds one thread
         self.bar_pending, self.bar_next = 0, 0.0
         try:
+            if pool is not None:  # fresh interpreters start now, so their imports overlap the cache read
+                await pool.spawn_early({c.model for c in self.cells})
             todo = await self._answer_from_cache()
             batched: dict[str, list[str]] = {}
             if self.batch:
@@ -134,9 +114,15 @@ class _Run:
 
                 todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
-            if shards:
-                shard.shrink_parent_gates(self, 1 + len(shards))
-            workers = [asyncio.ensure_future(s.collect(self, queues)) for s in shards] + [
+            if pool is not None:  # forked workers start once the cells to call are known, before any thread
+                await pool.fork(self.cells, queues)
+                if pool.shards:
+                    self.caller.share(pool.parent_concurrency())
+                    pool.share_gates(self.gates)
+            if self.threaded_puts:
+                self.writer = BackgroundWriter(self.store)  # type: ignore[arg-type]
+            host = Host(self.cells, self.groups, self._finish_from_worker, self._answer_queues)
+            workers = [asyncio.ensure_future(c) for c in (pool.collectors(host, queues) if pool else [])] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()
                 for _ in range(min(self.gates[gk].concurrency, len(queue)))
@@ -160,18 +146,19 @@ class _Run:
                         else "were not kept (cache off)")
                 print(f"promptkit: run interrupted; {done} answered cell(s) {kept}", file=sys.stderr)
                 raise
-            for s in shards:  # what the worker processes did counts as this run's
+            for s in pool.shards if pool else []:  # what the worker processes did counts as this run's
                 self.counts.update({k: s.stats.get(k, 0) for k in ("calls", "retries")})
-                self.max_in_flight += s.stats.get("max_in_flight", 0)
+                self.caller.max_in_flight += s.stats.get("max_in_flight", 0)
                 self.cache_write_errors.extend(s.stats.get("cache_write_errors", ()))
-            self.processes = 1 + len(shards)
+            self.processes = 1 + len(pool.shards if pool else [])
             lost = [i for i, r in enumerate(self.results) if r is None]
             for i in lost:  # a safety net: should never trigger, but a cell must never vanish
                 self.results[i] = CellResult(self.cells[i], Completion(
                     error_kind="unknown", error="the runner finished without answering this cell"))
         finally:
-            await shard.close(shards)
-            self.workers_summary = shard.summary(shards)
+            if pool is not None:
+                await pool.close()
+                self.workers_summary = pool.summary()
             self._bar_flush()
             self.bar.close()
             self._flush_writes()
@@ -215,6 +202,7 @@ class _Run:
         from .providers import get_provider, parse_spec
 
         providers: dict[str, Any] = {}
+        gate_keys: dict[str, str] = {}
         queues: dict[str, deque[tuple[Any, str]]] = {}
         for key in todo:
             cell = self.cells[self.groups[key][0]]
@@ -231,18 +219,15 @@ class _Run:
                     self.unpriced_models.append(cell.model)
                     print(f"promptkit: no price is known for {cell.model}, so budget_usd cannot limit its calls "
                           f"(budget_tokens can; prices live in promptkit/data/models.yaml)", file=sys.stderr)
+                if not isinstance(prov, Completion):
+                    spec = parse_spec(cell.model)
+                    gate_keys[cell.model] = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
             if isinstance(prov, Completion):
                 self._store_all(key, replace(prov), [{}] * len(self.groups[key]), hit=False)
                 continue
-            spec = parse_spec(cell.model)
-            gk = spec.provider + (f"@{spec.base_url}" if spec.base_url else "")
+            gk = gate_keys[cell.model]
             if gk not in self.gates:
-                limit = limit_for(self.provider_concurrency, gk, spec.provider,
-                                DEFAULT_PROVIDER_CONCURRENCY.get(spec.provider, self.concurrency))
-                try:
-                    self.gates[gk] = Gate(gk, min(int(limit), self.concurrency), limit_for(self.rpm, gk, spec.provider, None))
-                except (TypeError, ValueError) as exc:
-                    raise ExperimentError(f"run limits: {exc}") from None
+                self.gates[gk] = make_gate(gk, self.provider_concurrency, self.rpm, self.concurrency)
             queues.setdefault(gk, deque()).append((prov, key))
         return queues
 
@@ -255,92 +240,30 @@ class _Run:
     async def _worker(self, gate: Gate, queue: deque[tuple["Provider", str]]) -> None:
         while queue:
             provider, key = queue.popleft()
-            cell = self.cells[self.groups[key][0]]
-            try:
-                comp = await self._call(cell, gate, provider)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a runner bug must not drop the cell
-                comp = Completion(error_kind="unknown", error=redact(f"runner: {type(exc).__name__}: {exc}"))
-            comp.provider = comp.provider or provider.spec.provider
-            comp.model = comp.model or provider.model
+            comp = await self.caller.answer(self.cells[self.groups[key][0]], gate, provider)
             await self._finish(key, comp, hit=False)
 
-    async def _call(self, cell: Cell, gate: Gate, provider: "Provider") -> Completion:
-        """One cell's call with budget, gate, timeout and retries; always returns a Completion."""
-        est_usd, est_tokens = self._estimate(cell, provider)
-        held = await self.budget.reserve(est_usd, est_tokens, cell.model)
-        if held is None:
-            return Completion(error_kind="budget", error="not run: " + self._budget_message(final=False))
-        comp: Completion | None = None
-        try:
-            attempt = 0
-            while True:
-                attempt += 1
-                await self._enter(gate)
-                try:
-                    comp = await self._attempt(provider, cell)
-                finally:
-                    self._leave(gate)
-                self.counts["calls"] += 1
-                if not self.retry.should_retry(comp, attempt):
-                    break
-                delay = self.retry.delay(comp, attempt)
-                if comp.retry_after_s is not None:
-                    gate.pause(asyncio.get_running_loop().time(), delay)
-                self.counts["retries"] += 1
-                await asyncio.sleep(delay)
-            if not comp.ok and attempt > 1:
-                comp.error = f"{comp.error} (gave up after {attempt} attempts)"
-            return comp
-        finally:
-            await self.budget.settle(held, comp)
+    async def _answer_queues(self, queues: dict[str, deque[tuple["Provider", str]]]) -> None:
+        """Answer these cells here, each provider's under its gate (cells a worker process took and never answered)."""
+        await asyncio.gather(*(self._worker(self.gates[gk], q) for gk, q in queues.items()
+                               for _ in range(min(self.gates[gk].concurrency, len(q)))))
 
-    async def _enter(self, gate: Gate) -> None:
-        """Take a global slot and the provider's next start slot, without holding the first while pacing."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self.global_slots.acquire()
-            wait = gate.try_start(loop.time())
-            if wait <= 0:
-                break
-            self.global_slots.release()
-            await asyncio.sleep(wait)
-        self.in_flight += 1
-        gate.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        gate.max_in_flight = max(gate.max_in_flight, gate.in_flight)
-
-    def _leave(self, gate: Gate) -> None:
-        self.in_flight -= 1
-        gate.in_flight -= 1
-        self.global_slots.release()
-
-    async def _attempt(self, provider: "Provider", cell: Cell) -> Completion:
-        limit = self.timeout_local_s if provider.spec.provider == "local" else self.timeout_s
-        if limit is None:
-            return await provider.complete(cell.request)
-        try:
-            if _timeout is not None:  # Python 3.11+: no extra task per call
-                async with _timeout(limit):
-                    return await provider.complete(cell.request)
-            return await asyncio.wait_for(provider.complete(cell.request), limit)
-        except asyncio.TimeoutError:
-            why = "the default for API calls" if self.timeout_default else "as set"
-            return Completion(error_kind="timeout", latency_s=limit,
-                              error=f"no answer within {limit:g} s, so the call was cancelled (timeout_s={limit:g}, "
-                                    f"{why}; raise timeout_s, or pass timeout_s=None for no limit)")
-
-    def _estimate(self, cell: Cell, provider: "Provider") -> tuple[float, int]:
-        if not self.budget.limited:
-            return 0.0, 0
-        from .catalog import catalog
-
-        n_in, n_out = estimate_tokens(cell.request)
-        usd = catalog().cost(provider.cost_provider, provider.model, n_in, n_out)
-        return (usd or 0.0), n_in + n_out
+    def _pool(self) -> Workers | None:
+        """The worker processes this run asked for, if it can use them (API cells, no budget)."""
+        n = Workers.wanted(self.workers, self.concurrency, self.budget.limited, {c.model for c in self.cells})
+        if n < 2:
+            return None
+        return Workers(n, Limits(
+            concurrency=self.concurrency, timeout_s=self.timeout_s, timeout_local_s=self.timeout_local_s,
+            timeout_default=self.timeout_default, retry=self.retry, provider_concurrency=dict(self.provider_concurrency),
+            rpm=dict(self.rpm)), self.store if self.mode != "off" else None)
 
     # ---- finishing cells ---------------------------------------------------------------
+
+    async def _finish_from_worker(self, key: str, comp: Completion) -> None:
+        """An answer a worker process sent (which wrote it to a shared SQLite or folder cache itself)."""
+        self.budget.add(comp)
+        await self._finish(key, comp, hit=False, write=not self.workers_write)
 
     async def _finish(self, key: str, comp: Completion, *, hit: bool, write: bool = True) -> None:
         if comp.ok and not comp.prefill:  # answers cached before Completion.prefill existed
@@ -421,15 +344,7 @@ class _Run:
 
     def _budget_message(self, final: bool = True) -> str:
         """Why the run stopped; `final=False` gives the one fixed text every skipped cell carries."""
-        b = self.budget
-        caps = []
-        if b.usd is not None:
-            caps.append(f"${b.usd:g}" + (f" (spent ${b.spent_usd:.4f})" if final else ""))
-        if b.tokens is not None:
-            caps.append(f"{b.tokens} tokens" + (f" (spent {b.spent_tokens})" if final else ""))
-        n = self.errors.get("budget", 0)
-        tail = f"; {n} cell(s) were not run and are marked error_kind 'budget'" if n and final else ""
-        return "stopped for budget: the next call could exceed the cap of " + " and ".join(caps) + tail
+        return budget_message(self.budget, self.errors.get("budget", 0), final)
 
     def _meta(self, started: datetime, finished: datetime, wall_s: float) -> dict[str, Any]:
         results = [r for r in self.results if r is not None]
@@ -468,9 +383,9 @@ class _Run:
                 "timeout_s_local": self.timeout_local_s,
                 "max_attempts": self.retry.max_attempts,
             },
-            "max_in_flight": self.max_in_flight,
-            "processes": getattr(self, "processes", 1),
-            "workers": getattr(self, "workers_summary", []),
+            "max_in_flight": self.caller.max_in_flight,
+            "processes": self.processes,
+            "workers": self.workers_summary,
             "max_in_flight_by_provider": {g.name: g.max_in_flight for g in self.gates.values()},
         }
         if self.batch_part is not None:
@@ -572,8 +487,8 @@ async def arun(
     try:
         policy = retry or RetryPolicy(max_attempts=opts["max_attempts"])
         budget = Budget(usd=opts["budget_usd"], tokens=opts["budget_tokens"])
-        _per_provider(opts["provider_concurrency"], "provider_concurrency")
-        _per_provider(opts["rpm"], "rpm")
+        per_provider(opts["provider_concurrency"], "provider_concurrency")
+        per_provider(opts["rpm"], "rpm")
         n_workers = check_workers(opts["workers"])
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None

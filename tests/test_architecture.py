@@ -22,13 +22,7 @@ import promptkit
 ROOT = Path(promptkit.__file__).resolve().parent
 
 # Cycles kept on purpose, each with its reason. Add one only with a reason a reader can check.
-ALLOWED: dict[frozenset[str], str] = {
-    frozenset({"promptkit.runner", "promptkit.shard"}): (
-        "shard.py has two halves: the parent's split (runner.py calls it) and the worker process's main, which "
-        "runs runner._Run in a fresh interpreter (a function-level import in the child only). Moving the worker "
-        "main into runner.py waits for the perf branch's runner/shard work to land (issue 18)."
-    ),
-}
+ALLOWED: dict[frozenset[str], str] = {}
 
 
 def module_names() -> dict[str, Path]:
@@ -158,9 +152,7 @@ def test_the_walk_finds_a_function_level_cycle(tmp_path):
 
 # Private names one module still takes from another: each is left for a later slice of issue 18 because its
 # file is being changed on another branch today. Add none; remove each as its owner makes the name public.
-PRIVATE_REACHES_LEFT = {
-    ("promptkit.shard", "promptkit.runner", "_Run"), ("promptkit.shard", "promptkit.providers", "_REGISTERED"),
-}
+PRIVATE_REACHES_LEFT: set[tuple[str, str, str]] = set()
 
 
 def private_reaches(modules: dict[str, Path]) -> set[tuple[str, str, str]]:
@@ -204,7 +196,7 @@ def test_the_default_model_is_written_once():
 
 MAX_MODULE_LINES = 600
 # Modules still over the limit, each being split on another branch of issue 18. Add none; remove each once split.
-LONG_MODULES_LEFT = {"promptkit/runner.py"}
+LONG_MODULES_LEFT: set[str] = set()
 
 
 def test_no_module_is_over_600_lines():

@@ -143,7 +143,7 @@ def test_a_worker_that_never_starts_holds_no_cells(server, tmp_path, monkeypatch
 
 
 def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monkeypatch, capfd):
-    async def dies(job, reader, write):  # asks for its window, receives cells, dies before calling
+    async def dies(job, cells, reader, write):  # asks for its window, receives cells, dies before calling
         write(shard._frame("want", job["window"]))
         await shard._read_frame(reader)
         os._exit(3)
@@ -164,7 +164,7 @@ def test_a_stalled_worker_holds_back_only_its_window(server, tmp_path, monkeypat
     real = shard._serve
     stall_s = 2.0
 
-    async def stalls(job, reader, write):
+    async def stalls(job, cells, reader, write):
         first = []
 
         def slow_write(data):
@@ -173,7 +173,7 @@ def test_a_stalled_worker_holds_back_only_its_window(server, tmp_path, monkeypat
                 time.sleep(stall_s)  # the whole worker stops, holding what it was given
             write(data)
 
-        await real(job, reader, slow_write)
+        await real(job, cells, reader, slow_write)
 
     monkeypatch.setattr(shard, "START", "fork")
     monkeypatch.setattr(shard, "_serve", stalls)
