@@ -23,7 +23,7 @@ from promptkit import shard
 from promptkit.experiment import Experiment
 from promptkit.providers import clear_providers
 from promptkit.templates import Template
-from promptkit.types import Row, Settings
+from promptkit.types import Completion, Row, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -222,3 +222,36 @@ def test_workers_share_a_sqlite_cache_whatever_its_file_is_called(server, tmp_pa
     res = pk.run(grid(server.openai_base_url, 10), cache_backend=store, workers=2, progress=False)
     assert res.meta["processes"] == 2
     assert len(store) == 18 and not (tmp_path / "answers").is_dir()
+
+
+def test_answers_sent_before_a_worker_stops_reading_are_all_used(server, tmp_path, monkeypatch, capfd):
+    """A worker that closes its end of the parent's pipe, then sends its answers: the parent's next hand-out fails
+    (broken pipe), and it must still read every answer that worker sent instead of calling those cells again."""
+    def read_exactly(fd, n):
+        data = b""
+        while len(data) < n:
+            data += os.read(fd, n - len(data))
+        return data
+
+    def worker(job, cells, down, up):
+        os.write(up, shard._frame("want", job["window"]))
+        size = shard._HEAD.unpack(read_exactly(down, shard._HEAD.size))[0]
+        kind, handed = shard.pickle.loads(read_exactly(down, size))
+        os.close(down)  # it reads no more: the parent's next write breaks the pipe
+        for _, i in handed:  # then it answers each cell in a frame of its own, asking for one more each time
+            os.write(up, shard._frame("got", ([(cells[i].key, Completion(text="from the worker"))], 1)))
+        os.write(up, shard._frame("done", {"calls": len(handed)}))
+        return 0
+
+    monkeypatch.setattr(shard, "START", "fork")
+    monkeypatch.setattr(shard, "_forked_main", worker)
+    server.reset()
+    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", concurrency=4, workers=2,
+                 progress=False)
+    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    (w,) = res.meta["workers"]
+    assert w["cells"] == 4  # its window (2 x its 2 slots), every one of them answered by it
+    assert sum(r.completion.text == "from the worker" for r in res.results) >= 4
+    assert res.meta["counts"]["calls"] == 78 == len(server.calls) + 4  # none of its cells was called again here
+    err = capfd.readouterr().err  # only the cell whose hand-out broke the pipe is answered here
+    assert "holding 1 unanswered cell(s)" in err
