@@ -93,6 +93,28 @@ def test_logprobs_are_parsed_into_token_logprobs(openai_env):
     assert pk.complete("q", MODEL).logprobs is None
 
 
+def test_a_plain_call_sends_what_the_sdks_create_sends(openai_env):
+    """The provider posts its arguments through the SDK's client without `create()` (which walks them against its
+    TypedDicts on every call): the request on the wire must be the one `create()` would have sent."""
+    prov = get_provider(MODEL)
+    req = Request(messages=[Message("system", "Be brief."), Message("user", "Notes: renewed early.")], prefill="Tier:",
+                  settings=Settings(temperature=0.3, top_p=0.9, seed=7, stop=("END", "\n\n"), max_tokens=12,
+                                    logprobs=True, top_logprobs=2))
+
+    async def both():
+        client = await prov._clients.get()
+        await client.chat.completions.create(**prov.params(req))
+        return await prov.complete(req)
+
+    c = asyncio.run(both())
+    assert c.ok, c.error
+    sdk, ours = openai_env.calls[-2:]
+    assert ours.body == sdk.body and ours.path == sdk.path
+    for header in ("authorization", "content-type", "accept", "user-agent"):
+        assert ours.headers.get(header) == sdk.headers.get(header), header
+    assert ours.headers["authorization"] == f"Bearer {CANARY}"
+
+
 def test_endpoint_is_selected_only_by_sdk_env_vars(monkeypatch):
     with FakeServer(api_key=CANARY) as a, FakeServer(api_key=CANARY) as b:
         monkeypatch.setenv("OPENAI_API_KEY", CANARY)

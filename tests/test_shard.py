@@ -113,6 +113,7 @@ def test_the_shared_cache_is_written_once_per_answer_and_answers_the_rerun(serve
     server.reset()
     again = pk.run(exp, cache_backend=path, workers=2, progress=False)
     assert len(server.calls) == 0 and again.meta["counts"]["cache_hits"] == 80
+    assert again.meta["processes"] == (1 if start == "fork" else 2)  # nothing to call: no fork (a spawn starts first)
     assert [r.completion.text for r in again.results] == [r.completion.text for r in first.results]
     assert len(puts(path)) == len(written)
 
