@@ -114,14 +114,14 @@ class _Run:
 
                 todo, clustered = take_clustered(self, todo)
             queues = self._queues(todo)
+            host = Host(self.cells, self.groups, self._finish_from_worker, self._answer_queues)
             if pool is not None:  # forked workers start once the cells to call are known, before any thread
-                await pool.fork(self.cells, queues)
+                await pool.fork(host, queues)
                 if pool.shards:
                     self.caller.share(pool.parent_concurrency())
                     pool.share_gates(self.gates)
             if self.threaded_puts:
                 self.writer = BackgroundWriter(self.store)  # type: ignore[arg-type]
-            host = Host(self.cells, self.groups, self._finish_from_worker, self._answer_queues)
             workers = [asyncio.ensure_future(c) for c in (pool.collectors(host, queues) if pool else [])] + [
                 asyncio.ensure_future(self._worker(self.gates[gk], queue))
                 for gk, queue in queues.items()

@@ -142,10 +142,12 @@ class Shard:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.started = time.perf_counter()
-        self.first_ask_s: float | None = None  # seconds from start to its first request for cells
+        self.first_ask_s: float | None = None  # seconds from start to its first frame (a request for cells or answers)
         self.handed = 0
         self.answered = 0
         self.stats: dict[str, Any] = {}
+        self.outstanding: dict[str, tuple[str, Any]] = {}  # cell key -> (gate key, provider) it holds unanswered
+        self.sending = True  # False once it was told "end" (or stopped reading)
         self.fds: list[int] = []  # the parent's ends of a forked worker's pipes (a later fork closes them)
 
     # ---- starting ----------------------------------------------------------------------
@@ -198,28 +200,30 @@ class Shard:
         if not self.writer.is_closing():
             self.writer.write(_frame(kind, payload))
 
-    def _hand_out(self, host: Host, queues: Queues, want: int, outstanding: dict[str, tuple[str, Any]]) -> bool:
-        """Send up to `want` cells, or "end" when none are left; False once nothing more will be sent."""
+    def hand_out(self, host: Host, queues: Queues, want: int) -> None:
+        """Send up to `want` cells, or "end" when none are left (after which nothing more is sent)."""
+        if not self.sending:
+            return
         batch = _take(queues, want)
         if not batch:  # queues only shrink: nothing more will come
             self._send("end", None)
-            return False
+            self.sending = False
+            return
         for gk, prov, key in batch:
-            outstanding[key] = (gk, prov)
+            self.outstanding[key] = (gk, prov)
         self.handed += len(batch)
         if self.how == "fork":  # the worker holds the grid: a cell is its index
             self._send("cells", [(gk, host.groups[key][0]) for gk, _, key in batch])
         else:
             self._send("cells", [(gk, replace(host.cells[host.groups[key][0]], target=None)) for gk, _, key in batch])
-        return True
 
     async def _first_frame(self, queues: Queues) -> tuple[str, Any] | None:
-        """The worker's first frame; None if it ends first, or if the cells run out while it is still starting."""
+        """The worker's first frame; None if it ends first, or if the cells run out before it was given any."""
         assert self.reader is not None
         read = asyncio.ensure_future(_read_frame(self.reader))
         try:
             while not (await asyncio.wait({read}, timeout=POLL_S))[0]:
-                if not any(q for gk, q in queues.items() if shareable(gk)):
+                if self.handed == 0 and not any(q for gk, q in queues.items() if shareable(gk)):
                     return None
             return read.result()
         finally:
@@ -228,18 +232,17 @@ class Shard:
 
     async def collect(self, host: Host, queues: Queues) -> None:
         """Hand cells out as the worker asks, finish each it answers; cells it never answers are answered here."""
-        outstanding: dict[str, tuple[str, Any]] = {}
-        sending = True
+        outstanding = self.outstanding
         try:
             assert self.reader is not None
             frame = await self._first_frame(queues)
             while frame is not None:
                 kind, payload = frame
                 want = 0
+                if self.first_ask_s is None:
+                    self.first_ask_s = time.perf_counter() - self.started
                 if kind == "want":
                     want = payload
-                    if self.first_ask_s is None:
-                        self.first_ask_s = time.perf_counter() - self.started
                 elif kind == "got":
                     answers, want = payload
                     for key, comp in answers:
@@ -249,13 +252,13 @@ class Shard:
                         await host.finish(key, comp)
                 elif kind == "done":
                     self.stats = payload
-                if want and sending:
+                if want and self.sending:
                     try:
-                        sending = self._hand_out(host, queues, want, outstanding)
+                        self.hand_out(host, queues, want)
                         if self.writer is not None:
                             await self.writer.drain()
                     except (BrokenPipeError, ConnectionResetError):
-                        sending = False  # it stopped reading; the answers it sent before are still read below
+                        self.sending = False  # it stopped reading; the answers it sent before are still read below
                 frame = await _read_frame(self.reader)
         except BaseException:
             self._kill()
@@ -358,8 +361,9 @@ class Workers:
             await s.spawn()
             self.shards.append(s)
 
-    async def fork(self, cells: list[Cell], queues: Queues) -> None:
-        """Forked workers start once the cells to call are known (none to share: none start)."""
+    async def fork(self, host: Host, queues: Queues) -> None:
+        """Forked workers start once the cells to call are known (none to share: none start), each with its
+        first window of cells already sent, so it calls from its first moment."""
         if not self.forking or not any(q for gk, q in queues.items() if shareable(gk)):
             return
         providers = _providers_of(queues)
@@ -369,8 +373,9 @@ class Workers:
             return
         await _build_clients(providers)
         for i in range(1, self.n):
-            s = Shard(i, self._job(i, []))
-            await s.fork(cells, [fd for prev in self.shards for fd in prev.fds])
+            s = Shard(i, {**self._job(i, []), "primed": True})
+            await s.fork(host.cells, [fd for prev in self.shards for fd in prev.fds])
+            s.hand_out(host, queues, s.job["window"])
             self.shards.append(s)
 
     def share_gates(self, gates: dict[str, Gate]) -> None:
@@ -490,7 +495,8 @@ async def _serve(job: dict[str, Any], cells: list[Cell] | None, reader: asyncio.
             loop.call_later(FLUSH_S, flush)
 
     tasks: set[asyncio.Task[None]] = set()
-    write(_frame("want", job["window"]))
+    if not job.get("primed"):  # a forked worker's first window is sent before it asks
+        write(_frame("want", job["window"]))
     try:
         while True:
             frame = await _read_frame(reader)

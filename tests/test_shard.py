@@ -144,8 +144,9 @@ def test_a_worker_that_never_starts_holds_no_cells(server, tmp_path, monkeypatch
 
 
 def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monkeypatch, capfd):
-    async def dies(job, cells, reader, write):  # asks for its window, receives cells, dies before calling
-        write(shard._frame("want", job["window"]))
+    async def dies(job, cells, reader, write):  # receives its window of cells, dies before calling
+        if not job.get("primed"):
+            write(shard._frame("want", job["window"]))
         await shard._read_frame(reader)
         os._exit(3)
 
@@ -234,8 +235,7 @@ def test_answers_sent_before_a_worker_stops_reading_are_all_used(server, tmp_pat
             data += os.read(fd, n - len(data))
         return data
 
-    def worker(job, cells, down, up):
-        os.write(up, shard._frame("want", job["window"]))
+    def worker(job, cells, down, up):  # forked: its first window is sent before it asks
         size = shard._HEAD.unpack(read_exactly(down, shard._HEAD.size))[0]
         kind, handed = shard.pickle.loads(read_exactly(down, size))
         os.close(down)  # it reads no more: the parent's next write breaks the pipe
