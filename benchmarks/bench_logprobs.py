@@ -16,20 +16,14 @@ import json
 import subprocess
 import sys
 
+from local_models import rss_mb  # run as a script: this folder is on sys.path
+
 PROMPT = ("Account notes: usage down 30% since March, the champion left in May, two escalated tickets, "
           "renewal in 60 days and procurement asked for a competitor quote. Write a short renewal-risk "
           "summary for the account team, then say which tier it is: Commit, Likely or At-Risk.")
 MAX_TOKENS = 64
 REPEATS = 3
 MODES = ("plain", "logprobs", "logits_all_full_ctx")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(name: str, mode: str) -> dict:
@@ -43,13 +37,13 @@ def measure(name: str, mode: str) -> dict:
     from promptkit.providers.local import load_model
 
     prov = get_provider(f"local:{name}")
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     logprobs = mode != "plain"
     if mode == "logits_all_full_ctx":
         lm = load_model(prov.path, prov.n_ctx, logits_all=True)
     else:
         lm = prov.loaded(logits=logprobs)
-    rss_loaded = _rss_mb()
+    rss_loaded = rss_mb()
     req = build_request(PROMPT, max_tokens=MAX_TOKENS, temperature=0, logprobs=logprobs,
                         top_logprobs=5 if logprobs else 0)
     prov._generate(lm, build_request("Hi", max_tokens=1, logprobs=logprobs), threading.Event())  # warm-up
@@ -70,7 +64,7 @@ def measure(name: str, mode: str) -> dict:
         "decode_tok_s": round((c.output_tokens - 1) / decode_s, 1) if decode_s > 0 and c.output_tokens > 1 else None,
         "overall_tok_s": round(c.output_tokens / wall, 1),
         "load_s": round(lm.load_s, 2),
-        "rss_model_mb": round(rss_loaded - rss0), "rss_after_mb": round(_rss_mb() - rss0),
+        "rss_model_mb": round(rss_loaded - rss0), "rss_after_mb": round(rss_mb() - rss0),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "loadavg_1min": float(open("/proc/loadavg").read().split()[0]),  # a busy machine skews speed
     }

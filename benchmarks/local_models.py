@@ -19,7 +19,8 @@ SHARED_TOKENS = 26
 SHARED_ROUNDS = 3
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc); bench_logprobs.py uses it too."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -35,12 +36,12 @@ def measure(name: str) -> dict:
     import promptkit as pk
     from promptkit.providers import get_provider
 
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t = time.perf_counter()
     prov = get_provider(f"local:{name}")  # joins on first use
     join_s = time.perf_counter() - t
     lm = prov.loaded()
-    rss_loaded = _rss_mb()
+    rss_loaded = rss_mb()
     pk.complete("Hi", f"local:{name}", max_tokens=1)  # warm-up: first call allocates buffers
     c = pk.complete(PROMPT, f"local:{name}", max_tokens=MAX_TOKENS, temperature=0, seed=0)
     decode_s = c.latency_s - (c.ttft_s or 0)
