@@ -6,6 +6,10 @@ Retry-After, a per-call timeout). Local models get one worker, so they answer
 one call at a time while API calls go on in parallel. A failed call becomes an
 error cell, never an exception, and the budget cap stops new calls before it is
 reached. `run` is the sync wrapper for scripts and notebook cells.
+
+This module schedules cells and assembles results (cache, queues, grading, the
+bar, meta); one cell's call under the limits is `calls.Caller`, and worker
+processes (`workers=N`) are `shard.Workers`, which get what they need as arguments.
 """
 from __future__ import annotations
 
