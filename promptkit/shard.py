@@ -13,9 +13,9 @@ the parent grades them, fills the results in cell order and drives the progress
 bar. A worker that dies hands its unanswered cells back: the parent answers them.
 
 Workers start by fork when this process has one thread and runs on Linux: after
-the parent has read the cache and knows which cells to call (none: no fork), so
-a worker is asked for cells the moment it exists, and it already holds the grid,
-so a cell is handed out as its index. Otherwise a worker is a fresh interpreter,
+the parent has read the cache and knows which cells to call (none: no fork). A
+forked worker holds the grid, so a cell is handed out as its index, and its first
+window is sent as it starts, so it calls from its first moment. Otherwise a worker is a fresh interpreter,
 started first so its half second of imports overlaps the parent's own work, and
 cells travel pickled. Local-model cells never leave the parent (one process per
 loaded model), and a run with a budget stays in one process (a cap needs one ledger).
@@ -275,10 +275,6 @@ class Shard:
                 again.setdefault(gk, deque()).append((prov, key))
             await host.answer_here(again)
 
-    def kill(self) -> None:
-        """Stop it now (a run that ended before collecting from it)."""
-        self._kill()
-
     def _kill(self) -> None:
         try:
             if self.proc is not None:
@@ -392,7 +388,7 @@ class Workers:
         """Stop any worker still running (a run that ended before collecting from it)."""
         for s in self.shards:
             if s.pid and (s.proc is None or s.proc.returncode is None):
-                s.kill()
+                s._kill()
                 await s._reap()
 
     def summary(self) -> list[dict[str, Any]]:
