@@ -1,10 +1,13 @@
 """Writing files so that a crash or an error never leaves a half-written one under the final name."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
+
+from .errors import DatasetError
 
 
 def atomic_write(
@@ -42,3 +45,15 @@ def atomic_write(
 def _temp_beside(path: Path) -> tuple[int, str]:
     """A new file beside `path` whose name no other writer (process or thread) can take."""
     return tempfile.mkstemp(prefix=f".tmp-{path.name[:24]}-", suffix=".tmp", dir=path.parent)
+
+
+def jsonl_values(lines: Iterable[str], at: Callable[[int], str]) -> Iterator[tuple[int, str, Any]]:
+    """(line number, line, parsed value) for each non-blank JSONL line; a line that is not JSON raises
+    DatasetError starting with `at(line number)` (the file and line, in the caller's words)."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, line, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{at(n)}: not valid JSON: {exc.msg} (column {exc.colno})") from None

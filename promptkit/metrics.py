@@ -525,7 +525,6 @@ def _resampling_test(
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
     rng = np.random.default_rng(seed)
-    details: dict[str, Any] = {"n": n}
     if permute:
         n_perm = 4000 if n_perm is None else n_perm
         swap = rng.random((n_perm, n)) < 0.5
@@ -533,18 +532,13 @@ def _resampling_test(
         gg = np.broadcast_to(g, sa.shape)
         d = _class_metrics(gg, sa, k)[metric] - _class_metrics(gg, sb, k)[metric]
         p = (int(np.sum(np.abs(d) >= abs(observed) - 1e-12)) + 1) / (n_perm + 1)
-        details["n_perm"] = n_perm
-    else:
-        details["n_boot"] = n_boot
     lo = hi = float("nan")
     if n_boot or not permute:  # a permutation test's stream continues after the swaps
         b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=rng)
         lo, hi = b.low, b.high
-        if not permute:
-            p = bootstrap_p_value(b.distribution, observed)
-    details.update(seed=seed, ci_low=float(lo), ci_high=float(hi))
-    if permute:
-        details["ci"] = "paired bootstrap"
+        p = p if permute else bootstrap_p_value(b.distribution, observed)
+    details = {"n": n, **({"n_perm": n_perm} if permute else {"n_boot": n_boot}), "seed": seed,
+               "ci_low": float(lo), "ci_high": float(hi), **({"ci": "paired bootstrap"} if permute else {})}
     words = "paired permutation test" if permute else "paired bootstrap"
     return PairedTest(
         test=f"paired {method} ({metric})", p_value=p, difference=observed, alpha=alpha,
