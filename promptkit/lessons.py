@@ -19,7 +19,18 @@ from .types import Settings
 HONEST_COLUMNS = SUMMARY_VIEWS["scoreboard"]
 
 
-def evaluate(
+def evaluate(variants: Any, dataset: Any = "renewal_tier", *, progress: bool = True, **options: Any) -> Any:
+    """Run prompt variants on a dataset split with the task's default grader; returns Results.
+
+    The keywords (split, n, models, repeats, graders, sweep, name, and any
+    setting such as max_tokens=8) are experiment()'s, which builds the grid.
+    """
+    from .runner import run
+
+    return run(experiment(variants, dataset, **options), progress=progress)
+
+
+def experiment(
     variants: Any,
     dataset: Any = "renewal_tier",
     *,
@@ -29,11 +40,11 @@ def evaluate(
     repeats: int = 1,
     graders: Sequence[Any] | None = None,
     sweep: dict[str, Sequence[Any]] | None = None,
-    progress: bool = True,
     name: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Run prompt variants on a dataset split with the task's default grader; returns Results.
+    """The Experiment of prompt variants on a dataset split: the one builder behind evaluate, the exercise
+    checks and the live builder.
 
     `dataset` is a dataset name, a Dataset, or a list of Rows (new rows
     written apart from the kit): a list is used as given (`split` does not
@@ -44,7 +55,6 @@ def evaluate(
     from .errors import ExperimentError
     from .experiment import Experiment
     from .graders import default_grader, label_match
-    from .runner import run
     from .types import Row
 
     if isinstance(dataset, (str, Dataset)):
@@ -67,13 +77,12 @@ def evaluate(
         split, title = None, f"{len(rows)} rows"
     rows = rows[:n] if n else rows
     variants = variants if isinstance(variants, (list, tuple)) else [variants]
-    exp = Experiment(
+    return Experiment(
         variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
         settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
         graders=list(graders) if graders is not None else [grader],
         name=name or (f"{title} ({split})" if split else title),
     )
-    return run(exp, progress=progress)
 
 
 def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
