@@ -85,6 +85,35 @@ def experiment(
     )
 
 
+def chapter_rows(dataset: str, n_rows: int, *, split: str = "dev", colwidth: int = 120) -> tuple[Any, list[Any]]:
+    """A chapter's opening: pandas set to show `colwidth` characters a cell, the dataset printed (its size and
+    splits), and it with its first `n_rows` rows of `split`."""
+    import pandas as pd
+
+    from .datasets import load_dataset
+
+    pd.set_option("display.max_colwidth", colwidth)
+    ds = load_dataset(dataset)
+    print(ds)
+    return ds, ds.split(split).rows[:n_rows]
+
+
+def row_counts(dataset: Any, *fields: str, **computed: Any) -> Any:
+    """How many of a dataset's rows fall in each cell of a two-way table, so a chapter shows what it measures on.
+
+    The two features are named columns of `dataset.to_frame()` ("split") and/or
+    keywords computing one from each example (`status=lambda ex: ex.target["status"]`);
+    the first is the rows, the second the columns.
+    """
+    frame = dataset.to_frame()
+    for name, of in computed.items():
+        frame[name] = [of(ex) for ex in dataset.rows]
+    names = [*fields, *computed]
+    if len(names) != 2:
+        raise ValueError(f"row_counts takes two features (rows, then columns), got {names}")
+    return frame.pivot_table(index=names[0], columns=names[1], values="id", aggfunc="count", fill_value=0)
+
+
 def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:
     """The summary columns that keep a classification score honest, in reading order."""
     s = results.summary(by=list(by))
