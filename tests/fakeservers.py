@@ -104,6 +104,13 @@ FAULT_KINDS: dict[str, str | None] = {
 _STATUS = {"rate_limit": 429, "server": 500, "unavailable": 503, "overloaded": 529}
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+# Every variable each vendor's SDK (or promptkit for it) reads: tests unset them so a developer's own keys never leak in.
+SDK_ENV_VARS = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS",
+               "OLLAMA_BASE_URL", "VLLM_BASE_URL", "VLLM_API_KEY", "LMSTUDIO_BASE_URL", "PROMPTKIT_TIMEOUT_S"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+                  "ANTHROPIC_CUSTOM_HEADERS", "PROMPTKIT_TIMEOUT_S"),
+}
 _TOKEN_RE = re.compile(r"\s*\S+")
 
 
