@@ -111,6 +111,43 @@ SDK_ENV_VARS = {
     "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
                   "ANTHROPIC_CUSTOM_HEADERS", "PROMPTKIT_TIMEOUT_S"),
 }
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """One vendor as the provider tests drive it: the spec they call, what the server must see, the key never shown."""
+
+    name: str
+    model: str  # the spec the tests call
+    model_id: str  # the id the server must receive
+    canary: str  # a key that must never show in any output
+    key_var: str
+    base_url_var: str
+    path: str
+
+    def base_url(self, server: "FakeServer") -> str:
+        return getattr(server, f"{self.name}_base_url")
+
+
+VENDORS = {
+    "openai": Vendor("openai", "openai:gpt-4o-mini", "gpt-4o-mini", "sk-canary-openai-7f3a9c21d4e8b6",
+                     "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_PATH),
+    "anthropic": Vendor("anthropic", "anthropic:haiku", "claude-haiku-4-5", "sk-ant-canary-4b1d9e0c7a2f58",
+                        "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ANTHROPIC_PATH),
+}
+
+
+def only_vendor(name: str) -> Any:
+    """The `vendor` fixture of a module that tests one vendor (`vendor = only_vendor("openai")`): used by every
+    test, it unsets that SDK's variables and stands for conftest's, which runs each vendor in turn."""
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def vendor(vendor_env_cleared: Any) -> Vendor:
+        vendor_env_cleared(SDK_ENV_VARS[name])
+        return VENDORS[name]
+
+    return vendor
 _TOKEN_RE = re.compile(r"\s*\S+")
 
 

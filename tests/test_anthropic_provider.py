@@ -7,34 +7,22 @@ from __future__ import annotations
 import pytest
 
 import promptkit as pk
-from fakeservers import SDK_ENV_VARS, Fault
+from fakeservers import VENDORS, Fault, only_vendor
 from promptkit.errors import SettingsError
 from promptkit.providers import clear_providers, get_provider
 from promptkit.providers.anthropic import AnthropicProvider
 from promptkit.types import Message
 
-CANARY = "sk-ant-canary-4b1d9e0c7a2f58"
-MODEL = "anthropic:haiku"  # an alias from models.yaml
-ENV_VARS = SDK_ENV_VARS["anthropic"]
+CANARY, MODEL = VENDORS["anthropic"].canary, VENDORS["anthropic"].model
+vendor = only_vendor("anthropic")  # conftest's `pointed` points this SDK at the fake server
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(vendor_env_cleared):
-    vendor_env_cleared(ENV_VARS)
-
-
-@pytest.fixture
-def anthropic_env(point_sdk):
-    """ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point the SDK at the fake server: nothing else is configured."""
-    return point_sdk("anthropic", CANARY)
-
-
-def test_system_prefill_stop_and_sampling_map_to_the_messages_api(anthropic_env):
-    anthropic_env.reply = lambda call: " At-Risk"
+def test_system_prefill_stop_and_sampling_map_to_the_messages_api(pointed):
+    pointed.reply = lambda call: " At-Risk"
     turns = [Message("system", "You are a CS analyst."), Message("user", "Notes: churn signals."),
              Message("assistant", "Tier: Likely"), Message("user", "Notes: usage fell 60%.")]
     c = pk.complete(turns, MODEL, prefill="Tier: ", temperature=0.4, top_p=0.9, seed=7, stop=["\n"], max_tokens=9)
-    body = anthropic_env.last.body
+    body = pointed.last.body
     assert body["system"] == "You are a CS analyst."
     assert body["messages"] == [
         {"role": "user", "content": "Notes: churn signals."},
@@ -62,35 +50,35 @@ def _models_file(tmp_path, monkeypatch, **anthropic_extra) -> None:
     monkeypatch.setenv("PROMPTKIT_MODELS_FILE", str(path))
 
 
-def test_sampling_is_sent_when_the_catalog_opts_in(anthropic_env, tmp_path, monkeypatch):
+def test_sampling_is_sent_when_the_catalog_opts_in(pointed, tmp_path, monkeypatch):
     _models_file(tmp_path, monkeypatch, sampling="send", api_version="2023-06-01")
     pk.complete("q", MODEL, temperature=0.4)
-    body, headers = anthropic_env.last.body, anthropic_env.last.headers
+    body, headers = pointed.last.body, pointed.last.headers
     assert body["temperature"] == 0.4 and "top_p" not in body  # top_p only when it is not 1.0
     assert headers["anthropic-version"] == "2023-06-01"
     clear_providers()
     pk.complete("q", MODEL, top_p=0.8)
-    assert anthropic_env.last.body["top_p"] == 0.8
+    assert pointed.last.body["top_p"] == 0.8
 
 
-def test_default_api_version_is_the_sdks(anthropic_env):
+def test_default_api_version_is_the_sdks(pointed):
     import anthropic
 
     pk.complete("q", MODEL)
-    sent = anthropic_env.last.headers["anthropic-version"]
-    client = anthropic.Anthropic(api_key="k", base_url=anthropic_env.anthropic_base_url)
+    sent = pointed.last.headers["anthropic-version"]
+    client = anthropic.Anthropic(api_key="k", base_url=pointed.anthropic_base_url)
     assert sent == client.default_headers["anthropic-version"]
 
 
-def test_a_bad_sampling_policy_names_file_and_field(anthropic_env, tmp_path, monkeypatch):
+def test_a_bad_sampling_policy_names_file_and_field(pointed, tmp_path, monkeypatch):
     _models_file(tmp_path, monkeypatch, sampling="always")
     with pytest.raises(SettingsError) as err:
         get_provider(MODEL)
     assert "providers.anthropic.sampling" in str(err.value) and str(tmp_path / "models.yaml") in str(err.value)
 
 
-def test_stop_reasons_map_to_neutral_finish_reasons(anthropic_env):
-    anthropic_env.reply = lambda call: "Commit since renewal signed. STOP trailing"
+def test_stop_reasons_map_to_neutral_finish_reasons(pointed):
+    pointed.reply = lambda call: "Commit since renewal signed. STOP trailing"
     c = pk.complete("q", MODEL)
     assert c.finish_reason == "stop"  # end_turn
     c = pk.complete("q", MODEL, stop=["STOP"])
@@ -99,17 +87,17 @@ def test_stop_reasons_map_to_neutral_finish_reasons(anthropic_env):
     assert c.text == "Commit since" and c.finish_reason == "length" and c.output_tokens == 2  # max_tokens
 
 
-def test_temperature_above_one_is_an_error_completion_and_no_call(anthropic_env):
+def test_temperature_above_one_is_an_error_completion_and_no_call(pointed):
     c = pk.complete("q", MODEL, temperature=1.5)
     assert c.error_kind == "bad_request"
     assert "Settings.temperature" in c.error and "0 to 1" in c.error
-    assert anthropic_env.calls == []
+    assert pointed.calls == []
 
 
-def test_logprobs_are_not_available(anthropic_env):
+def test_logprobs_are_not_available(pointed):
     c = pk.complete("q", MODEL, logprobs=True, top_logprobs=3)
     assert c.ok and c.logprobs is None
-    assert "logprobs" not in anthropic_env.last.body and "top_logprobs" not in anthropic_env.last.body
+    assert "logprobs" not in pointed.last.body and "top_logprobs" not in pointed.last.body
     assert AnthropicProvider.supports_logprobs is False
 
 
@@ -119,7 +107,7 @@ def test_spec_url_overrides_the_endpoint(server, monkeypatch):
     assert c.ok and c.text == "via url" and server.last.body["model"] == "claude-haiku-4-5"
 
 
-def test_529_is_overloaded(anthropic_env):
-    anthropic_env.set_faults([Fault("overloaded")])
+def test_529_is_overloaded(pointed):
+    pointed.set_faults([Fault("overloaded")])
     c = pk.complete("q", MODEL)
     assert c.error_kind == "overloaded" and "529" in c.error

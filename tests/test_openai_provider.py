@@ -10,32 +10,20 @@ import logging
 import pytest
 
 import promptkit as pk
-from fakeservers import SDK_ENV_VARS, FakeServer, Fault, Reply, tokens_of
+from fakeservers import VENDORS, FakeServer, Fault, Reply, only_vendor, tokens_of
 from promptkit.catalog import catalog
 from promptkit.providers import parse_spec
 from promptkit.providers.openai import OpenAIProvider
 
-CANARY = "sk-canary-openai-7f3a9c21d4e8b6"
-MODEL = "openai:gpt-4o-mini"
-ENV_VARS = SDK_ENV_VARS["openai"]
+CANARY, MODEL = VENDORS["openai"].canary, VENDORS["openai"].model
+vendor = only_vendor("openai")  # conftest's `pointed` points this SDK at the fake server
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(vendor_env_cleared):
-    vendor_env_cleared(ENV_VARS)
-
-
-@pytest.fixture
-def openai_env(point_sdk):
-    """OPENAI_BASE_URL and OPENAI_API_KEY point the SDK at the fake server: nothing else is configured."""
-    return point_sdk("openai", CANARY)
-
-
-def test_settings_system_and_prefill_reach_the_request_body(openai_env):
-    openai_env.reply = lambda call: " Commit"
+def test_settings_system_and_prefill_reach_the_request_body(pointed):
+    pointed.reply = lambda call: " Commit"
     c = pk.complete("Notes: renewed early.", MODEL, system="You are a CS analyst.", prefill="Tier:",
                     temperature=0.3, top_p=0.9, seed=7, stop=["END"], max_tokens=12)
-    body = openai_env.last.body
+    body = pointed.last.body
     assert body["model"] == "gpt-4o-mini"
     assert body["messages"] == [
         {"role": "system", "content": "You are a CS analyst."},
@@ -49,23 +37,23 @@ def test_settings_system_and_prefill_reach_the_request_body(openai_env):
     assert c.text == "Tier: Commit"  # the prefill plus the continuation
 
 
-def test_stop_sequence_and_max_tokens_set_finish_reason(openai_env):
-    openai_env.reply = lambda call: "At-Risk because usage fell END ignored tail"
+def test_stop_sequence_and_max_tokens_set_finish_reason(pointed):
+    pointed.reply = lambda call: "At-Risk because usage fell END ignored tail"
     c = pk.complete("q", MODEL, stop=["END"])
     assert c.text == "At-Risk because usage fell" and c.finish_reason == "stop"
     c = pk.complete("q", MODEL, max_tokens=2)
     assert c.text == "At-Risk because" and c.finish_reason == "length" and c.output_tokens == 2
 
 
-def test_seed_none_is_not_sent(openai_env):
+def test_seed_none_is_not_sent(pointed):
     pk.complete("q", MODEL, seed=None)
-    assert "seed" not in openai_env.last.body
+    assert "seed" not in pointed.last.body
 
 
-def test_logprobs_are_parsed_into_token_logprobs(openai_env):
-    openai_env.reply = lambda call: "Likely to renew"
+def test_logprobs_are_parsed_into_token_logprobs(pointed):
+    pointed.reply = lambda call: "Likely to renew"
     c = pk.complete("q", MODEL, logprobs=True, top_logprobs=3)
-    body = openai_env.last.body
+    body = pointed.last.body
     assert body["logprobs"] is True and body["top_logprobs"] == 3
     assert [t.token for t in c.logprobs] == tokens_of("Likely to renew")
     # the fake server gives token i the logprob -0.1*(i+1) and alternatives 1, 2 nats lower
@@ -105,8 +93,8 @@ def test_server_without_usage_leaves_tokens_and_cost_unknown(monkeypatch):
     assert c.ttft_s is not None and plain.ttft_s is None
 
 
-def test_retry_after_fraction_is_kept(openai_env):
-    openai_env.set_faults([Fault("rate_limit", retry_after=0.25)])
+def test_retry_after_fraction_is_kept(pointed):
+    pointed.set_faults([Fault("rate_limit", retry_after=0.25)])
     assert pk.complete("q", MODEL).retry_after_s == pytest.approx(0.25)
 
 
@@ -121,7 +109,7 @@ def test_status_of_self_hosted_servers_probes_them(server, monkeypatch):
     assert not ready and "OLLAMA_BASE_URL" in why and closed in why
 
 
-def test_fresh_loops_get_fresh_clients_without_closed_loop_errors(openai_env, caplog):
+def test_fresh_loops_get_fresh_clients_without_closed_loop_errors(pointed, caplog):
     caplog.set_level(logging.ERROR, logger="asyncio")
     for i in range(3):
         assert pk.complete(f"call {i}", MODEL).text == f"call {i}"
@@ -131,8 +119,8 @@ def test_fresh_loops_get_fresh_clients_without_closed_loop_errors(openai_env, ca
     assert not [r for r in caplog.records if "Event loop is closed" in r.getMessage() or r.exc_info], caplog.text
 
 
-def test_reply_with_explicit_counts_is_priced_from_them(openai_env):
-    openai_env.reply = lambda call: Reply("ok", input_tokens=1000, output_tokens=500)
+def test_reply_with_explicit_counts_is_priced_from_them(pointed):
+    pointed.reply = lambda call: Reply("ok", input_tokens=1000, output_tokens=500)
     c = pk.complete("q", MODEL)
     info = catalog().info("openai", "gpt-4o-mini")
     assert (c.input_tokens, c.output_tokens) == (1000, 500)

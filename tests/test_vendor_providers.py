@@ -1,17 +1,16 @@
 """What the OpenAI and Anthropic providers promise alike, each through its real SDK against the loopback fake server.
 
-Each test runs once per vendor; what only one vendor does is tested in test_openai_provider.py or
-test_anthropic_provider.py.
+Each test runs once per vendor (conftest's `vendor` and `pointed` fixtures, the table fakeservers.VENDORS); what
+only one vendor does is tested in test_openai_provider.py or test_anthropic_provider.py.
 """
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
 import promptkit as pk
-from fakeservers import ANTHROPIC_PATH, OPENAI_PATH, SDK_ENV_VARS, FakeServer, Fault
+from fakeservers import FakeServer, Fault
 from promptkit.catalog import catalog
 from promptkit.errors import MissingKeyError
 from promptkit.providers import clear_providers, get_provider, parse_spec
@@ -19,41 +18,8 @@ from promptkit.providers.anthropic import AnthropicProvider
 from promptkit.providers.openai import OpenAIProvider
 from promptkit.types import Message, Request, Settings
 
-
-@dataclass(frozen=True)
-class Vendor:
-    name: str
-    model: str  # the spec the tests call
-    model_id: str  # the id the server must receive
-    canary: str  # a key that must never show in any output
-    provider: type
-    key_var: str
-    base_url_var: str
-    path: str
-
-    def base_url(self, server: FakeServer) -> str:
-        return getattr(server, f"{self.name}_base_url")
-
-
-VENDORS = {
-    "openai": Vendor("openai", "openai:gpt-4o-mini", "gpt-4o-mini", "sk-canary-openai-7f3a9c21d4e8b6",
-                     OpenAIProvider, "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_PATH),
-    "anthropic": Vendor("anthropic", "anthropic:haiku", "claude-haiku-4-5", "sk-ant-canary-4b1d9e0c7a2f58",
-                        AnthropicProvider, "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ANTHROPIC_PATH),
-}
+PROVIDERS = {"openai": OpenAIProvider, "anthropic": AnthropicProvider}
 FAULTS = ["rate_limit", "server", "unavailable", "overloaded", "malformed", "drop", "stream_error"]
-
-
-@pytest.fixture(params=list(VENDORS))
-def vendor(request, vendor_env_cleared) -> Vendor:
-    vendor_env_cleared(sorted({v for names in SDK_ENV_VARS.values() for v in names}))
-    return VENDORS[request.param]
-
-
-@pytest.fixture
-def pointed(vendor, point_sdk) -> FakeServer:
-    """The vendor's base-URL and key variables point its SDK at the fake server: nothing else is configured."""
-    return point_sdk(vendor.name, vendor.canary)
 
 
 def sent_key(call) -> str | None:
@@ -118,7 +84,7 @@ def test_missing_key_names_the_variable(vendor, server, monkeypatch, tmp_path):
     with pytest.raises(MissingKeyError) as err:
         get_provider(vendor.model)
     assert vendor.key_var in str(err.value)
-    ready, why = vendor.provider.status(parse_spec(vendor.model))
+    ready, why = PROVIDERS[vendor.name].status(parse_spec(vendor.model))
     assert not ready and vendor.key_var in why
 
 
@@ -130,13 +96,13 @@ def test_canary_key_never_appears_in_errors_or_reprs(vendor, monkeypatch):
         assert sent_key(srv.last) == vendor.canary  # the key was really sent
     assert c.error_kind == "auth" and "Incorrect API key provided" in c.error
     prov = get_provider(vendor.model)
-    ready, why = vendor.provider.status(parse_spec(vendor.model))
+    ready, why = PROVIDERS[vendor.name].status(parse_spec(vendor.model))
     for text in (c.error, repr(c), str(c.to_dict()), repr(prov), repr(getattr(prov, "endpoint", None)), why):
         assert vendor.canary not in text
 
 
 def test_status_with_key_is_ready_without_showing_it(vendor, pointed):
-    ready, why = vendor.provider.status(parse_spec(vendor.model))
+    ready, why = PROVIDERS[vendor.name].status(parse_spec(vendor.model))
     assert ready and vendor.key_var in why and vendor.canary not in why
     assert vendor.base_url(pointed) in why
 
