@@ -314,13 +314,17 @@ class FakeServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = _Server((self.host, 0), _Handler)
+        httpd = _Server((self.host, 0), self._handler())
         httpd.owner = self
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakeserver-{self.port}", daemon=True)
+                                        name=f"{type(self).__name__.lower()}-{self.port}", daemon=True)
         self._thread.start()
         return self
+
+    def _handler(self) -> type:
+        """The request handler class; a subclass that speaks more APIs (fakebatch) returns its own."""
+        return _Handler
 
     def stop(self) -> None:
         """Stop serving; replies still sleeping (slow faults, latency) wake up and end."""
