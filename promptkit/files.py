@@ -5,20 +5,22 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import DatasetError
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[TextIO], Any], *, newline: str = "", durable: bool = True
+    path: str | os.PathLike[str], write: Callable[[Any], Any], *, newline: str = "", durable: bool = True,
+    binary: bool = False,
 ) -> Path:
     """Write through a temporary `.tmp-` file in the same folder, then rename it into place.
 
     `durable` fsyncs before the rename, so an export survives a power cut; the
     answer cache passes False (a lost entry is only asked again, and an fsync
     per answer is slow). The folder is made when missing, also if it vanished
-    since the last write. A killed write leaves only its `.tmp-` file behind.
+    since the last write. A killed write leaves only its `.tmp-` file behind. `binary` hands `write` a
+    bytes file.
     """
     path = Path(path)
     try:
@@ -27,7 +29,7 @@ def atomic_write(
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _temp_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as f:
             write(f)
             if durable:
                 f.flush()
