@@ -30,6 +30,7 @@ from .batch_format import (  # noqa: F401 - the writer and reader stay reachable
 )
 from .config import cache_dir, env
 from .errors import ExperimentError, PromptkitError, redact
+from .files import atomic_write
 from .types import Cell, Completion
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,14 +90,7 @@ class Ledger:
         return f"Ledger({str(self.folder)!r})"
 
     def write(self, entry: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{entry['id']}.json"
-        tmp = self.folder / f".tmp-{entry['id']}-{os.getpid()}-{os.urandom(4).hex()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(entry, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(self.folder / f"{entry['id']}.json", lambda f: json.dump(entry, f))
 
     def entries(self) -> list[dict[str, Any]]:
         """Every batch recorded, oldest first (unreadable files are skipped, not fatal)."""

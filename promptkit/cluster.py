@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .errors import ExperimentError, MissingPackageError, redact
+from .errors import ExperimentError, redact, require
 from .types import Completion, Request
 
 Run = Any  # the runner's state for one run (runner._Run): cells, groups, results, _finish
@@ -32,12 +32,8 @@ PROVIDERS_SEEN: dict[str, set[int]] = {}  # worker side: the provider objects th
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise MissingPackageError("cluster= needs Dask distributed: pip install 'promptkit[cluster]' "
-                                  "(or pip install dask distributed)") from exc
-    return distributed
+    return require("distributed", "cluster= needs Dask distributed: pip install 'promptkit[cluster]' "
+                                  "(or pip install dask distributed)")
 
 
 def check_cluster(value: Any) -> Any:

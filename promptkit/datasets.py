@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import yamlfile
-from .files import atomic_write
+from .files import atomic_write, jsonl_values
 from .errors import DatasetError
 from .types import Row
 
@@ -296,13 +296,7 @@ def read_rows(path: str | os.PathLike[str], task: TaskInfo) -> list[Row]:
         raise DatasetError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     checker = _RowChecker(task, name)
     rows: list[Row] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{name} line {lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    for lineno, line, obj in jsonl_values(text.splitlines(), lambda n: f"{name} line {n}"):
         if "\\ud" in line.lower():  # JSON may escape half a surrogate pair, which no text can hold
             bad = lone_surrogate(obj)
             if bad is not None:

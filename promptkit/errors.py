@@ -34,6 +34,16 @@ class MissingPackageError(PromptkitError, ImportError):
     """An optional package a provider needs is not installed."""
 
 
+def require(module: str, install: str) -> Any:
+    """`module`, imported only when a feature first needs it; if missing, MissingPackageError(`install`)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingPackageError(install) from exc
+
+
 class ModelInstallError(PromptkitError):
     """A local model could not be found, joined or verified."""
 

@@ -410,9 +410,8 @@ def check(
 ) -> CheckResult:
     """Run the learner's prompt on the exercise's held-out rows, grade it, and say what to try next."""
     from .datasets import load_dataset
-    from .experiment import Experiment
     from .graders import default_grader
-    from .runner import run
+    from .lessons import evaluate
 
     ex = get_exercise(exercise_id)
     template = as_template(prompt, ex)
@@ -447,7 +446,6 @@ def check(
     n_rows = rows or ex.rows
     if (ex.above_chance or ex.lower_bound or ex.compare_with) and n_rows < min(MIN_HELD_OUT, len(held_out.rows)):
         raise ExerciseError(f"exercise {ex.id}: check on at least {MIN_HELD_OUT} rows, got rows={n_rows}")
-    s = Settings.from_dict({**ex.settings, **extra})
     if ex.grader:
         from . import graders as _graders
 
@@ -458,10 +456,8 @@ def check(
         from .graders import in_tag
 
         grader = in_tag(grader, ex.answer_tag)
-    exp = Experiment(variants=[variant], models=[model or ex.model],
-                     rows=held_out.rows[:n_rows], settings=s, repeats=ex.repeats, graders=[grader],
-                     name=f"exercise {ex.id}")
-    res = run(exp, progress=progress)
+    res = evaluate([variant], held_out.rows[:n_rows], models=model or ex.model, repeats=ex.repeats,
+                   graders=[grader], name=f"exercise {ex.id}", progress=progress, **{**ex.settings, **extra})
     measured = measure(res, held_out.rows[:n_rows])
     value = measured.get(ex.metric, 0.0)
     what = ex.metric.replace("_", " ")
@@ -511,20 +507,18 @@ def _comparison_goal(ex: Exercise, measured: dict[str, float], rows: list[Any], 
                      progress: bool) -> tuple[str, bool]:
     """Balanced accuracy beside another exercise's reference on the same rows and model (run only once the
     other goals are met: a comparison of unreadable answers says nothing, and it costs a second run)."""
-    from .experiment import Experiment
-    from .graders import default_grader
     from .datasets import load_dataset
-    from .runner import run
+    from .graders import default_grader
+    from .lessons import evaluate
 
     other = get_exercise(ex.compare_with)
     what = f"{other.id}'s reference"
     if not ready:
         return (f"balanced accuracy at most {ex.max_loss:g} below {what} on the same rows "
                 f"(compared once the goals above are met)", False)
-    exp = Experiment(variants=[solution(other.id).replace(name=what)], models=[model], rows=rows,
-                     settings=Settings.from_dict(other.settings), graders=[default_grader(load_dataset(ex.dataset).task)],
-                     name=f"exercise {ex.id}: comparison")
-    base = measure(run(exp, progress=progress))["balanced_accuracy"]
+    res = evaluate([solution(other.id).replace(name=what)], rows, models=model, name=f"exercise {ex.id}: comparison",
+                   graders=[default_grader(load_dataset(ex.dataset).task)], progress=progress, **other.settings)
+    base = measure(res)["balanced_accuracy"]
     mine = measured.get("balanced_accuracy", 0.0)
     measured["compared_balanced_accuracy"] = base
     return (f"balanced accuracy {mine:.2f} ≥ {base:.2f} ({what}, same rows) − {ex.max_loss:g}",

@@ -19,7 +19,18 @@ from .types import Settings
 HONEST_COLUMNS = SUMMARY_VIEWS["scoreboard"]
 
 
-def evaluate(
+def evaluate(variants: Any, dataset: Any = "renewal_tier", *, progress: bool = True, **options: Any) -> Any:
+    """Run prompt variants on a dataset split with the task's default grader; returns Results.
+
+    The keywords (split, n, models, repeats, graders, sweep, name, and any
+    setting such as max_tokens=8) are experiment()'s, which builds the grid.
+    """
+    from .runner import run
+
+    return run(experiment(variants, dataset, **options), progress=progress)
+
+
+def experiment(
     variants: Any,
     dataset: Any = "renewal_tier",
     *,
@@ -29,11 +40,11 @@ def evaluate(
     repeats: int = 1,
     graders: Sequence[Any] | None = None,
     sweep: dict[str, Sequence[Any]] | None = None,
-    progress: bool = True,
     name: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Run prompt variants on a dataset split with the task's default grader; returns Results.
+    """The Experiment of prompt variants on a dataset split: the one builder behind evaluate, the exercise
+    checks and the live builder.
 
     `dataset` is a dataset name, a Dataset, or a list of Rows (new rows
     written apart from the kit): a list is used as given (`split` does not
@@ -44,7 +55,6 @@ def evaluate(
     from .errors import ExperimentError
     from .experiment import Experiment
     from .graders import default_grader, label_match
-    from .runner import run
     from .types import Row
 
     if isinstance(dataset, (str, Dataset)):
@@ -67,13 +77,41 @@ def evaluate(
         split, title = None, f"{len(rows)} rows"
     rows = rows[:n] if n else rows
     variants = variants if isinstance(variants, (list, tuple)) else [variants]
-    exp = Experiment(
+    return Experiment(
         variants=list(variants), models=[models] if isinstance(models, str) else list(models), rows=rows,
         settings=Settings.from_dict(settings), sweep=dict(sweep or {}), repeats=repeats,
         graders=list(graders) if graders is not None else [grader],
         name=name or (f"{title} ({split})" if split else title),
     )
-    return run(exp, progress=progress)
+
+
+def chapter_rows(dataset: str, n_rows: int, *, split: str = "dev", colwidth: int = 120) -> tuple[Any, list[Any]]:
+    """A chapter's opening: pandas set to show `colwidth` characters a cell, the dataset printed (its size and
+    splits), and it with its first `n_rows` rows of `split`."""
+    import pandas as pd
+
+    from .datasets import load_dataset
+
+    pd.set_option("display.max_colwidth", colwidth)
+    ds = load_dataset(dataset)
+    print(ds)
+    return ds, ds.split(split).rows[:n_rows]
+
+
+def row_counts(dataset: Any, *fields: str, **computed: Any) -> Any:
+    """How many of a dataset's rows fall in each cell of a two-way table, so a chapter shows what it measures on.
+
+    The two features are named columns of `dataset.to_frame()` ("split") and/or
+    keywords computing one from each example (`status=lambda ex: ex.target["status"]`);
+    the first is the rows, the second the columns.
+    """
+    frame = dataset.to_frame()
+    for name, of in computed.items():
+        frame[name] = [of(ex) for ex in dataset.rows]
+    names = [*fields, *computed]
+    if len(names) != 2:
+        raise ValueError(f"row_counts takes two features (rows, then columns), got {names}")
+    return frame.pivot_table(index=names[0], columns=names[1], values="id", aggfunc="count", fill_value=0)
 
 
 def scoreboard(results: Any, by: Sequence[str] = ("variant", "model")) -> Any:

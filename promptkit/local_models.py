@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 from .catalog import LocalModel, catalog
 from .config import models_dir
 from .errors import ModelInstallError, ModelSpecError
+from .files import atomic_write
 
 BLOCK = 8 << 20  # bytes read and hashed at a time while joining
 MARKER_SUFFIX = ".verified.json"
@@ -190,9 +191,7 @@ def _read_blocks(path: Path) -> Iterator[bytes]:
 def _write_marker(model: LocalModel, path: Path, chunks: Sequence[Chunk]) -> None:
     mark = {"model": model.name, "size": model.size, "sha256": model.sha256,
             "from": [c.requirement for c in chunks]}
-    tmp = _marker(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(mark, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, _marker(path))
+    atomic_write(_marker(path), lambda f: f.write(json.dumps(mark, indent=1) + "\n"), durable=False)
 
 
 def _disk_error(exc: OSError, model: LocalModel, folder: Path) -> ModelInstallError:

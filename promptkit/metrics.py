@@ -475,52 +475,21 @@ def _difference_bootstrap(g: Any, pa: Any, pb: Any, k: int, metric: str, *, n_bo
     return bootstrap(diff, g, pa, pb, n_boot=n_boot, level=level, rng=rng)
 
 
-def paired_bootstrap_test(
-    gold: Sequence[Any],
-    pred_a: Sequence[Any],
-    pred_b: Sequence[Any],
-    *,
-    metric: str = "accuracy",
-    labels: Sequence[Any] | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    name_a: str = "A",
-    name_b: str = "B",
-) -> PairedTest:
+def paired_bootstrap_test(gold: Sequence[Any], pred_a: Sequence[Any], pred_b: Sequence[Any], *,
+                          metric: str = "accuracy", **options: Any) -> PairedTest:
     """Paired bootstrap of metric(A) - metric(B): resample rows (the same rows for both prompts).
 
     The p-value is the share of resampled differences at least as far from the
     observed one as the observed one is from zero (the bootstrap distribution
     shifted to the null), with +1 smoothing so it is never exactly 0. Works for
     any metric, including balanced accuracy and macro-F1 where McNemar does not apply.
+    Other keywords: labels, n_boot (2000), seed (0), alpha (0.05), name_a, name_b.
     """
-    g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
-    n = len(g)
-    b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=np.random.default_rng(seed))
-    p = bootstrap_p_value(b.distribution, observed)
-    lo, hi = b.low, b.high
-    return PairedTest(
-        test=f"paired bootstrap ({metric})", p_value=p, difference=observed, alpha=alpha,
-        verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " "), "paired bootstrap"),
-        details={"n": n, "n_boot": n_boot, "seed": seed, "ci_low": float(lo), "ci_high": float(hi)},
-    )
+    return _resampling_test("bootstrap", gold, pred_a, pred_b, metric=metric, **options)
 
 
-def paired_permutation_test(
-    gold: Sequence[Any],
-    pred_a: Sequence[Any],
-    pred_b: Sequence[Any],
-    *,
-    metric: str = "balanced_accuracy",
-    labels: Sequence[Any] | None = None,
-    n_perm: int = 4000,
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    name_a: str = "A",
-    name_b: str = "B",
-) -> PairedTest:
+def paired_permutation_test(gold: Sequence[Any], pred_a: Sequence[Any], pred_b: Sequence[Any], *,
+                            metric: str = "balanced_accuracy", **options: Any) -> PairedTest:
     """Paired permutation test of metric(A) - metric(B): swap A's and B's answers within random rows.
 
     If the prompts do not differ, each row's two answers are exchangeable, so
@@ -529,24 +498,52 @@ def paired_permutation_test(
     false-positive rate stays at or below alpha at any n, unlike the paired
     bootstrap's p-value, which rejected 8-9% of simulated nulls at alpha 5% on 18 rows (tests/test_metrics).
     The interval in `details` is the paired bootstrap's, for the size of the difference (n_boot=0: none).
+    Other keywords: n_perm (4000), and those of paired_bootstrap_test.
     """
+    return _resampling_test("permutation", gold, pred_a, pred_b, metric=metric, **options)
+
+
+def _resampling_test(
+    method: str,
+    gold: Sequence[Any],
+    pred_a: Sequence[Any],
+    pred_b: Sequence[Any],
+    *,
+    metric: str,
+    labels: Sequence[Any] | None = None,
+    n_perm: int | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    name_a: str = "A",
+    name_b: str = "B",
+) -> PairedTest:
+    """The two paired tests in one: the same rows, codes, seeded stream, interval and verdict; only p differs."""
+    permute = method == "permutation"
+    if not permute and n_perm is not None:
+        raise TypeError("paired_bootstrap_test() takes no n_perm (that is paired_permutation_test's)")
     g, pa, pb, k, observed = _paired_codes(gold, pred_a, pred_b, labels, metric)
     n = len(g)
     rng = np.random.default_rng(seed)
-    swap = rng.random((n_perm, n)) < 0.5
-    sa, sb = np.where(swap, pb, pa), np.where(swap, pa, pb)
-    gg = np.broadcast_to(g, sa.shape)
-    d = _class_metrics(gg, sa, k)[metric] - _class_metrics(gg, sb, k)[metric]
-    p = (int(np.sum(np.abs(d) >= abs(observed) - 1e-12)) + 1) / (n_perm + 1)
+    if permute:
+        n_perm = 4000 if n_perm is None else n_perm
+        swap = rng.random((n_perm, n)) < 0.5
+        sa, sb = np.where(swap, pb, pa), np.where(swap, pa, pb)
+        gg = np.broadcast_to(g, sa.shape)
+        d = _class_metrics(gg, sa, k)[metric] - _class_metrics(gg, sb, k)[metric]
+        p = (int(np.sum(np.abs(d) >= abs(observed) - 1e-12)) + 1) / (n_perm + 1)
     lo = hi = float("nan")
-    if n_boot:  # the same stream continues, after the swaps
+    if n_boot or not permute:  # a permutation test's stream continues after the swaps
         b = _difference_bootstrap(g, pa, pb, k, metric, n_boot=n_boot, level=1 - alpha, rng=rng)
         lo, hi = b.low, b.high
+        p = p if permute else bootstrap_p_value(b.distribution, observed)
+    details = {"n": n, **({"n_perm": n_perm} if permute else {"n_boot": n_boot}), "seed": seed,
+               "ci_low": float(lo), "ci_high": float(hi), **({"ci": "paired bootstrap"} if permute else {})}
+    words = "paired permutation test" if permute else "paired bootstrap"
     return PairedTest(
-        test=f"paired permutation ({metric})", p_value=p, difference=observed, alpha=alpha,
-        verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " "), "paired permutation test"),
-        details={"n": n, "n_perm": n_perm, "seed": seed, "ci_low": float(lo), "ci_high": float(hi),
-                 "ci": "paired bootstrap"},
+        test=f"paired {method} ({metric})", p_value=p, difference=observed, alpha=alpha,
+        verdict=_verdict(p, observed, alpha, name_a, name_b, metric.replace("_", " "), words),
+        details=details,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import MissingPackageError, redact
+from .errors import redact, require
 from .stored import KEY_RE, completion_dict
 from .types import Completion
 
@@ -35,11 +35,8 @@ class RedisCache:
     def __init__(self, client: Any = None, *, url: str | None = None, prefix: str = PREFIX,
                  ttl_s: int | None = None) -> None:
         if client is None:
-            try:
-                import redis
-            except ImportError as exc:
-                raise MissingPackageError("a redis:// cache needs the redis package: "
-                                          "pip install 'promptkit[cluster]' (or pip install redis)") from exc
+            redis = require("redis", "a redis:// cache needs the redis package: "
+                                     "pip install 'promptkit[cluster]' (or pip install redis)")
             client = redis.Redis.from_url(url or "redis://localhost:6379/0")
         self.client = client
         self.url = url

@@ -93,6 +93,13 @@ class Results:
     def models(self) -> list[str]:
         return list(dict.fromkeys(r.cell.model for r in self.results))
 
+    def cells_by(self, *fields: str) -> dict[tuple[Any, ...], list[CellResult]]:
+        """The cell results grouped by cell fields (default variant and model), in run order, for tables."""
+        groups: dict[tuple[Any, ...], list[CellResult]] = {}
+        for r in self.results:
+            groups.setdefault(tuple(getattr(r.cell, f) for f in fields or ("variant", "model")), []).append(r)
+        return groups
+
     def default_by(self) -> list[str]:
         """variant and model, and settings_label when there is more than one (never pool a sweep)."""
         many = len({r.cell.settings_label for r in self.results}) > 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
 from .errors import DatasetError, redact
-from .files import atomic_write
+from .files import atomic_write, jsonl_values
 from .types import Cell, CellResult, Completion, Grade, Request, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,13 +54,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[CellResult], dict[str
         raise DatasetError(f"results file {path} does not exist") from None
     meta: dict[str, Any] = {}
     results = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for n, _, obj in jsonl_values(lines, lambda n: f"{path}, line {n}"):
         if not isinstance(obj, dict):
             raise DatasetError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
         if "meta" in obj:

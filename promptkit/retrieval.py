@@ -193,11 +193,8 @@ def answer_table(results: Any, grader: str = "cited_answer") -> Any:
     """Per variant and model: answer accuracy, the share citing a gold document, citation precision, tokens."""
     import pandas as pd
 
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for r in results.results:
-        groups.setdefault((r.cell.variant, r.cell.model), []).append(r)
     recs = []
-    for (v, m), cells in groups.items():
+    for (v, m), cells in results.cells_by("variant", "model").items():
         ds = [c.grades[grader].details for c in cells if grader in c.grades]
         prec = [d["citation_precision"] for d in ds if d.get("citation_precision") is not None]
         recs.append({

@@ -149,43 +149,46 @@ def with_prefill(request: Request, prefill: str | None) -> Request:
     return request if prefill is None else replace(request, prefill=prefill)
 
 
-def label_logprobs(
-    model: Any,
-    request: Request | str,
-    labels: Sequence[str],
-    *,
-    prefill: str | None = None,
-    normalize: str = "sum",
-    end_of_answer: bool = False,
-) -> dict[str, float]:
-    """Log-probability of each complete label as the answer to `request` (a Request or a plain prompt)."""
-    from .complete import build_request
+def label_logprobs(model: Any, request: Request | str, labels: Sequence[str], **options: Any) -> dict[str, float]:
+    """Log-probability of each complete label as the answer to `request` (a Request or a plain prompt).
 
-    labels = check_labels(labels)
-    _check_normalize(normalize)
-    lm = loaded_model(model)
-    req = with_prefill(build_request(request), prefill)
-    scores, _, _ = lm.executor.submit(_score_on_thread, lm, req, labels, normalize, end_of_answer).result()
+    Keywords as score_request (prefill, normalize, end_of_answer); a failure is raised here, not recorded.
+    """
+    q = _query(model, request, labels, **options)
+    scores, _, _ = q.lm.executor.submit(_score_on_thread, q.lm, q.request, q.labels, q.normalize,
+                                        q.end_of_answer).result()
     return scores
 
 
-def score_request(
-    model: Any,
-    request: Request | str,
-    labels: Sequence[str],
-    *,
-    prefill: str | None = None,
-    normalize: str = "sum",
-    end_of_answer: bool = False,
-    row: Row | None = None,
-) -> LabelScore:
-    """One request classified by likelihood; a failure is recorded in `.error`, not raised."""
+def score_request(model: Any, request: Request | str, labels: Sequence[str], *, row: Row | None = None,
+                  **options: Any) -> LabelScore:
+    """One request classified by likelihood; a failure is recorded in `.error`, not raised.
+
+    Keywords: prefill (the assistant text the labels continue, e.g. "Answer: "), normalize ("sum" or "mean"
+    over a label's tokens), end_of_answer (also count the end-of-turn token).
+    """
+    q = _query(model, request, labels, **options)
+    return _score_one(q.lm, q.request, q.labels, q.normalize, q.end_of_answer, row)
+
+
+@dataclass(frozen=True)
+class _Query:
+    lm: Any
+    request: Request
+    labels: list[str]
+    normalize: str
+    end_of_answer: bool
+
+
+def _query(model: Any, request: Request | str, labels: Sequence[str], *, prefill: str | None = None,
+           normalize: str = "sum", end_of_answer: bool = False) -> _Query:
+    """The checked arguments of one scoring call, with the model loaded (shared by the two calls above)."""
     from .complete import build_request
 
     labels = check_labels(labels)
     _check_normalize(normalize)
-    lm = loaded_model(model)
-    return _score_one(lm, with_prefill(build_request(request), prefill), labels, normalize, end_of_answer, row)
+    return _Query(loaded_model(model), with_prefill(build_request(request), prefill), labels, normalize,
+                  end_of_answer)
 
 
 def _score_one(lm: Any, req: Request, labels: list[str], normalize: str, end_of_answer: bool, row: Row | None,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PromptkitError
+from .files import atomic_write
 from .types import Cell, CellResult, Completion, Message, Request, Settings
 
 STORED_DIR = Path(__file__).with_name("data") / "stored"
@@ -74,13 +75,11 @@ def write(lines: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path
     w.writeheader()
     for line in lines:
         w.writerow({k: "" if line.get(k) is None else line[k] for k in COLUMNS})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        gz.write(buf.getvalue().encode("utf-8"))
-    os.replace(tmp, path)
-    return path
+    def write_gzip(raw: Any) -> None:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            gz.write(buf.getvalue().encode("utf-8"))
+
+    return atomic_write(path, write_gzip, binary=True, durable=False)
 
 
 def read(name: str | os.PathLike[str] = "tour_stored_run") -> list[dict[str, Any]]:

@@ -210,11 +210,8 @@ def tool_scores(results: Any, grader: str = "tool_call") -> Any:
     """Per variant and model: tool-choice accuracy, argument accuracy, unreadable calls, latency and tokens."""
     import pandas as pd
 
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for r in results.results:
-        groups.setdefault((r.cell.variant, r.cell.model), []).append(r)
     recs = []
-    for (v, m), cells in groups.items():
+    for (v, m), cells in results.cells_by("variant", "model").items():
         grades = [c.grades.get(grader) for c in cells]
         ok = [c for c in cells if c.completion.ok]
         lat = [c.completion.latency_s for c in ok if c.completion.latency_s is not None]

@@ -275,7 +275,7 @@ class PromptBuilder:
 
     def run_now(self) -> Any:
         """Run the prompt (and its baseline, if phrases are on) on the chosen rows and models."""
-        from .experiment import Experiment
+        from .lessons import experiment
         from .runner import run
 
         if not self.models.value:
@@ -285,8 +285,8 @@ class PromptBuilder:
         if self.selected_phrases() and self.compare_baseline.value:
             variants = [self.base_template().replace(name="without phrases"), t.replace(name="with phrases")]
         rows = self.rows()
-        exp = Experiment(variants=variants, models=list(self.models.value), rows=rows, settings=self.settings(),
-                         repeats=int(self.repeats.value), graders=self.graders(), name="live builder")
+        exp = experiment(variants, rows, models=list(self.models.value), repeats=int(self.repeats.value),
+                         graders=self.graders(), name="live builder", **self.settings().to_dict())
         n = exp.n_cells
         self.status.value = _html("status", text=f"Running {n} call{'s' if n != 1 else ''}…")
         self.progress.clear_output()

@@ -103,3 +103,20 @@ def _registered_providers_restored():
         providers._BUILTIN.clear()
         providers._BUILTIN.update(builtin)
         providers.clear_providers()
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def vendor(request, vendor_env_cleared):
+    """Each vendor in turn (fakeservers.VENDORS), with every SDK variable unset first; a one-vendor test module
+    overrides it with its own vendor."""
+    from fakeservers import SDK_ENV_VARS, VENDORS
+
+    vendor_env_cleared(sorted({v for names in SDK_ENV_VARS.values() for v in names}))
+    return VENDORS[request.param]
+
+
+@pytest.fixture
+def pointed(vendor, point_sdk):
+    """The vendor's base-URL and key variables point its SDK at the fake server, with its canary key: nothing else
+    is configured."""
+    return point_sdk(vendor.name, vendor.canary)

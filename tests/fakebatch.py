@@ -89,17 +89,8 @@ class FakeBatchServer(FakeServer):
         self._held = threading.Event()
         self._block = threading.Lock()
 
-    def start(self) -> "FakeBatchServer":
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = _Server((self.host, 0), _BatchHandler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakebatch-{self.port}", daemon=True)
-        self._thread.start()
-        return self
+    def _handler(self) -> type:
+        return _BatchHandler
 
     def hold(self) -> None:
         """Keep every batch in progress until `release()`."""

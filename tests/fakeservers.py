@@ -104,6 +104,50 @@ FAULT_KINDS: dict[str, str | None] = {
 _STATUS = {"rate_limit": 429, "server": 500, "unavailable": 503, "overloaded": 529}
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+# Every variable each vendor's SDK (or promptkit for it) reads: tests unset them so a developer's own keys never leak in.
+SDK_ENV_VARS = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS",
+               "OLLAMA_BASE_URL", "VLLM_BASE_URL", "VLLM_API_KEY", "LMSTUDIO_BASE_URL", "PROMPTKIT_TIMEOUT_S"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+                  "ANTHROPIC_CUSTOM_HEADERS", "PROMPTKIT_TIMEOUT_S"),
+}
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """One vendor as the provider tests drive it: the spec they call, what the server must see, the key never shown."""
+
+    name: str
+    model: str  # the spec the tests call
+    model_id: str  # the id the server must receive
+    canary: str  # a key that must never show in any output
+    key_var: str
+    base_url_var: str
+    path: str
+
+    def base_url(self, server: "FakeServer") -> str:
+        return getattr(server, f"{self.name}_base_url")
+
+
+VENDORS = {
+    "openai": Vendor("openai", "openai:gpt-4o-mini", "gpt-4o-mini", "sk-canary-openai-7f3a9c21d4e8b6",
+                     "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_PATH),
+    "anthropic": Vendor("anthropic", "anthropic:haiku", "claude-haiku-4-5", "sk-ant-canary-4b1d9e0c7a2f58",
+                        "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ANTHROPIC_PATH),
+}
+
+
+def only_vendor(name: str) -> Any:
+    """The `vendor` fixture of a module that tests one vendor (`vendor = only_vendor("openai")`): used by every
+    test, it unsets that SDK's variables and stands for conftest's, which runs each vendor in turn."""
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def vendor(vendor_env_cleared: Any) -> Vendor:
+        vendor_env_cleared(SDK_ENV_VARS[name])
+        return VENDORS[name]
+
+    return vendor
 _TOKEN_RE = re.compile(r"\s*\S+")
 
 
@@ -270,13 +314,17 @@ class FakeServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = _Server((self.host, 0), _Handler)
+        httpd = _Server((self.host, 0), self._handler())
         httpd.owner = self
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakeserver-{self.port}", daemon=True)
+                                        name=f"{type(self).__name__.lower()}-{self.port}", daemon=True)
         self._thread.start()
         return self
+
+    def _handler(self) -> type:
+        """The request handler class; a subclass that speaks more APIs (fakebatch) returns its own."""
+        return _Handler
 
     def stop(self) -> None:
         """Stop serving; replies still sleeping (slow faults, latency) wake up and end."""
@@ -642,7 +690,44 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.usage:
             resp["usage"] = {"prompt_tokens": a.input_tokens, "completion_tokens": a.output_tokens,
                              "total_tokens": a.input_tokens + a.output_tokens}
-        data = json.dumps(resp).encode()
+        self._send_json_reply(json.dumps(resp).encode(), fault)
+
+    def _stream_pieces(self, owner: FakeServer, pieces: list[str], fault: str | None,
+                       piece_event: Callable[[int, str], bytes], *, broken: bytes, error: bytes,
+                       broken_end: bytes) -> bool:
+        """Stream each piece's event, failing part-way as `fault` asks (the same faults for every vendor, in
+        its own words: `broken` JSON, an `error` event); True when the vendor's closing events should follow."""
+        for i, piece in enumerate(pieces):
+            if i > 0 and not owner._sleep(owner.token_delay):
+                self._drop()
+                return False
+            if fault == "drop" and i >= max(1, len(pieces) // 2):
+                self._drop()
+                return False
+            if fault == "malformed" and i >= len(pieces) // 2:
+                self._chunk(broken)
+                self._end_stream()
+                return False
+            if fault == "stream_error" and i >= 1:
+                self._chunk(error)
+                self._end_stream()
+                return False
+            self._chunk(piece_event(i, piece))
+        if fault in ("drop", "stream_error"):  # a reply too short to fail part-way fails at its end
+            if fault == "stream_error":
+                self._chunk(error)
+                self._end_stream()
+            else:
+                self._drop()
+            return False
+        if fault == "malformed":
+            self._chunk(broken_end)
+            self._end_stream()
+            return False
+        return True
+
+    def _send_json_reply(self, data: bytes, fault: str | None) -> None:
+        """A whole (not streamed) JSON reply, or the fault asked for: cut off mid-JSON, or the connection dropped."""
         if fault == "malformed":
             self._send_bytes(200, data[: len(data) // 2] + b"<<not json", "application/json")
         elif fault == "drop":
@@ -669,33 +754,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_stream()
         self._chunk(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                             "logprobs": None}]))
-        for i, piece in enumerate(a.pieces):
-            if i > 0 and not owner._sleep(owner.token_delay):
-                self._drop()
-                return
-            if fault == "drop" and i >= max(1, len(a.pieces) // 2):
-                self._drop()
-                return
-            if fault == "malformed" and i >= len(a.pieces) // 2:
-                self._chunk(b'data: {"id": "chatcmpl-broken", "choices": [{"delta": <<not json\n\n')
-                self._end_stream()
-                return
-            if fault == "stream_error" and i >= 1:
-                self._chunk(b"data: " + json.dumps({"error": _STREAM_ERROR}).encode() + b"\n\n")
-                self._end_stream()
-                return
+        def piece_event(i: int, piece: str) -> bytes:
             lp = {"content": [_logprob_entry(piece, i, k)], "refusal": None} if want_lp else None
-            self._chunk(event([{"index": 0, "delta": {"content": piece}, "finish_reason": None, "logprobs": lp}]))
-        if fault in ("drop", "stream_error"):  # a reply too short to fail part-way fails at its end
-            if fault == "stream_error":
-                self._chunk(b"data: " + json.dumps({"error": _STREAM_ERROR}).encode() + b"\n\n")
-                self._end_stream()
-            else:
-                self._drop()
-            return
-        if fault == "malformed":
-            self._chunk(b"data: <<not json\n\n")
-            self._end_stream()
+            return event([{"index": 0, "delta": {"content": piece}, "finish_reason": None, "logprobs": lp}])
+
+        if not self._stream_pieces(owner, a.pieces, fault, piece_event,
+                                   broken=b'data: {"id": "chatcmpl-broken", "choices": [{"delta": <<not json\n\n',
+                                   error=b"data: " + json.dumps({"error": _STREAM_ERROR}).encode() + b"\n\n",
+                                   broken_end=b"data: <<not json\n\n"):
             return
         self._chunk(event([{"index": 0, "delta": {}, "finish_reason": _OPENAI_FINISH.get(a.finish, a.finish),
                             "logprobs": None}]))
@@ -721,18 +787,7 @@ class _Handler(BaseHTTPRequestHandler):
         msg = self._anthropic_message(call, a, "".join(a.pieces), a.output_tokens)
         if not owner.usage:
             msg["usage"] = {"input_tokens": 0, "output_tokens": 0}
-        data = json.dumps(msg).encode()
-        if fault == "malformed":
-            self._send_bytes(200, data[: len(data) // 2] + b"<<not json", "application/json")
-        elif fault == "drop":
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self._drop()
-        else:
-            self._send_bytes(200, data, "application/json")
+        self._send_json_reply(json.dumps(msg).encode(), fault)
 
     def _anthropic_stream(self, owner: FakeServer, call: Call, a: _Answer, fault: str | None) -> None:
         def event(name: str, obj: dict[str, Any]) -> bytes:
@@ -746,33 +801,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(event("content_block_start", {"type": "content_block_start", "index": 0,
                                                   "content_block": {"type": "text", "text": ""}}))
         self._chunk(event("ping", {"type": "ping"}))
-        for i, piece in enumerate(a.pieces):
-            if i > 0 and not owner._sleep(owner.token_delay):
-                self._drop()
-                return
-            if fault == "drop" and i >= max(1, len(a.pieces) // 2):
-                self._drop()
-                return
-            if fault == "malformed" and i >= len(a.pieces) // 2:
-                self._chunk(b'event: content_block_delta\ndata: {"type": "content_block_delta", <<not json\n\n')
-                self._end_stream()
-                return
-            if fault == "stream_error" and i >= 1:
-                self._chunk(event("error", {"type": "error", "error": _STREAM_ERROR}))
-                self._end_stream()
-                return
-            self._chunk(event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                      "delta": {"type": "text_delta", "text": piece}}))
-        if fault in ("drop", "stream_error"):  # a reply too short to fail part-way fails at its end
-            if fault == "stream_error":
-                self._chunk(event("error", {"type": "error", "error": _STREAM_ERROR}))
-                self._end_stream()
-            else:
-                self._drop()
-            return
-        if fault == "malformed":
-            self._chunk(b"event: message_delta\ndata: <<not json\n\n")
-            self._end_stream()
+        def piece_event(i: int, piece: str) -> bytes:
+            return event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": piece}})
+
+        if not self._stream_pieces(
+                owner, a.pieces, fault, piece_event,
+                broken=b'event: content_block_delta\ndata: {"type": "content_block_delta", <<not json\n\n',
+                error=event("error", {"type": "error", "error": _STREAM_ERROR}),
+                broken_end=b"event: message_delta\ndata: <<not json\n\n"):
             return
         self._chunk(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
         usage = {"output_tokens": a.output_tokens if owner.usage else 0}

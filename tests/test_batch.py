@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 import promptkit.batch as pkbatch
 from fakebatch import FakeBatchServer
+from procs import killed_when
 from promptkit.cache import SqliteCache
 from promptkit.cli import main as cli_main
 from promptkit.errors import ExperimentError
@@ -183,23 +182,12 @@ def test_killed_after_submission_a_rerun_submits_nothing_and_collects(srv, tmp_p
     ledger = tmp_path / "cache" / "batches"
     srv.hold()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, str(script), str(cache)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            states = [json.loads(p.read_text())["state"] for p in ledger.glob("*.json")] if ledger.exists() else []
-            if states.count("submitted") == 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)  # it is polling now
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def both_submitted() -> bool:
+        states = [json.loads(p.read_text())["state"] for p in ledger.glob("*.json")] if ledger.exists() else []
+        return states.count("submitted") == 2
+
+    _, out, err = killed_when([sys.executable, str(script), str(cache)], env, both_submitted,
+                              settle=0.2, poll=0.05)  # settled: it is polling now
     assert b"finished" not in out and b"run the same experiment again later" in err
     assert srv.batch_creates == 2 and srv.uploads == 1
     srv.release()

@@ -8,12 +8,12 @@ import runpy
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from fakeservers import FakeServer
+from procs import killed_when
 from promptkit.cache import DiskCache
 from promptkit.providers import clear_providers
 from promptkit.runner import run
@@ -58,22 +58,9 @@ def test_sigkill_part_way_leaves_a_readable_cache_and_the_rerun_skips_finished_c
     n_cells = grid().n_cells
     with FakeServer(latency=0.04) as srv:
         env = {**os.environ, **srv.env("openai", key="sk-fake-kill-test")}
-        proc = subprocess.Popen([sys.executable, str(script), str(cache_root)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                if cache_root.exists() and len(cache_files(cache_root)[0]) >= 30:
-                    break
-                time.sleep(0.01)
-            assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
-            proc.send_signal(signal.SIGKILL)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == -signal.SIGKILL and b"finished" not in out
+        code, out, _ = killed_when([sys.executable, str(script), str(cache_root)], env,
+                                   lambda: cache_root.exists() and len(cache_files(cache_root)[0]) >= 30)
+        assert code == -signal.SIGKILL and b"finished" not in out
 
         entries, temps = cache_files(cache_root)
         assert 30 <= len(entries) < n_cells

@@ -145,3 +145,39 @@ def test_detectable_sentence_says_when_no_change_could_show():
                                                "0.33 (6 rows all moving one way).")
     assert lessons.detectable_sentence(6, 5) == ("With 6 rows and 5 comparisons, no change could reach significance "
                                                  "after correction: it takes 8 rows all moving one way.")
+
+
+def test_chapter_rows_prints_the_dataset_and_takes_the_first_rows_of_the_split(capsys):
+    import pandas as pd
+
+    from promptkit.datasets import load_dataset
+
+    ds, rows = lessons.chapter_rows("account_questions", 5, colwidth=77)
+    assert capsys.readouterr().out.strip() == repr(load_dataset("account_questions"))
+    assert [r.id for r in rows] == [r.id for r in ds.split("dev").rows[:5]]
+    assert pd.get_option("display.max_colwidth") == 77
+    pd.reset_option("display.max_colwidth")
+
+
+def test_row_counts_counts_each_pair_of_features_and_fills_absent_pairs_with_zero():
+    from collections import Counter
+
+    from promptkit.datasets import load_dataset
+
+    inj = load_dataset("prompt_injection")
+    table = lessons.row_counts(inj, "split", attack=lambda ex: ex.meta["attack_label"] or "(clean)")
+    want = Counter((ex.split, ex.meta["attack_label"] or "(clean)") for ex in inj.rows)
+    assert {(s, a): int(table.loc[s, a]) for s in table.index for a in table.columns if table.loc[s, a]} == dict(want)
+    assert int(table.values.sum()) == len(inj.rows)
+    with pytest.raises(ValueError, match="two features"):
+        lessons.row_counts(inj, "split")
+
+
+def test_experiment_is_the_grid_evaluate_runs():
+    from promptkit.datasets import load_dataset
+
+    ds = load_dataset("renewal_tier")
+    exp = lessons.experiment(ds.template(), ds, n=3, models=["echo:a", "echo:b"], repeats=2, max_tokens=2)
+    assert exp.n_cells == 3 * 2 * 2 and exp.name == "renewal_tier (dev)" and exp.settings.max_tokens == 2
+    res = lessons.evaluate(ds.template(), ds, n=3, models=["echo:a", "echo:b"], repeats=2, max_tokens=2, progress=False)
+    assert sorted(r.cell.key for r in res) == sorted(c.key for c in exp.expand())

@@ -162,29 +162,27 @@ def test_interrupted_join_leaves_nothing(tmp_path, monkeypatch):
     assert left_in(out) == []
 
 
-def test_failed_rename_leaves_nothing(tmp_path, monkeypatch):
+def raising(exc: BaseException):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+WRITE_FAILURES = {  # which os call fails while installing -> what the message must say
+    "failed_rename": ("replace", PermissionError(errno.EACCES, "Permission denied"),
+                      r"could not write local model 'fake' into .*Permission denied"),
+    "full_disk_while_writing": ("fsync", OSError(errno.ENOSPC, "No space left on device"),
+                                r"disk is full.*PROMPTKIT_MODELS_DIR"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITE_FAILURES))
+def test_a_failed_write_says_what_to_do_and_leaves_nothing(tmp_path, monkeypatch, case):
+    call, exc, message = WRITE_FAILURES[case]
     model, files = make_fake(tmp_path, PARTS)
     out = tmp_path / "models"
-
-    def refuse(src, dst):
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(local_models.os, "replace", refuse)
-    with pytest.raises(ModelInstallError, match=r"could not write local model 'fake' into .*Permission denied"):
-        install_model(model, progress=False, chunk_files=resolver(files), folder=out)
-    monkeypatch.undo()
-    assert left_in(out) == []
-
-
-def test_full_disk_while_writing_says_what_to_do(tmp_path, monkeypatch):
-    model, files = make_fake(tmp_path, PARTS)
-    out = tmp_path / "models"
-
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(local_models.os, "fsync", full)
-    with pytest.raises(ModelInstallError, match=r"disk is full.*PROMPTKIT_MODELS_DIR"):
+    monkeypatch.setattr(local_models.os, call, raising(exc))
+    with pytest.raises(ModelInstallError, match=message):
         install_model(model, progress=False, chunk_files=resolver(files), folder=out)
     monkeypatch.undo()
     assert left_in(out) == []

@@ -237,3 +237,10 @@ def test_each_metric_gets_its_own_test_and_the_verdict_names_it():
     assert same.p_value == 1.0 and "not significant" in same.verdict
     with pytest.raises(GraderError, match="metric must be one of"):
         paired_test(gold, good, bad, metric="f2")
+
+
+def test_the_bootstrap_test_refuses_the_permutation_tests_n_perm():
+    with pytest.raises(TypeError, match="n_perm"):
+        paired_bootstrap_test(GOLD, PRED, PRED, n_perm=100)
+    with pytest.raises(TypeError):
+        paired_permutation_test(GOLD, PRED, PRED, n_bootstrap=100)

@@ -100,6 +100,15 @@ def test_df_has_prefixed_columns_for_each_of_several_graders_and_primary_alias()
     assert df.loc[0, "second_reason"] == "partial"
 
 
+def test_cells_by_groups_cell_results_in_run_order():
+    res = two_variants()
+    groups = res.cells_by()
+    assert list(groups) == [("always_a", "echo:x"), ("mixed", "echo:x")]
+    assert [r.cell.row_id for r in groups[("always_a", "echo:x")]] == ["0", "1", "2", "3", "4", "5", "6"]
+    by_row = res.cells_by("row_id")
+    assert len(by_row) == 7 and [r.cell.variant for r in by_row[("2",)]] == ["always_a", "mixed"]
+
+
 def test_filter_selects_cells_and_rejects_unknown_fields():
     res = two_variants()
     assert len(res.filter(variant="mixed")) == 6

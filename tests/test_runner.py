@@ -91,6 +91,19 @@ def exp(n=4, models=("fake:m",), variants=(T1,), **kw) -> Experiment:
     return Experiment(variants=list(variants), models=list(models), rows=rows(n), **kw)
 
 
+def hanging(cancelled: list[float]):
+    """A FakeProvider behaviour that never answers: each call waits until cancelled, noting when in `cancelled`."""
+    async def hang(provider, request):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(time.perf_counter())
+            raise
+        return Completion(text="never")
+
+    return hang
+
+
 def go(e: Experiment, **kw):
     kw.setdefault("cache_backend", MemoryCache())
     kw.setdefault("progress", False)
@@ -262,16 +275,7 @@ def test_non_retryable_errors_are_tried_once(fake):
 
 def test_timeout_cancels_the_call_and_records_it(fake):
     cancelled = []
-
-    async def hang(provider, request):
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append(1)
-            raise
-        return Completion(text="never")
-
-    FakeProvider.behaviour = staticmethod(hang)
+    FakeProvider.behaviour = staticmethod(hanging(cancelled))
     t0 = time.perf_counter()
     res = go(exp(n=2), timeout_s=0.2, max_attempts=2, retry=None)
     assert time.perf_counter() - t0 < 10  # nowhere near the 30 s the fake would take
@@ -554,14 +558,7 @@ def test_interrupting_run_inside_a_loop_cancels_calls_in_flight(fake):
     import threading
 
     cancelled = []
-
-    async def hang(provider, request):
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append(time.perf_counter())
-            raise
-        return Completion(text="never")
+    hang = hanging(cancelled)
 
     FakeProvider.behaviour = staticmethod(hang)
 

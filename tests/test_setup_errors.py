@@ -299,3 +299,17 @@ def test_a_broken_models_file_names_file_line_and_column(work, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.startswith(f"promptkit: {bad}, line 4, column 1: not valid YAML: ")
     assert "PROMPTKIT_MODELS_FILE names this file: fix it or unset the variable" in err
+
+
+def test_a_missing_optional_package_says_what_needs_it_and_how_to_install_it(monkeypatch):
+    import sys
+
+    from promptkit.cluster import _distributed
+    from promptkit.errors import MissingPackageError, require
+
+    assert require("json", "never said") is json
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(MissingPackageError, match=r"^cluster= needs Dask distributed: pip install 'promptkit\[cluster\]'"):
+        _distributed()
+    with pytest.raises(ImportError):  # still an ImportError for code that catches that
+        require("no_such_module_here", "install it")

@@ -183,38 +183,30 @@ def _write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
     return p
 
 
-def test_invalid_yaml_names_file_line_and_column(tmp_path):
-    p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: [oops\nprefill: ''\n")
+BAD_TEMPLATES = {  # what the file says -> the whole message, naming the file ({p}), line, column and field
+    "invalid_yaml": ("bad.yaml", "name: x\nturns:\n  - role: user\n    content: [oops\nprefill: ''\n",
+                     "{p}, line 5, column 8: not valid YAML: expected ',' or ']', but got ':' "
+                     "(while parsing a flow sequence that starts at line 4, column 14)"),
+    "unknown_field_with_suggestion": (
+        "bad.yaml", "name: x\nsytem: hi\nturns:\n  - role: user\n    content: q\n",
+        "{p}, line 2: unknown template field 'sytem' (did you mean 'system'?); "
+        "fields are ['name', 'description', 'system', 'turns', 'prefill', 'meta', 'placeholders']"),
+    "missing_field": ("bad.yaml", "name: x\nsystem: hi\n", "{p}: template is missing the required field 'turns'"),
+    "bad_turn_role": ("bad.yaml", "name: x\nturns:\n  - role: user\n    content: q\n  - role: sytem\n    content: a\n",
+                      "{p}, line 5: template 'x': turns[1].role must be 'user' or 'assistant', got 'sytem'"),
+    "turn_without_content": ("bad2.yaml", "name: x\nturns:\n  - role: user\n    content: q\n  - role: user\n",
+                             "{p}, line 5: template 'x': turns[1] is missing the field 'content'"),
+    "invalid_toml": ("bad.toml", 'name = "x"\nturns = oops\n', "{p}, line 2, column 9: not valid TOML: Invalid value"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TEMPLATES))
+def test_a_bad_template_file_is_named_with_its_line_column_and_field(tmp_path, case):
+    name, text, message = BAD_TEMPLATES[case]
+    p = _write(tmp_path, text, name)
     with pytest.raises(TemplateError) as e:
         load_template(p)
-    assert str(e.value) == (f"{p}, line 5, column 8: not valid YAML: expected ',' or ']', but got ':' "
-                            "(while parsing a flow sequence that starts at line 4, column 14)")
-
-
-def test_unknown_field_names_field_file_line_and_suggestion(tmp_path):
-    p = _write(tmp_path, "name: x\nsytem: hi\nturns:\n  - role: user\n    content: q\n")
-    with pytest.raises(TemplateError) as e:
-        load_template(p)
-    assert str(e.value) == (f"{p}, line 2: unknown template field 'sytem' (did you mean 'system'?); "
-                            "fields are ['name', 'description', 'system', 'turns', 'prefill', 'meta', 'placeholders']")
-
-
-def test_missing_field_names_field_and_file(tmp_path):
-    p = _write(tmp_path, "name: x\nsystem: hi\n")
-    with pytest.raises(TemplateError) as e:
-        load_template(p)
-    assert str(e.value) == f"{p}: template is missing the required field 'turns'"
-
-
-def test_bad_turn_names_file_line_and_field(tmp_path):
-    p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: q\n  - role: sytem\n    content: a\n")
-    with pytest.raises(TemplateError) as e:
-        load_template(p)
-    assert str(e.value) == f"{p}, line 5: template 'x': turns[1].role must be 'user' or 'assistant', got 'sytem'"
-    p = _write(tmp_path, "name: x\nturns:\n  - role: user\n    content: q\n  - role: user\n", "bad2.yaml")
-    with pytest.raises(TemplateError) as e:
-        load_template(p)
-    assert str(e.value) == f"{p}, line 5: template 'x': turns[1] is missing the field 'content'"
+    assert str(e.value) == message.format(p=p)
 
 
 def test_non_mapping_file_and_wrong_extension_and_missing_file(tmp_path):
@@ -225,13 +217,6 @@ def test_non_mapping_file_and_wrong_extension_and_missing_file(tmp_path):
         load_template(tmp_path / "t.txt")
     with pytest.raises(TemplateError, match=r"template file not found"):
         load_template(tmp_path / "nope.yaml")
-
-
-def test_invalid_toml_names_file_and_line(tmp_path):
-    p = _write(tmp_path, 'name = "x"\nturns = oops\n', "bad.toml")
-    with pytest.raises(TemplateError) as e:
-        load_template(p)
-    assert str(e.value) == f"{p}, line 2, column 9: not valid TOML: Invalid value"
 
 
 def test_save_is_atomic_a_failed_write_leaves_the_old_file(tmp_path, tier, monkeypatch):

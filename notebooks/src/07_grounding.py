@@ -33,12 +33,8 @@ import pandas as pd
 import promptkit as pk
 from promptkit import chains, evidence, grounding, lessons
 
-pd.set_option("display.max_colwidth", 120)
-qa = pk.load_dataset("account_questions")
-rows = qa.split("dev").rows[:N_ROWS]
-print(qa)
-qa.to_frame().assign(status=lambda d: d["target"].map(lambda t: t["status"])).pivot_table(
-    index="split", columns="status", values="id", aggfunc="count")
+qa, rows = lessons.chapter_rows("account_questions", N_ROWS)
+lessons.row_counts(qa, "split", status=lambda ex: ex.target["status"])
 
 # %% [markdown]
 # Two rows: one the notes answer, one they do not (the notes mention what the question is about, which is what

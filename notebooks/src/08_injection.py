@@ -32,17 +32,12 @@ import pandas as pd
 import promptkit as pk
 from promptkit import lessons
 
-pd.set_option("display.max_colwidth", 120)
-inj = pk.load_dataset("prompt_injection")
-rows = inj.split("dev").rows[:N_ROWS]
-print(inj)
+inj, rows = lessons.chapter_rows("prompt_injection", N_ROWS)
 attacked = next(r for r in rows if r.meta["attack_label"])
 print(attacked.input["notes"], f"\n\ngold: {attacked.target}; the planted line asks for {attacked.meta['attack_label']}")
 
 # %%
-inj.to_frame().assign(attack=lambda d: d["meta"].map(lambda m: m["attack_label"] or "(clean)"),
-                      vector=lambda d: d["meta"].map(lambda m: m["vector"])).pivot_table(
-    index="vector", columns="attack", values="id", aggfunc="count", fill_value=0)
+lessons.row_counts(inj, vector=lambda ex: ex.meta["vector"], attack=lambda ex: ex.meta["attack_label"] or "(clean)")
 
 # %% [markdown]
 # ## Three prompts

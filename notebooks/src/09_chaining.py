@@ -25,11 +25,9 @@ import pandas as pd
 import promptkit as pk
 from promptkit import chains, evidence, lessons
 
-pd.set_option("display.max_colwidth", 110)
-tier = pk.load_dataset("renewal_tier")
+tier, rows = lessons.chapter_rows("renewal_tier", N_ROWS, colwidth=110)
 gold_signals = pk.load_dataset("tier_from_signals")
-rows = tier.split("dev").rows[:N_ROWS]
-print(tier, gold_signals, sep="\n")
+print(gold_signals)
 
 # %% [markdown]
 # ## 1. The two designs

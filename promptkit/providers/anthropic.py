@@ -38,7 +38,7 @@ from typing import Any
 
 from ..catalog import CATALOG_PATH, catalog
 from ..config import Secret, env, load_env, require_key
-from ..errors import MissingPackageError, SettingsError
+from ..errors import SettingsError, require
 from ..types import Completion, Request
 from ._sdk import IncompleteReply, LoopClients, PicklesWithoutClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
@@ -53,13 +53,7 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
 
 
 def _anthropic() -> Any:
-    try:
-        import anthropic
-    except ImportError as exc:  # pragma: no cover - core dependency
-        raise MissingPackageError(
-            "the anthropic provider needs the anthropic package: pip install 'anthropic>=2.10'"
-        ) from exc
-    return anthropic
+    return require("anthropic", "the anthropic provider needs the anthropic package: pip install 'anthropic>=2.10'")
 
 
 class AnthropicProvider(PicklesWithoutClients, Provider):

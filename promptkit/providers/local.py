@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..catalog import catalog
 from ..cpu import ThreadPlan, thread_plan, warn_if_spinning
-from ..errors import MissingPackageError, PromptkitError, SettingsError
+from ..errors import PromptkitError, SettingsError, require
 from ..local_models import gguf_path
 from ..types import Completion, Request, TokenLogprob
 from .base import ModelSpec, Provider
@@ -29,14 +29,8 @@ DEFAULT_N_CTX = 4096  # for a GGUF given by path; catalog models name their own 
 DEFAULT_N_CTX_LOGITS = 1024  # logits_all keeps n_ctx x vocab floats: 1024 x 49k x 4 B = 200 MB for SmolLM2
 
 
-def _llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as exc:  # pragma: no cover - core dependency
-        raise MissingPackageError(
-            "the local provider needs llama-cpp-python: pip install 'llama-cpp-python>=0.3.36'"
-        ) from exc
-    return llama_cpp
+def _llama_cpp() -> Any:
+    return require("llama_cpp", "the local provider needs llama-cpp-python: pip install 'llama-cpp-python>=0.3.36'")
 
 
 @dataclass

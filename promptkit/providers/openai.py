@@ -34,7 +34,7 @@ from typing import Any
 
 from ..catalog import catalog
 from ..config import Secret, env, load_env, require_key
-from ..errors import MissingKeyError, MissingPackageError, redact
+from ..errors import MissingKeyError, redact, require
 from ..types import Completion, Request, TokenLogprob
 from ._sdk import IncompleteReply, LoopClients, PicklesWithoutClients, classify_sdk_error, is_event_stream, key_hint, timeout_s
 from .base import ModelSpec, Provider
@@ -48,11 +48,7 @@ FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"
 
 
 def _openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - core dependency
-        raise MissingPackageError("the openai provider needs the openai package: pip install 'openai>=3.51'") from exc
-    return openai
+    return require("openai", "the openai provider needs the openai package: pip install 'openai>=3.51'")
 
 
 @dataclass(frozen=True)
