@@ -143,6 +143,18 @@ def test_a_worker_that_never_starts_holds_no_cells(server, tmp_path, monkeypatch
     assert res.meta["workers"][0]["cells"] == 0 and res.meta["counts"]["calls"] == 78
 
 
+def run_with_fake_worker(monkeypatch, server, tmp_path, name: str, fake):
+    """80 cells at concurrency 4 with workers=2, the forked worker's `shard.<name>` replaced by `fake`: every cell
+    must still come back answered."""
+    monkeypatch.setattr(shard, "START", "fork")
+    monkeypatch.setattr(shard, name, fake)
+    server.reset()
+    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", concurrency=4, workers=2,
+                 progress=False)
+    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    return res
+
+
 def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monkeypatch, capfd):
     async def dies(job, cells, reader, write):  # receives its window of cells, dies before calling
         if not job.get("primed"):
@@ -150,12 +162,7 @@ def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monk
         await shard._read_frame(reader)
         os._exit(3)
 
-    monkeypatch.setattr(shard, "START", "fork")
-    monkeypatch.setattr(shard, "_serve", dies)
-    server.reset()
-    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", concurrency=4, workers=2,
-                 progress=False)
-    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    res = run_with_fake_worker(monkeypatch, server, tmp_path, "_serve", dies)
     assert res.meta["workers"][0]["cells"] == 0
     assert res.meta["counts"]["calls"] == 78 == len(server.calls)  # the handed-back cells were called once
     assert "ended with code 3 holding 4 unanswered cell(s)" in capfd.readouterr().err  # its window: 2 x 2
@@ -244,12 +251,7 @@ def test_answers_sent_before_a_worker_stops_reading_are_all_used(server, tmp_pat
         os.write(up, shard._frame("done", {"calls": len(handed)}))
         return 0
 
-    monkeypatch.setattr(shard, "START", "fork")
-    monkeypatch.setattr(shard, "_forked_main", worker)
-    server.reset()
-    res = pk.run(grid(server.openai_base_url), cache_backend=tmp_path / "c.sqlite3", concurrency=4, workers=2,
-                 progress=False)
-    assert len(res) == 80 and all(r.completion.ok for r in res.results)
+    res = run_with_fake_worker(monkeypatch, server, tmp_path, "_forked_main", worker)
     (w,) = res.meta["workers"]
     assert w["cells"] == 4  # its window (2 x its 2 slots), every one of them answered by it
     assert sum(r.completion.text == "from the worker" for r in res.results) >= 4
