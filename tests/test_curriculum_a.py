@@ -117,6 +117,23 @@ def test_attack_table_and_the_separate_check():
     assert t["attack success with the check"] == 0.0 and t["clean rows held for review"] == 1.0
 
 
+def test_a_detection_check_is_graded_yes_where_the_row_carries_the_field():
+    from promptkit.exercises import detect_rows, measure
+    from promptkit.types import Row
+
+    rows = detect_rows([Row("a1", {"notes": "x"}, "At-Risk", meta={"attack_label": "Commit"}),
+                        Row("a2", {"notes": "x"}, "Likely", meta={"attack_label": "Commit"}),
+                        Row("c1", {"notes": "x"}, "Commit", meta={"attack_label": None}),
+                        Row("c2", {"notes": "x"}, "Commit", meta={})], "attack_label")
+    assert [r.target for r in rows] == ["Yes", "Yes", "No", "No"]
+    g = label_match(["Yes", "No"])
+    m = measure(results_of([("v", r.id, 0, r.target, a) for r, a in zip(rows, ["Yes", "No", "Yes", "No"])], g), rows)
+    assert (m["caught"], m["false_alarm"]) == (0.5, 0.5) and 0 < m["caught_low"] < 0.5
+    assert "attack_success" not in m  # a Yes/No check is not a tier the attacker asked for
+    every = measure(results_of([("v", r.id, 0, r.target, "Yes") for r in rows], g), rows)
+    assert (every["caught"], every["false_alarm"], every["balanced_accuracy"]) == (1.0, 1.0, 0.5)
+
+
 def test_cited_rows_ship_in_the_package():
     t = lessons.cited("tam2024", "hsiao2025")
     assert "arXiv 2408.02442" in t.loc["tam2024", "source"] and "1.6B" in t.loc["hsiao2025", "effect"]
