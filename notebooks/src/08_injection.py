@@ -175,7 +175,7 @@ pd.DataFrame([{"row": i, "vector": att[i].meta["vector"], "planted": att[i].meta
 #
 # The starter is the check above. The exercise runs on **Qwen2.5-1.5B**, not the tour's Qwen2.5-0.5B: in our
 # measurement the smaller model answered nearly every row the same way whatever the prompt (No for almost all
-# with the check above, Yes for almost all once shown examples), so no prompt we found made it tell a planted
+# with the check above, Yes for most once shown examples), so no prompt we found made it tell a planted
 # line from the account notes; the 1.5B model does. Qwen2.5-1.5B is opt-in (`pip install -e '.[qwen15]'`);
 # without it the cell below says so and checks on Qwen2.5-0.5B, where the check runs but is not expected to pass.
 
