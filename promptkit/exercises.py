@@ -23,7 +23,7 @@ EXERCISES_PATH = Path(__file__).with_name("data") / "exercises.yaml"
 SOLUTIONS_DIR = shipped_dir("notebooks") / "solutions"
 MIN_HELD_OUT = 24  # rows: below this a lucky few answers can clear "above chance"
 METRICS = ("parse_rate", "accuracy", "balanced_accuracy", "macro_f1", "mean_score", "pass_rate", "agreement", "schema_valid",
-           "answer_accuracy")
+           "answer_accuracy", "caught")
 CEILINGS = ("invented_rate", "invented_high", "refusal_rate")  # metrics an exercise caps (`at_most`), chapter 07
 
 
@@ -101,6 +101,9 @@ class Exercise:
     retrieval_k: int | None = None  # retrieve this many cs_corpus documents per row into {{documents}} (chapter 11)
     grader: str | None = None  # a grader of promptkit.graders by name, instead of the task's default (chapter 12)
     at_most: Mapping[str, float] = field(default_factory=dict)  # metric -> a bound it must not exceed (chapter 07)
+    # a separate check (chapter 08): the prompt answers Yes or No, does the row carry this meta field (a planted
+    # instruction)? Gold Yes where it is set; measured as `caught` (Yes rows answered Yes) and `false_alarm`
+    detect: str | None = None
 
     def starter(self) -> Template:
         """Where the learner starts: a prompt that does not pass yet (a test proves it), not the answer."""
@@ -212,6 +215,8 @@ def load_exercises(path: str | Path | None = None) -> dict[str, Exercise]:
         if not isinstance(caps, Mapping) or any(k not in CEILINGS or isinstance(v, bool) or not isinstance(v, (int, float))
                                                 for k, v in caps.items()):
             raise ExerciseError(f"{where}: field 'at_most' maps metrics of {CEILINGS} to numbers, got {caps!r}")
+        if not isinstance(d.get("detect", ""), str):
+            raise ExerciseError(f"{where}: field 'detect' names one meta field of the rows, got {d['detect']!r}")
         ex = Exercise(**d)
         if (ex.above_chance or ex.lower_bound or ex.compare_with) and ex.rows < min(MIN_HELD_OUT, _split_size(ex)):
             raise ExerciseError(f"{where}: an above-chance, lower-bound or comparison goal needs at least {MIN_HELD_OUT} held-out rows "
@@ -337,6 +342,28 @@ def _attacks(cells: list[Any], rows: Any) -> dict[str, float]:
     return out
 
 
+DETECT_LABELS = ["Yes", "No"]
+
+
+def detect_rows(rows: list[Any], meta_field: str) -> list[Any]:
+    """The rows of a detection check: gold Yes where the row's meta carries the field, No where it does not."""
+    from dataclasses import replace
+
+    return [replace(r, target="Yes" if (r.meta or {}).get(meta_field) else "No") for r in rows]
+
+
+def _detected(cells: list[Any]) -> dict[str, float]:
+    """A detection check: the share of Yes rows answered Yes (with its Wilson lower bound), of No rows answered Yes."""
+    yes = [r.grades[g].label == "Yes" for r, g in cells if r.cell.target == "Yes"]
+    no = [r.grades[g].label == "Yes" for r, g in cells if r.cell.target == "No"]
+    out = {}
+    if yes:
+        out.update(caught=sum(yes) / len(yes), caught_low=_low(sum(yes), len(yes)))
+    if no:
+        out["false_alarm"] = sum(no) / len(no)
+    return out
+
+
 def measure(results: Any, rows: Any = None) -> dict[str, float]:
     """The metrics an exercise can ask for, read from the run's own summary (one place computes them).
 
@@ -360,7 +387,10 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
         ok = [r for r in results.results if r.completion.ok and g in r.grades]
         out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
                                       for r in ok) / len(ok)) if ok else 0.0
-        out.update(_attacks(cells, rows))
+        if cells and {r.cell.target for r, _ in cells} <= set(DETECT_LABELS):  # a detection check's rows
+            out.update(_detected(cells))
+        else:
+            out.update(_attacks(cells, rows))
     df = results.df
     if "parse_rate" not in out and answered and g and f"{g}_parsed" in df:  # extraction: answers that parse
         ok = df[df["error_kind"].isna()]
@@ -452,13 +482,18 @@ def check(
         grader = getattr(_graders, ex.grader)()
     else:
         grader = default_grader(ds.task)
+    checked = held_out.rows[:n_rows]
+    if ex.detect:
+        from .graders import label_match
+
+        checked, grader = detect_rows(checked, ex.detect), label_match(DETECT_LABELS)
     if ex.answer_tag:
         from .graders import in_tag
 
         grader = in_tag(grader, ex.answer_tag)
-    res = evaluate([variant], held_out.rows[:n_rows], models=model or ex.model, repeats=ex.repeats,
+    res = evaluate([variant], checked, models=model or ex.model, repeats=ex.repeats,
                    graders=[grader], name=f"exercise {ex.id}", progress=progress, **{**ex.settings, **extra})
-    measured = measure(res, held_out.rows[:n_rows])
+    measured = measure(res, checked)
     value = measured.get(ex.metric, 0.0)
     what = ex.metric.replace("_", " ")
     if ex.lower_bound:
@@ -533,5 +568,5 @@ def solution(exercise_id: str) -> Template:
     return load_template(path)
 
 
-__all__ = ["Bound", "CheckResult", "Exercise", "ExerciseError", "Hint", "check", "exercises", "get_exercise",
-           "load_exercises", "measure", "solution"]
+__all__ = ["Bound", "CheckResult", "Exercise", "ExerciseError", "Hint", "check", "detect_rows", "exercises",
+           "get_exercise", "load_exercises", "measure", "solution"]

@@ -117,6 +117,23 @@ def test_attack_table_and_the_separate_check():
     assert t["attack success with the check"] == 0.0 and t["clean rows held for review"] == 1.0
 
 
+def test_a_detection_check_is_graded_yes_where_the_row_carries_the_field():
+    from promptkit.exercises import detect_rows, measure
+    from promptkit.types import Row
+
+    rows = detect_rows([Row("a1", {"notes": "x"}, "At-Risk", meta={"attack_label": "Commit"}),
+                        Row("a2", {"notes": "x"}, "Likely", meta={"attack_label": "Commit"}),
+                        Row("c1", {"notes": "x"}, "Commit", meta={"attack_label": None}),
+                        Row("c2", {"notes": "x"}, "Commit", meta={})], "attack_label")
+    assert [r.target for r in rows] == ["Yes", "Yes", "No", "No"]
+    g = label_match(["Yes", "No"])
+    m = measure(results_of([("v", r.id, 0, r.target, a) for r, a in zip(rows, ["Yes", "No", "Yes", "No"])], g), rows)
+    assert (m["caught"], m["false_alarm"]) == (0.5, 0.5) and 0 < m["caught_low"] < 0.5
+    assert "attack_success" not in m  # a Yes/No check is not a tier the attacker asked for
+    every = measure(results_of([("v", r.id, 0, r.target, "Yes") for r in rows], g), rows)
+    assert (every["caught"], every["false_alarm"], every["balanced_accuracy"]) == (1.0, 1.0, 0.5)
+
+
 def test_cited_rows_ship_in_the_package():
     t = lessons.cited("tam2024", "hsiao2025")
     assert "arXiv 2408.02442" in t.loc["tam2024", "source"] and "1.6B" in t.loc["hsiao2025", "effect"]
@@ -292,11 +309,8 @@ def test_injection_sentences_match_the_run(executed):
 # (tests/test_exercises.py holds this bar for chapters 01-04 only; chapters 05+ are checked by their own tests)
 
 CURRICULUM_A = ["structured.valid_signals", "reasoning.answer_in_tags", "injection.hold_the_line"]
-# No reference prompt yet holds this bar on the model the exercise names (measured 30 Nov 2026 on Qwen2.5-0.5B, first
-# 24 test rows, 20 attacked): the reference let the attack through on 15 of 20 (upper bound 0.89), tags plus an
-# instruction after the data plus three examples on 17 of 20. Chapter 08 measures that a separate check, not the
-# prompt, is what stops these attacks at this size. The test still proves the starter fails and reports the gap.
-UNSOLVED = {"injection.hold_the_line": "no prompt on Qwen2.5-0.5B yet holds attack success under the bar"}
+# 8.1 is the separate check, on Qwen2.5-1.5B (no tier prompt held the attacks on 0.5B or 1.5B; the measurements are in
+# promptkit/data/exercises.yaml). `make test` installs that model (the qwen15 extra); without it this test fails.
 
 
 @pytest.mark.local_model
@@ -312,13 +326,13 @@ def test_starter_fails_and_reference_passes(ex_id):
     sol = solution(ex_id)
     assert sol.meta.get("model", ex.model) == ex.model
     ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
-    if ex_id in UNSOLVED:  # a visible gap, not a pass: the starter's failure above is still proven
-        assert not ref.passed, f"{ex_id} now passes: take it out of UNSOLVED"
-        pytest.xfail(f"{UNSOLVED[ex_id]}; this run: {ref}")
     assert ref.passed, str(ref)
     if ex_id == "structured.valid_signals":  # the grammar makes every answer parse and fit the task's schema
         assert ref.measured["schema_valid"] == ref.measured["parse_rate"] == 1.0
         # on Qwen2.5-0.5B the starter is valid JSON too, but one copied list for every row: that is what improves
         assert ref.measured["same_answer"] < start.measured["same_answer"], (str(start), str(ref))
+    elif ex_id == "injection.hold_the_line":  # the starter check flags nearly everything: it holds clean accounts
+        assert ref.measured["false_alarm"] < start.measured["false_alarm"], (str(start), str(ref))
+        assert ref.measured["balanced_accuracy_low"] > start.measured["balanced_accuracy_low"], (str(start), str(ref))
     else:
         assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)
