@@ -6,7 +6,9 @@ every test shares the user's models folder instead of joining them again per tes
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,97 @@ def notebook_cache() -> Path:
     shutil.rmtree(NOTEBOOK_CACHE, ignore_errors=True)
     NOTEBOOK_CACHE.mkdir(parents=True)
     return NOTEBOOK_CACHE
+
+
+@dataclass
+class ExecutedChapter:
+    """A chapter papermill ran at its CI parameters: the parameters and the executed notebook."""
+
+    params: dict
+    nb: Any
+
+    def printed(self, streams: tuple[str, ...] = ("stdout",), sep: str = "") -> str:
+        """What the code cells printed on `streams`, joined by `sep`."""
+        return sep.join("".join(o.get("text", "")) for c in self.nb.cells if c.cell_type == "code"
+                        for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") in streams)
+
+
+@pytest.fixture(scope="session")
+def execute_chapter(notebook_cache, tmp_path_factory):
+    """Run a built chapter at its CI parameters on the session's answer cache, so a chapter another test already
+    ran is answered from it: execute_chapter(stem, extra=code appended as a last cell, out=where it is written)."""
+    import nbformat
+    import papermill as pm
+
+    from test_notebooks import CI_PARAMETERS, ROOT
+
+    def run(stem: str, *, extra: str | None = None, out: Path | None = None, timeout: int = 900) -> ExecutedChapter:
+        src, work = ROOT / "notebooks" / f"{stem}.ipynb", tmp_path_factory.mktemp(stem)
+        if extra:
+            nb = nbformat.read(src, as_version=4)
+            nb.cells.append(nbformat.v4.new_code_cell(extra))
+            src = work / f"{stem}.ipynb"
+            nbformat.write(nb, src)
+        out = out or work / f"{stem}.out.ipynb"
+        params = CI_PARAMETERS.get(stem, {})
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
+            pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
+                                kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+        return ExecutedChapter(params, nbformat.read(out, as_version=4))
+
+    return run
+
+
+class ExerciseBar:
+    """Issue 14's bar for one exercise on the real model it names: the starter fails, the reference is checked
+    (the caller asserts it passes, or holds it as a visible gap). Checks share the session's answer cache, so a
+    request another check already made (a comparison goal's reference, the same rows again) is not paid twice."""
+
+    @staticmethod
+    def rules(ex) -> None:
+        import promptkit as pk
+
+        assert ex.rows >= min(24, len(pk.load_dataset(ex.dataset).split(ex.split).rows))
+        assert ex.lower_bound or ex.above_chance, "a goal on a point value lets a lucky row or two pass"
+
+    @staticmethod
+    def starter(ex_id: str):
+        from promptkit.exercises import check, get_exercise
+
+        start = check(ex_id, get_exercise(ex_id).starter(), progress=False)
+        assert not start.passed and start.hint and any(not met for _, met in start.goals), str(start)
+        return start
+
+    @staticmethod
+    def reference(ex_id: str, allowed: tuple[str, ...] = ()):
+        """The reference answer checked on the model it names, which must be the exercise's (or one of `allowed`)."""
+        from promptkit.exercises import check, get_exercise, solution
+
+        ex, sol = get_exercise(ex_id), solution(ex_id)
+        model = sol.meta.get("model", ex.model)
+        assert model in (ex.model, *allowed), "the reference must pass on a model the exercise names or allows"
+        return check(ex_id, sol, settings=sol.meta.get("settings"), model=model, progress=False)
+
+    def __call__(self, ex_id: str):
+        """rules, starter, reference: returns (exercise, starter's check, reference's check)."""
+        from promptkit.exercises import get_exercise
+
+        ex = get_exercise(ex_id)
+        self.rules(ex)
+        return ex, self.starter(ex_id), self.reference(ex_id)
+
+
+@pytest.fixture
+def chapter_cache(notebook_cache, monkeypatch) -> Path:
+    """This test's calls go through the session's answer cache: what the chapters and earlier checks answered."""
+    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
+    return notebook_cache
+
+
+@pytest.fixture
+def exercise_bar(chapter_cache) -> ExerciseBar:
+    return ExerciseBar()
 
 
 @pytest.fixture(autouse=True)
