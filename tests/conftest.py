@@ -44,29 +44,48 @@ class ExecutedChapter:
 
 @pytest.fixture(scope="session")
 def execute_chapter(notebook_cache, tmp_path_factory):
-    """Run a built chapter at its CI parameters on the session's answer cache, so a chapter another test already
-    ran is answered from it: execute_chapter(stem, extra=code appended as a last cell, out=where it is written)."""
+    """Run a built chapter at its CI parameters on the session's answer cache: execute_chapter(stem, extra=code
+    appended as a last cell, out=where the chapter is written). A chapter runs once per session: a later plain
+    request (test_notebooks.py after the curriculum tests) is the same run without the appended cell, whose
+    outputs cannot change the chapter's own cells."""
     import nbformat
     import papermill as pm
 
     from test_notebooks import CI_PARAMETERS, ROOT
 
+    runs: dict[tuple[str, str | None], ExecutedChapter] = {}
+
     def run(stem: str, *, extra: str | None = None, out: Path | None = None, timeout: int = 900) -> ExecutedChapter:
-        src, work = ROOT / "notebooks" / f"{stem}.ipynb", tmp_path_factory.mktemp(stem)
-        if extra:
-            nb = nbformat.read(src, as_version=4)
-            nb.cells.append(nbformat.v4.new_code_cell(extra))
-            src = work / f"{stem}.ipynb"
-            nbformat.write(nb, src)
-        out = out or work / f"{stem}.out.ipynb"
-        params = CI_PARAMETERS.get(stem, {})
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
-            pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
-                                kernel_name="python3", progress_bar=False, execution_timeout=timeout)
-        return ExecutedChapter(params, nbformat.read(out, as_version=4))
+        done = runs.get((stem, extra))
+        if done is None and extra is None:
+            done = next((_without_last_cell(r) for (s, x), r in runs.items() if s == stem), None)
+        if done is None:
+            src, work = ROOT / "notebooks" / f"{stem}.ipynb", tmp_path_factory.mktemp(stem)
+            if extra:
+                nb = nbformat.read(src, as_version=4)
+                nb.cells.append(nbformat.v4.new_code_cell(extra))
+                src = work / f"{stem}.ipynb"
+                nbformat.write(nb, src)
+            params = CI_PARAMETERS.get(stem, {})
+            executed = work / f"{stem}.out.ipynb"
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
+                pm.execute_notebook(str(src), str(executed), parameters=params, cwd=str(ROOT / "notebooks"),
+                                    kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+            done = runs[(stem, extra)] = ExecutedChapter(params, nbformat.read(executed, as_version=4))
+        if out is not None:
+            nbformat.write(done.nb, out)
+        return done
 
     return run
+
+
+def _without_last_cell(run: ExecutedChapter) -> ExecutedChapter:
+    import copy
+
+    nb = copy.deepcopy(run.nb)
+    del nb.cells[-1]
+    return ExecutedChapter(run.params, nb)
 
 
 class ExerciseBar:
