@@ -1,6 +1,7 @@
 """Every sentence a chapter prints about a result is true to its run.
 
-Chapters 01 and 02 are executed at their CI parameters; then the same evaluations are run again in this
+Chapters 01 and 02 are executed at their CI parameters (the session's one run of each, shared with
+test_notebooks.py: conftest.py's execute_chapter); then the same evaluations are run again in this
 process from the same answer cache (so on the very same answers), and each generated sentence is checked
 against the numbers it summarises. Sentences are also checked for inner consistency (a change equals the
 difference of the two scores it names; a null never "agrees"; a cut-off answer is never called finished).
