@@ -3,21 +3,18 @@ and the sentences each executed chapter prints, checked against the numbers of t
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 import promptkit as pk
 from promptkit import lessons
-from promptkit.exercises import check, get_exercise, solution
+from promptkit.exercises import get_exercise
 from promptkit.graders import in_tag, json_match, label_match, prf
 from promptkit.results import Results
 from promptkit.types import Cell, CellResult, Completion, Message, Request, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 TIERS = ["Commit", "Likely", "At-Risk"]
 
 
@@ -188,39 +185,19 @@ print("@@DUMP@@" + __import__("json").dumps({
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory, notebook_cache):
+def executed(execute_chapter):
     """Run a chapter with the CI parameters (the answer cache is shared with test_notebooks.py), plus one
     appended cell that dumps the run's raw per-call data; returns (printed text, dump)."""
-    import nbformat
-    import papermill as pm
-
-    from test_notebooks import CI_PARAMETERS
-
     done = {}
 
     def run(stem):
         if stem not in done:
-            nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
-            nb.cells.append(nbformat.v4.new_code_cell(CHAPTERS[stem]))
-            src = tmp_path_factory.mktemp(stem) / f"{stem}.ipynb"
-            nbformat.write(nb, src)
-            old = os.environ.get("PROMPTKIT_CACHE_DIR")
-            os.environ["PROMPTKIT_CACHE_DIR"] = str(notebook_cache)
-            try:
-                out = pm.execute_notebook(str(src), str(src.with_suffix(".out.ipynb")), parameters=CI_PARAMETERS[stem],
-                                          cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
-                                          execution_timeout=900)
-            finally:
-                os.environ.pop("PROMPTKIT_CACHE_DIR") if old is None else os.environ.__setitem__("PROMPTKIT_CACHE_DIR", old)
-            text = "".join("".join(o.get("text", "")) for c in out["cells"] if c["cell_type"] == "code"
-                           for o in c.get("outputs", []) if o.get("name") == "stdout")
+            text = execute_chapter(stem, extra=CHAPTERS[stem]).printed()
             dump = json.loads(text.split("@@DUMP@@", 1)[1].splitlines()[0])
             done[stem] = (text.split("@@DUMP@@", 1)[0], dump)
         return done[stem]
 
     return run
-
-
 
 
 @pytest.mark.notebook
@@ -316,16 +293,9 @@ CURRICULUM_A = ["structured.valid_signals", "reasoning.answer_in_tags", "injecti
 @pytest.mark.local_model
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("ex_id", CURRICULUM_A)
-def test_starter_fails_and_reference_passes(ex_id):
-    ex = get_exercise(ex_id)
-    assert ex.chapter[:2] in {"05", "06", "08"}
-    assert ex.rows >= min(24, len(pk.load_dataset(ex.dataset).split(ex.split).rows))
-    assert ex.lower_bound or ex.above_chance, "a goal on a point value lets a lucky row or two pass"
-    start = check(ex_id, ex.starter(), progress=False)
-    assert not start.passed and start.hint and any(not met for _, met in start.goals), str(start)
-    sol = solution(ex_id)
-    assert sol.meta.get("model", ex.model) == ex.model
-    ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
+def test_starter_fails_and_reference_passes(ex_id, exercise_bar):
+    assert get_exercise(ex_id).chapter[:2] in {"05", "06", "08"}
+    ex, start, ref = exercise_bar(ex_id)  # the bar's rules, the starter failing, the reference checked (conftest.py)
     assert ref.passed, str(ref)
     if ex_id == "structured.valid_signals":  # the grammar makes every answer parse and fit the task's schema
         assert ref.measured["schema_valid"] == ref.measured["parse_rate"] == 1.0

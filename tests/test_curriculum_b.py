@@ -13,7 +13,6 @@ from promptkit.errors import ModelSpecError, PromptkitError
 from promptkit.providers import get_provider
 from promptkit import chains, evidence, retrieval, tools
 from promptkit.datasets import load_dataset
-from promptkit.exercises import check, get_exercise
 from promptkit.providers import clear_providers
 from promptkit.types import Completion, Row
 
@@ -290,17 +289,8 @@ def test_cited_answer_grader_checks_the_fact_and_the_citations():
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("ex_id", ["chaining.decide_from_signals", "tools.right_tool", "retrieval.grounded_answer",
                                    "capstone.renewal_email"])
-def test_starter_fails_and_reference_passes_on_the_named_model(ex_id):
-    from promptkit.exercises import solution
-
-    ex = get_exercise(ex_id)
-    assert ex.rows >= min(24, len(load_dataset(ex.dataset).split(ex.split).rows))
-    assert ex.lower_bound or ex.above_chance, "a goal on a point value lets a lucky row or two pass"
-    start = check(ex_id, ex.starter(), progress=False)
-    assert not start.passed and start.hint and any(not met for _, met in start.goals), str(start)
-    sol = solution(ex_id)
-    assert sol.meta.get("model", ex.model) == ex.model
-    ref = check(ex_id, sol, settings=sol.meta.get("settings"), progress=False)
+def test_starter_fails_and_reference_passes_on_the_named_model(ex_id, exercise_bar):
+    ex, start, ref = exercise_bar(ex_id)  # the bar's rules, the starter failing, the reference checked (conftest.py)
     assert ref.passed, str(ref)
     assert ref.measured[ex.metric] > start.measured.get(ex.metric, 0.0)
 
@@ -308,19 +298,17 @@ def test_starter_fails_and_reference_passes_on_the_named_model(ex_id):
 # --------------------------------------------------------------------------- the executed chapters' sentences
 
 
-def _execute(name, notebook_cache, tmp_path, monkeypatch):
-    import papermill as pm
-    from test_notebooks import CI_PARAMETERS
+def _execute(name, execute_chapter):
+    """The chapter run at its CI parameters; the test's own calls after it go through the same answer cache
+    (`chapter_cache`, used by every test of this section), so they read the chapter's answers."""
+    run = execute_chapter(name)
+    return run.params, run.printed()
 
-    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
-    out = tmp_path / f"{name}.ipynb"
-    params = CI_PARAMETERS[name]
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False, execution_timeout=900)
-    nb = json.loads(out.read_text(encoding="utf-8"))
-    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
-                      for o in c.get("outputs", []) if o.get("name") == "stdout")
-    return params, printed
+
+def _rerun(template, dataset, params, max_tokens, **kw):
+    """The chapter's evaluation of `template` again, on its rows and model: answered from the chapter's cache."""
+    return pk.lessons.evaluate(template, dataset, n=params["N_ROWS"], models=["local:qwen2.5-0.5b"],
+                               max_tokens=max_tokens, progress=False, **kw)
 
 
 def _pct(x):
@@ -330,11 +318,10 @@ def _pct(x):
 @pytest.mark.notebook
 @pytest.mark.local_model
 @pytest.mark.timeout(1800)
-def test_chaining_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch):
-    params, printed = _execute("09_chaining", notebook_cache, tmp_path, monkeypatch)
+def test_chaining_sentences_come_from_the_run(execute_chapter, chapter_cache):
+    params, printed = _execute("09_chaining", execute_chapter)
     n = params["N_ROWS"]
-    one = pk.lessons.evaluate(load_dataset("renewal_tier").template().replace(name="one prompt"), "renewal_tier",
-                              n=n, models=["local:qwen2.5-0.5b"], max_tokens=16, progress=False)  # answered from the cache
+    one = _rerun(load_dataset("renewal_tier").template().replace(name="one prompt"), "renewal_tier", params, 16)
     acc = (one.df["label_match_label"] == one.df["target"]).mean()
     m = re.search(r"Accuracy: one prompt (\d\.\d\d), chain (\d\.\d\d) \(([-+]\d\.\d\d);.*on these (\d+) rows\)", printed)
     assert m, printed
@@ -347,11 +334,10 @@ def test_chaining_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypa
 @pytest.mark.notebook
 @pytest.mark.local_model
 @pytest.mark.timeout(1800)
-def test_tool_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch):
-    params, printed = _execute("10_tools", notebook_cache, tmp_path, monkeypatch)
+def test_tool_sentences_come_from_the_run(execute_chapter, chapter_cache):
+    params, printed = _execute("10_tools", execute_chapter)
     ds = load_dataset("tool_calls")
-    res = pk.lessons.evaluate(ds.template().replace(name="prompt"), "tool_calls", n=params["N_ROWS"],
-                              models=["local:qwen2.5-0.5b"], max_tokens=80, progress=False)
+    res = _rerun(ds.template().replace(name="prompt"), "tool_calls", params, 80)
     full = sum(r.grades["tool_call"].passed for r in res.results) / len(res.results)
     right_tool = sum(bool(r.grades["tool_call"].details.get("tool_correct")) for r in res.results) / len(res.results)
     line = f"prompt on local:qwen2.5-0.5b: {_pct(full)} fully right, right tool {_pct(right_tool)}"
@@ -362,14 +348,13 @@ def test_tool_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch)
 @pytest.mark.notebook
 @pytest.mark.local_model
 @pytest.mark.timeout(1800)
-def test_retrieval_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch):
-    params, printed = _execute("11_retrieval", notebook_cache, tmp_path, monkeypatch)
+def test_retrieval_sentences_come_from_the_run(execute_chapter, chapter_cache):
+    params, printed = _execute("11_retrieval", execute_chapter)
     qs = load_dataset("cs_questions")
     idx = retrieval.BM25(retrieval.load_corpus())
     r1 = sum(retrieval.recall_at_k([d.id for d, _ in idx.search(r.input["question"], 1)], r.target["docs"]) for r in qs) / len(qs)
     assert f"Over the {len(qs)} questions, BM25's recall@1 is {_pct(r1)}" in printed, printed
-    closed = pk.lessons.evaluate(qs.template().replace(name="closed book"), "cs_questions", n=params["N_ROWS"],
-                                 models=["local:qwen2.5-0.5b"], max_tokens=60, progress=False)
+    closed = _rerun(qs.template().replace(name="closed book"), "cs_questions", params, 60)
     acc = sum(r.grades["cited_answer"].passed for r in closed.results) / len(closed.results)
     assert f"Closed book, the model answered {_pct(acc)} of {params['N_ROWS']} questions right" in printed, printed
 
@@ -377,10 +362,10 @@ def test_retrieval_sentences_come_from_the_run(notebook_cache, tmp_path, monkeyp
 @pytest.mark.notebook
 @pytest.mark.local_model
 @pytest.mark.timeout(1800)
-def test_capstone_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypatch):
+def test_capstone_sentences_come_from_the_run(execute_chapter, chapter_cache):
     from promptkit import rubrics
 
-    params, printed = _execute("12_capstone", notebook_cache, tmp_path, monkeypatch)
+    params, printed = _execute("12_capstone", execute_chapter)
     judge = rubrics.cached_judge(params["JUDGE_MODEL"])  # the chapter's judge calls, answered by the notebook cache
     rulings = rubrics.judge_rulings(rubrics.load_ratings()[: params["N_RATED"]], judge, progress=False)
     j = rulings[rulings["judge"].notna()]
@@ -391,8 +376,7 @@ def test_capstone_sentences_come_from_the_run(notebook_cache, tmp_path, monkeypa
     m = rulings[rulings["mechanical"].notna()]
     assert f"The mechanical checks agreed on {_pct((m['mechanical'] == m['human']).mean())} of the {len(m)}" in printed
     start = load_dataset("renewal_email").template().replace(name="dataset prompt")
-    res = pk.lessons.evaluate(start, "renewal_email", n=params["N_ROWS"], models=["local:qwen2.5-0.5b"],
-                              max_tokens=params["MAX_TOKENS"], graders=[rubrics.rubric_checks()], progress=False)
+    res = _rerun(start, "renewal_email", params, params["MAX_TOKENS"], graders=[rubrics.rubric_checks()])
     share = sum(r.grades["rubric_checks"].score for r in res.results) / len(res.results)
     assert f"The dataset prompt's emails pass {_pct(share)} of their checks on average" in printed, printed
 

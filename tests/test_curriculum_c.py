@@ -3,14 +3,13 @@ executed chapter prints, checked against the numbers of that same run."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 import promptkit as pk
 from promptkit import grounding
-from promptkit.exercises import ExerciseError, check, get_exercise, load_exercises, solution
+from promptkit.exercises import ExerciseError, get_exercise, load_exercises
 from promptkit.results import Results
 from promptkit.types import Cell, CellResult, Completion, Message, Request, Row, Settings
 
@@ -202,14 +201,11 @@ def test_exercise_measures_grounding_and_caps_the_invented_rate(tmp_path):
 
 @pytest.mark.local_model
 @pytest.mark.timeout(3600)
-def test_cut_invented_starter_fails_and_reference_passes():
+def test_cut_invented_starter_fails_and_reference_passes(exercise_bar):
     ex = get_exercise("grounding.cut_invented")
-    start = check(ex.id, ex.starter(), progress=False)
-    assert not start.passed and start.hint, str(start)
+    start = exercise_bar.starter(ex.id)
     assert start.measured["invented_high"] > ex.at_most["invented_high"], str(start)
-    sol = solution(ex.id)
-    assert sol.meta.get("model", ex.model) == ex.model
-    ref = check(ex.id, sol, settings=sol.meta.get("settings"), progress=False)
+    ref = exercise_bar.reference(ex.id)
     assert ref.passed, str(ref)
     assert ref.measured["invented_rate"] < start.measured["invented_rate"]
 
@@ -237,28 +233,10 @@ print("@@DUMP@@" + __import__("json").dumps({"cells": _cells(runs), "plain": pla
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory, notebook_cache):
+def executed(execute_chapter):
     """Chapter 07 run with the CI parameters (answer cache shared with test_notebooks.py), plus a cell that
     dumps each call's grade; returns (printed text, dump)."""
-    import nbformat
-    import papermill as pm
-
-    from test_notebooks import CI_PARAMETERS
-
-    nb = nbformat.read(ROOT / "notebooks" / "07_grounding.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(DUMP))
-    src = tmp_path_factory.mktemp("07_grounding") / "07_grounding.ipynb"
-    nbformat.write(nb, src)
-    old = os.environ.get("PROMPTKIT_CACHE_DIR")
-    os.environ["PROMPTKIT_CACHE_DIR"] = str(notebook_cache)
-    try:
-        out = pm.execute_notebook(str(src), str(src.with_suffix(".out.ipynb")), parameters=CI_PARAMETERS["07_grounding"],
-                                  cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
-                                  execution_timeout=900)
-    finally:
-        os.environ.pop("PROMPTKIT_CACHE_DIR") if old is None else os.environ.__setitem__("PROMPTKIT_CACHE_DIR", old)
-    text = "".join("".join(o.get("text", "")) for c in out["cells"] if c["cell_type"] == "code"
-                   for o in c.get("outputs", []) if o.get("name") == "stdout")
+    text = execute_chapter("07_grounding", extra=DUMP).printed()
     return text.split("@@DUMP@@", 1)[0], json.loads(text.split("@@DUMP@@", 1)[1].splitlines()[0])
 
 

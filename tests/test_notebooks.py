@@ -37,17 +37,9 @@ pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
 
 @pytest.mark.timeout(1800)  # a chapter runs ~1-2 min on a quiet 2-core machine; far longer when loaded
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path, notebook_cache, monkeypatch):
-    import papermill as pm
-
-    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(notebook_cache))
-
+def test_notebook_executes(path, execute_chapter):
+    assert os.environ.get("PROMPTKIT_HOME"), "tests run with an isolated PROMPTKIT_HOME"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     out = ARTIFACTS / path.name
-    env_home = os.environ.get("PROMPTKIT_HOME")
-    assert env_home, "tests run with an isolated PROMPTKIT_HOME"
-    pm.execute_notebook(
-        str(path), str(out), parameters=CI_PARAMETERS.get(path.stem, {}), cwd=str(path.parent),
-        kernel_name="python3", progress_bar=False, execution_timeout=900,
-    )
+    execute_chapter(path.stem, out=out)  # conftest.py: papermill at CI_PARAMETERS, on the session's answer cache
     assert out.exists()

@@ -1,6 +1,7 @@
 """Every sentence a chapter prints about a result is true to its run.
 
-Chapters 01 and 02 are executed at their CI parameters; then the same evaluations are run again in this
+Chapters 01 and 02 are executed at their CI parameters (the session's one run of each, shared with
+test_notebooks.py: conftest.py's execute_chapter); then the same evaluations are run again in this
 process from the same answer cache (so on the very same answers), and each generated sentence is checked
 against the numbers it summarises. Sentences are also checked for inner consistency (a change equals the
 difference of the two scores it names; a null never "agrees"; a cut-off answer is never called finished).
@@ -8,14 +9,13 @@ difference of the two scores it names; a null never "agrees"; a cut-off answer i
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 import promptkit as pk
 from promptkit import lessons
 
-from test_notebooks import ARTIFACTS, CI_PARAMETERS, ROOT  # rootdir-relative: tests/ is on sys.path
+from test_notebooks import ROOT  # rootdir-relative: tests/ is on sys.path
 
 pytestmark = [pytest.mark.notebook, pytest.mark.local_model]
 
@@ -26,21 +26,10 @@ EFFECT = re.compile(
 DETECT = re.compile(r"smallest change that could reach significance is (?P<s>[\d.]+) \((?P<k>\d+) rows")
 
 
-def _execute(stem: str, cache: Path, monkeypatch) -> tuple[str, dict]:
-    import nbformat
-    import papermill as pm
-
-    monkeypatch.setenv("PROMPTKIT_CACHE_DIR", str(cache))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = ARTIFACTS / f"{stem}.sentences.ipynb"
-    params = CI_PARAMETERS.get(stem, {})
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out), parameters=params,
-                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
-                        execution_timeout=1500)
-    nb = nbformat.read(out, as_version=4)
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                     if o.get("output_type") == "stream")
-    return text, params
+def _execute(stem: str, execute_chapter) -> tuple[str, dict]:
+    """The chapter at its CI parameters (written to a temporary folder, not to the notebooks nbval runs again)."""
+    run = execute_chapter(stem, timeout=1500)
+    return run.printed(("stdout", "stderr"), sep="\n"), run.params
 
 
 def _defaults(stem: str) -> dict:
@@ -74,9 +63,9 @@ def _no_stale_claims(text: str, source: str) -> None:
         assert stale not in text and stale not in source, stale
 
 
-def test_chapter_01_sentences_match_its_run(notebook_cache, monkeypatch):
+def test_chapter_01_sentences_match_its_run(execute_chapter, chapter_cache):
     stem = "01_foundations"
-    text, params = _execute(stem, notebook_cache, monkeypatch)
+    text, params = _execute(stem, execute_chapter)
     p = {**_defaults(stem), **params}
     _no_stale_claims(text, (ROOT / "notebooks" / "src" / f"{stem}.py").read_text(encoding="utf-8"))
     effects = _check_effect_sentences(text)
@@ -134,9 +123,9 @@ def test_chapter_01_sentences_match_its_run(notebook_cache, monkeypatch):
     check_contrast(contrast)
 
 
-def test_chapter_02_sentences_match_its_run(notebook_cache, monkeypatch):
+def test_chapter_02_sentences_match_its_run(execute_chapter, chapter_cache):
     stem = "02_power_phrases"
-    text, params = _execute(stem, notebook_cache, monkeypatch)
+    text, params = _execute(stem, execute_chapter)
     p = {**_defaults(stem), **params}
     _no_stale_claims(text, (ROOT / "notebooks" / "src" / f"{stem}.py").read_text(encoding="utf-8"))
     for name in p["DATASETS"]:
