@@ -17,10 +17,11 @@ Needs `dask` and `distributed` (`pip install 'promptkit[cluster]'`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ExperimentError, redact, require
 from .types import Completion, Request
@@ -34,6 +35,22 @@ PROVIDERS_SEEN: dict[str, set[int]] = {}  # worker side: the provider objects th
 def _distributed() -> Any:
     return require("distributed", "cluster= needs Dask distributed: pip install 'promptkit[cluster]' "
                                   "(or pip install dask distributed)")
+
+
+@contextlib.contextmanager
+def environ_kept() -> Iterator[None]:
+    """Put this process's environment back as it was: Dask's nanny writes the variables it means for the workers
+    it spawns (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into os.environ and leaves them,
+    and everything this process starts later (a notebook kernel, a dashboard) would inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in [k for k in os.environ if k not in saved]:
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 def check_cluster(value: Any) -> Any:
@@ -110,20 +127,21 @@ class ClusterPart:
         distributed = _distributed()
         own_cluster = None
         target = self.cluster
-        if target == "local":
-            own_cluster = await distributed.LocalCluster(
-                n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None, asynchronous=True)
-            target = own_cluster
-        elif not isinstance(target, str):
-            target = target.scheduler.address  # a user's Client: our own asynchronous one to the same scheduler
-        try:
-            connect_s = float(os.environ.get("PROMPTKIT_CLUSTER_CONNECT_S") or 20)
-            async with distributed.Client(target, asynchronous=True, timeout=connect_s) as client:
-                self.address = client.scheduler.address
-                await self._run(client, distributed)
-        finally:
-            if own_cluster is not None:
-                await own_cluster.close()
+        with environ_kept() if target == "local" else contextlib.nullcontext():
+            if target == "local":
+                own_cluster = await distributed.LocalCluster(
+                    n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None, asynchronous=True)
+                target = own_cluster
+            elif not isinstance(target, str):
+                target = target.scheduler.address  # a user's Client: our own asynchronous one to the same scheduler
+            try:
+                connect_s = float(os.environ.get("PROMPTKIT_CLUSTER_CONNECT_S") or 20)
+                async with distributed.Client(target, asynchronous=True, timeout=connect_s) as client:
+                    self.address = client.scheduler.address
+                    await self._run(client, distributed)
+            finally:
+                if own_cluster is not None:
+                    await own_cluster.close()
 
     async def _run(self, client: Any, distributed: Any) -> None:
         timeout = self.run.timeout_local_s

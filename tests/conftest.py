@@ -149,6 +149,34 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     yield
 
 
+# Variables that decide how many threads llama.cpp (and numpy's BLAS) use in this process and in every kernel,
+# dashboard and worker it starts: one left behind made every later model test run on one thread (issue 15).
+THREAD_ENV = ("PROMPTKIT_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS",
+              "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+_THREAD_ENV_AT_START = {k: os.environ.get(k) for k in THREAD_ENV}
+_LAST_MODULE = {"name": ""}  # the module of the last test that started
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test may change the thread variables for itself (monkeypatch) or its module (a module fixture), never for
+    the modules after it: before the first test of each module (the previous module's fixtures are torn down by
+    then, this module's not set up yet) they are as the session started, or that test fails naming them."""
+    module = getattr(item.module, "__name__", "")
+    if module == _LAST_MODULE["name"]:
+        return
+    before, _LAST_MODULE["name"] = _LAST_MODULE["name"], module
+    now = {k: os.environ.get(k) for k in THREAD_ENV}
+    if now != _THREAD_ENV_AT_START:
+        left = {k: v for k, v in now.items() if v != _THREAD_ENV_AT_START[k]}
+        for k, v in _THREAD_ENV_AT_START.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        pytest.fail(f"the tests of {before} left {left} in os.environ (restored now)")
+
+
 @pytest.fixture(autouse=True)
 def _sigint_restored(request):
     """Ctrl-C tests send a real SIGINT: a handler some code left behind (an event loop's add_signal_handler

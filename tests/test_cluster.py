@@ -28,12 +28,15 @@ def grid(n_rows: int = 4) -> Experiment:
 
 @pytest.fixture(scope="module")
 def cluster():
-    import os
+    from promptkit.cluster import environ_kept
 
-    os.environ.setdefault("PROMPTKIT_THREADS", "1")  # workers inherit it: one llama.cpp thread each
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
-                                  processes=True) as lc, distributed.Client(lc) as client:
-        yield client
+    # the workers inherit PROMPTKIT_THREADS=1 (one llama.cpp thread each); this process gets its environment back,
+    # or every later test, chapter kernel and dashboard would run llama.cpp on one thread (they did: issue 15's time)
+    with pytest.MonkeyPatch.context() as mp, environ_kept():
+        mp.setenv("PROMPTKIT_THREADS", "1")
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                                      processes=True) as lc, distributed.Client(lc) as client:
+            yield client
 
 
 def test_a_smollm2_grid_on_two_workers_matches_the_in_process_run(cluster, tmp_path):
@@ -80,6 +83,9 @@ def test_cli_scheduler_local_starts_and_stops_its_own_cluster(tmp_path, monkeypa
     from promptkit.cli import main
 
     monkeypatch.setenv("PROMPTKIT_THREADS", "1")
+    import os
+
+    before = dict(os.environ)
     yml = tmp_path / "exp.yaml"
     yml.write_text("name: clusteryaml\nprompts:\n  - template: {name: t, turns: [{role: user, content: 'Say {{x}}'}]}\n"
                    "models: [local:smollm2]\nrows:\n  - {id: a, input: {x: hello}}\n  - {id: b, input: {x: bye}}\n"
@@ -90,5 +96,8 @@ def test_cli_scheduler_local_starts_and_stops_its_own_cluster(tmp_path, monkeypa
     res = Results.from_jsonl(tmp_path / "out" / "results.jsonl")
     assert len(res.results) == 2 and all(r.completion.ok and r.completion.text for r in res.results)
     assert sum(res.meta["cluster"]["cells_by_worker"].values()) == 2
+    # Dask's nanny writes OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_ and more into this process's environment
+    # for the workers it spawns; the run's own cluster must not leave them to everything started afterwards
+    assert dict(os.environ) == before
     assert main(["run", str(yml), "--out", str(tmp_path / "out2"), "--scheduler", "nowhere"]) == 2
     assert "scheduler address" in capsys.readouterr().err
