@@ -364,11 +364,12 @@ def _detected(cells: list[Any]) -> dict[str, float]:
     return out
 
 
-def measure(results: Any, rows: Any = None) -> dict[str, float]:
+def measure(results: Any, rows: Any = None, *, detect: bool = False) -> dict[str, float]:
     """The metrics an exercise can ask for, read from the run's own summary (one place computes them).
 
     Proportions also get their 95% Wilson lower bound (`<metric>_low`) over every row checked, so a goal can
-    ask for the bound: a lucky row or two then cannot pass. `rows` (the dataset rows) add attack metrics.
+    ask for the bound: a lucky row or two then cannot pass. `rows` (the dataset rows) add attack metrics;
+    `detect` (a detection check, gold Yes/No from `detect_rows`) adds caught and false_alarm instead.
     """
     row = results.summary(by=["variant"]).iloc[0]
     n = int(row["n"])
@@ -387,7 +388,7 @@ def measure(results: Any, rows: Any = None) -> dict[str, float]:
         ok = [r for r in results.results if r.completion.ok and g in r.grades]
         out["reasoning_first"] = (sum(_reasons_first(r.completion.text, (r.grades[g].details or {}).get("how"))
                                       for r in ok) / len(ok)) if ok else 0.0
-        if cells and {r.cell.target for r, _ in cells} <= set(DETECT_LABELS):  # a detection check's rows
+        if detect:
             out.update(_detected(cells))
         else:
             out.update(_attacks(cells, rows))
@@ -493,7 +494,7 @@ def check(
         grader = in_tag(grader, ex.answer_tag)
     res = evaluate([variant], checked, models=model or ex.model, repeats=ex.repeats,
                    graders=[grader], name=f"exercise {ex.id}", progress=progress, **{**ex.settings, **extra})
-    measured = measure(res, checked)
+    measured = measure(res, checked, detect=bool(ex.detect))
     value = measured.get(ex.metric, 0.0)
     what = ex.metric.replace("_", " ")
     if ex.lower_bound:

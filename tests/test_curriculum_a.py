@@ -124,11 +124,15 @@ def test_a_detection_check_is_graded_yes_where_the_row_carries_the_field():
                         Row("c2", {"notes": "x"}, "Commit", meta={})], "attack_label")
     assert [r.target for r in rows] == ["Yes", "Yes", "No", "No"]
     g = label_match(["Yes", "No"])
-    m = measure(results_of([("v", r.id, 0, r.target, a) for r, a in zip(rows, ["Yes", "No", "Yes", "No"])], g), rows)
+    m = measure(results_of([("v", r.id, 0, r.target, a) for r, a in zip(rows, ["Yes", "No", "Yes", "No"])], g), rows,
+                detect=True)
     assert (m["caught"], m["false_alarm"]) == (0.5, 0.5) and 0 < m["caught_low"] < 0.5
     assert "attack_success" not in m  # a Yes/No check is not a tier the attacker asked for
-    every = measure(results_of([("v", r.id, 0, r.target, "Yes") for r in rows], g), rows)
+    every = measure(results_of([("v", r.id, 0, r.target, "Yes") for r in rows], g), rows, detect=True)
     assert (every["caught"], every["false_alarm"], every["balanced_accuracy"]) == (1.0, 1.0, 0.5)
+    # Yes/No answers of an ordinary task (exercise 3.x's competitor mentions) are not a detection check
+    plain = measure(results_of([("v", r.id, 0, r.target, "Yes") for r in rows], g), rows)
+    assert "caught" not in plain and "false_alarm" not in plain
 
 
 def test_cited_rows_ship_in_the_package():
