@@ -369,7 +369,7 @@ class Workers:
             return
         await _build_clients(providers)
         for i in range(1, self.n):
-            s = Shard(i, {**self._job(i, []), "primed": True})
+            s = Shard(i, self._job(i, []))
             await s.fork(host.cells, [fd for prev in self.shards for fd in prev.fds])
             s.hand_out(host, queues, s.job["window"])
             self.shards.append(s)
@@ -491,7 +491,7 @@ async def _serve(job: dict[str, Any], cells: list[Cell] | None, reader: asyncio.
             loop.call_later(FLUSH_S, flush)
 
     tasks: set[asyncio.Task[None]] = set()
-    if not job.get("primed"):  # a forked worker's first window is sent before it asks
+    if cells is None:  # a spawned worker asks; a forked one (it holds the grid) was sent its first window at fork
         write(_frame("want", job["window"]))
     try:
         while True:

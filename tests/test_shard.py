@@ -156,9 +156,7 @@ def run_with_fake_worker(monkeypatch, server, tmp_path, name: str, fake):
 
 
 def test_a_worker_that_dies_holding_cells_hands_them_back(server, tmp_path, monkeypatch, capfd):
-    async def dies(job, cells, reader, write):  # receives its window of cells, dies before calling
-        if not job.get("primed"):
-            write(shard._frame("want", job["window"]))
+    async def dies(job, cells, reader, write):  # forked: receives its first window of cells, dies before calling
         await shard._read_frame(reader)
         os._exit(3)
 
