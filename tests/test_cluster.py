@@ -2,6 +2,8 @@
 the same answers as in-process, each worker loads the model once, answers go to the driver's cache."""
 from __future__ import annotations
 
+import os
+
 import distributed  # the dev extra pulls it through the cluster extra
 import pytest
 
@@ -32,8 +34,8 @@ def cluster():
 
     # the workers inherit PROMPTKIT_THREADS=1 (one llama.cpp thread each); this process gets its environment back,
     # or every later test, chapter kernel and dashboard would run llama.cpp on one thread (they did: issue 15's time)
-    with pytest.MonkeyPatch.context() as mp, environ_kept():
-        mp.setenv("PROMPTKIT_THREADS", "1")
+    with environ_kept():
+        os.environ["PROMPTKIT_THREADS"] = "1"
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                                       processes=True) as lc, distributed.Client(lc) as client:
             yield client
@@ -83,8 +85,6 @@ def test_cli_scheduler_local_starts_and_stops_its_own_cluster(tmp_path, monkeypa
     from promptkit.cli import main
 
     monkeypatch.setenv("PROMPTKIT_THREADS", "1")
-    import os
-
     before = dict(os.environ)
     yml = tmp_path / "exp.yaml"
     yml.write_text("name: clusteryaml\nprompts:\n  - template: {name: t, turns: [{role: user, content: 'Say {{x}}'}]}\n"
