@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .config import cache_dir, env
 from .files import atomic_write
@@ -221,6 +221,20 @@ class DiskCache:
         return sum(1 for p in self.root.glob("*/*.json") if not p.name.startswith("."))
 
 
+def _while_locked(step: Callable[[], Any], patience_s: float = 30.0) -> Any:
+    """Run `step`, again while another process holds the file: switching a new file to WAL takes an exclusive
+    lock that SQLite does not wait for (busy_timeout does not apply), so two processes opening one fresh cache
+    at once (a run's workers, two notebooks) saw "database is locked" and lost a burst of answers."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteCache:
     """Every answer in one SQLite file in WAL mode: the runner's default store.
 
@@ -246,10 +260,10 @@ class SqliteCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA busy_timeout=30000")
-            con.execute("PRAGMA journal_mode=WAL")
+            _while_locked(lambda: con.execute("PRAGMA journal_mode=WAL"))
             con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("CREATE TABLE IF NOT EXISTS answers "
-                        "(key TEXT PRIMARY KEY, completion TEXT NOT NULL, stored_at REAL NOT NULL)")
+            _while_locked(lambda: con.execute("CREATE TABLE IF NOT EXISTS answers "
+                                              "(key TEXT PRIMARY KEY, completion TEXT NOT NULL, stored_at REAL NOT NULL)"))
             self._con = con
         return self._con
 
@@ -381,7 +395,7 @@ class SqliteCache:
             con = self._connect(create=True)
             assert con is not None
             with con:  # BEGIN ... COMMIT (isolation_level=None leaves transactions to us)
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting busy_timeout for it
                 con.executemany("INSERT OR REPLACE INTO answers (key, completion, stored_at) VALUES (?, ?, ?)", rows)
 
     def __contains__(self, key: str) -> bool:

@@ -166,3 +166,52 @@ def test_a_dotenv_file_supplies_key_and_base_url(server, monkeypatch, tmp_path):
     c = pk.complete("from dotenv", MODEL)
     assert c.ok and c.text == "from dotenv"
     assert server.last.headers["authorization"] == f"Bearer {CANARY}"
+
+
+
+def _complete_against(reply: object) -> pk.Completion:
+    """pk.complete against a loopback server whose every answer is the JSON `reply` (200, application/json)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = json.dumps(reply).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        return pk.complete("q", f"openai:gpt-4o-mini@http://127.0.0.1:{srv.server_address[1]}/v1")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("reply, why", [
+    ({"object": "list", "data": []}, "KeyError"),  # JSON, but not a chat completion
+    ({"choices": []}, "StopIteration"),
+    ({"choices": [{"index": 0, "finish_reason": "stop"}]}, "KeyError"),  # no message
+    ({"choices": [{"index": 0, "message": {"content": ["a", "b"]}}]}, "TypeError"),
+    ([1, 2], "TypeError"),
+])
+def test_a_json_reply_that_is_not_a_chat_completion_is_malformed(reply, why):
+    """A plain call reads the decoded JSON itself (no SDK model is built), so it must say what is wrong."""
+    c = _complete_against(reply)
+    assert c.error_kind == "malformed" and f"the reply is not a chat completion ({why})" in c.error
+
+
+def test_a_reply_with_unreadable_usage_keeps_its_answer():
+    c = _complete_against({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Commit"},
+                                        "finish_reason": "stop"}], "usage": "many"})
+    assert c.ok and (c.text, c.finish_reason, c.input_tokens, c.output_tokens) == ("Commit", "stop", None, None)
