@@ -14,6 +14,7 @@ from fakeservers import VENDORS, FakeServer, Fault, Reply, only_vendor, tokens_o
 from promptkit.catalog import catalog
 from promptkit.providers import parse_spec
 from promptkit.providers.openai import OpenAIProvider
+from promptkit.types import Completion
 
 CANARY, MODEL = VENDORS["openai"].canary, VENDORS["openai"].model
 vendor = only_vendor("openai")  # conftest's `pointed` points this SDK at the fake server
@@ -169,7 +170,7 @@ def test_a_dotenv_file_supplies_key_and_base_url(server, monkeypatch, tmp_path):
 
 
 
-def _complete_against(reply: object) -> pk.Completion:
+def _complete_against(reply: object) -> Completion:
     """pk.complete against a loopback server whose every answer is the JSON `reply` (200, application/json)."""
     import json
     import threading
