@@ -1,11 +1,13 @@
-"""Local-model grid throughput on a Dask LocalCluster with 1 and with 2 workers (one llama.cpp thread each).
+"""Local-model grid throughput: in one process on every core (what a user runs instead) against Dask LocalClusters.
 
-The same SmolLM2 grid (distinct prompts, cache off) runs in-process, then on a 1-worker and a 2-worker
-LocalCluster; each cluster first answers a warm-up grid so every worker has loaded the model, then the
-timed grid. Prints wall time, cells/s, output tokens/s and the speed-up of 2 workers over 1. On a 2-core
-machine with nothing else running, expect close to 2x; a machine shared with other work shows less.
+The same SmolLM2 grid (distinct prompts, cache off) runs in-process with promptkit's default threads (printed
+as prompt/generation threads), then on LocalClusters: 1 worker on one llama.cpp thread; `cluster="local"`'s
+own layout (a worker per core, one llama.cpp thread each: `cluster.local_cluster_options()`); and the layout
+it had before, a worker per core each taking every core for the prompt and for generation. Each cluster first answers a warm-up grid
+so every worker has loaded the model (cluster start and model loads are not in the timings). Prints wall
+time, cells/s, output tokens/s and each row against the in-process run.
 
-Run: PROMPTKIT_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py [--cells 32] [--max-tokens 32]
+Run: .venv/bin/python benchmarks/bench_cluster.py [--cells 32] [--max-tokens 32]
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PROMPTKIT_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -52,21 +53,29 @@ def main() -> None:
     a = ap.parse_args()
     import distributed
 
+    from promptkit.cluster import environ_kept, local_cluster_options
+    from promptkit.cpu import thread_plan
+
+    os.environ.pop("PROMPTKIT_THREADS", None)
     rows = []
     timed(grid(2, a.max_tokens, "warm"))
-    rows.append(("in-process", *timed(grid(a.cells, a.max_tokens, "inproc"))[:3]))
-    for n in (1, 2):
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=None) as lc, \
-                distributed.Client(lc) as client:
-            timed(grid(4 * n, a.max_tokens, f"warm{n}-"), cluster=client)  # every worker loads the model
-            rows.append((f"dask {n} worker{'s' if n > 1 else ''}",
-                         *timed(grid(a.cells, a.max_tokens, f"w{n}-"), cluster=client)[:3]))
+    plan = thread_plan()
+    rows.append((f"in-process, {plan.threads}/{plan.decode_threads} threads",
+                 *timed(grid(a.cells, a.max_tokens, "inproc"))[:3]))
+    own = local_cluster_options()
+    layouts = [("dask 1 worker x 1 thread", {**own, "n_workers": 1}),
+               (f'cluster="local": {own["n_workers"]} x 1 thread', own),
+               (f'before: {own["n_workers"]} x {plan.threads}/{plan.threads} threads',
+                {**own, "env": {"PROMPTKIT_THREADS": str(plan.threads), "PROMPTKIT_DECODE_THREADS": str(plan.threads)}})]
+    for name, opts in layouts:
+        with environ_kept(), distributed.LocalCluster(**opts) as lc, distributed.Client(lc) as client:
+            timed(grid(4 * opts["n_workers"], a.max_tokens, f"warm-{len(rows)}-"), cluster=client)  # every worker loads
+            rows.append((name, *timed(grid(a.cells, a.max_tokens, f"w{len(rows)}-"), cluster=client)[:3]))
     print(f"SmolLM2-135M, {a.cells} cells x max_tokens {a.max_tokens}, {os.cpu_count()} cores, "
-          f"PROMPTKIT_THREADS={os.environ['PROMPTKIT_THREADS']}")
-    print(f"{'mode':<16}{'wall s':>8}{'cells/s':>10}{'out tok/s':>11}")
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'mode':<32}{'wall s':>8}{'cells/s':>10}{'out tok/s':>11}{'x in-process':>14}")
     for name, wall, cps, tps in rows:
-        print(f"{name:<16}{wall:>8.2f}{cps:>10.2f}{tps:>11.1f}")
-    print(f"2 workers / 1 worker: {rows[2][2] / rows[1][2]:.2f}x cells/s")
+        print(f"{name:<32}{wall:>8.2f}{cps:>10.2f}{tps:>11.1f}{cps / rows[0][2]:>13.2f}x")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ so a model is loaded once per worker, not once per cell. Answers come back to th
 driver, which grades them, caches them and builds the Results; workers need the
 models installed but no access to the cache. API cells stay in the driver's event
 loop (they wait on the network, not the CPU). `cluster="local"` starts a
-LocalCluster on this machine with one single-threaded worker per core.
+LocalCluster on this machine with one worker per core, each running llama.cpp on one thread.
 
 Needs `dask` and `distributed` (`pip install 'promptkit[cluster]'`).
 """
@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from typing import Any, Iterator
 
+from .cpu import allowed_cpus
 from .errors import ExperimentError, redact, require
 from .types import Completion, Request
 
@@ -51,6 +52,14 @@ def environ_kept() -> Iterator[None]:
         for name, value in saved.items():
             if os.environ.get(name) != value:
                 os.environ[name] = value
+
+
+def local_cluster_options() -> dict[str, Any]:
+    """`cluster="local"`: one worker process per CPU this process may use, each running llama.cpp on one thread
+    (PROMPTKIT_THREADS, unless the user set it). Without it every worker took every core for its model, two
+    workers on two cores ran four llama.cpp threads, and each waited on threads the other had descheduled."""
+    return {"n_workers": allowed_cpus()[0], "threads_per_worker": 1, "dashboard_address": None,
+            "env": {"PROMPTKIT_THREADS": os.environ.get("PROMPTKIT_THREADS") or "1"}}
 
 
 def check_cluster(value: Any) -> Any:
@@ -129,8 +138,7 @@ class ClusterPart:
         target = self.cluster
         with environ_kept() if target == "local" else contextlib.nullcontext():
             if target == "local":
-                own_cluster = await distributed.LocalCluster(
-                    n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None, asynchronous=True)
+                own_cluster = await distributed.LocalCluster(**local_cluster_options(), asynchronous=True)
                 target = own_cluster
             elif not isinstance(target, str):
                 target = target.scheduler.address  # a user's Client: our own asynchronous one to the same scheduler

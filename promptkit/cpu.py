@@ -16,7 +16,8 @@ when it is loaded. So:
   warns and runs llama.cpp on one thread, which never enters an OpenMP region.
 
 Threads: every CPU this process may run on (sched_getaffinity, capped by a
-cgroup CPU quota), or PROMPTKIT_THREADS. Fewer threads when the machine is
+cgroup CPU quota), or PROMPTKIT_THREADS; on a machine of two CPUs, generation
+runs on one of them (ONE_DECODE_THREAD_UP_TO_CPUS below; PROMPTKIT_DECODE_THREADS). Fewer threads when the machine is
 busy was measured and is slower: with passive waiting, sleeping threads are
 woken ahead of CPU-bound processes, so two threads under two busy processes
 answered in 1.5 s where one thread took 3.2 s.
@@ -148,43 +149,68 @@ def load_average() -> float | None:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """How many threads llama.cpp gets and why, in words `promptkit models` prints."""
+    """How many threads llama.cpp gets and why, in words `promptkit models` prints.
+
+    `threads` evaluate the prompt (llama.cpp's n_threads_batch); `decode` generate the answer token by token
+    (n_threads; None: as many as `threads`).
+    """
 
     threads: int
     why: str
     spin_count: int | None = None  # None: not checked (no model loaded yet) or not OpenMP
+    decode: int | None = None
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode or self.threads
 
     def __str__(self) -> str:
-        return f"{self.threads} thread{'s' if self.threads != 1 else ''}: {self.why}"
+        def n(k: int) -> str:
+            return f"{k} thread{'s' if k != 1 else ''}"
+
+        if self.decode_threads == self.threads:
+            return f"{n(self.threads)}: {self.why}"
+        return f"{n(self.threads)} for the prompt and {n(self.decode_threads)} while generating: {self.why}"
 
 
-def _explicit_threads() -> int | None:
-    value = os.environ.get("PROMPTKIT_THREADS")
+# Generation on one thread on machines this small: each generated token is a few hundred small steps, and with
+# passive waiting the second thread sleeps and is woken for every one. Measured on the 2-core development
+# machine (benchmarks/bench_threads.py: 6 answers of 32 tokens after a ~250-token prompt, 2 rounds), the prompt
+# on both threads and generation on one against both on both: idle, SmolLM2 1.50x, Qwen2.5 0.5B 1.19x and 1.5B
+# 1.03x faster, each on less CPU; next to a busy process per core, SmolLM2 1.16x and Qwen2.5 0.5B 0.87x. The
+# prompt, one big batch, still takes every core. More CPUs were not measured, so they keep every core for both.
+ONE_DECODE_THREAD_UP_TO_CPUS = 2
+
+
+def _explicit_threads(name: str = "PROMPTKIT_THREADS") -> int | None:
+    value = os.environ.get(name)
     if not value:
         return None
     try:
         n = int(value)
     except ValueError:
-        raise PromptkitError(f"PROMPTKIT_THREADS must be a whole number of threads, got {value!r}") from None
+        raise PromptkitError(f"{name} must be a whole number of threads, got {value!r}") from None
     if n < 1:
-        raise PromptkitError(f"PROMPTKIT_THREADS must be at least 1, got {value!r}")
+        raise PromptkitError(f"{name} must be at least 1, got {value!r}")
     return n
 
 
 def thread_plan(spin_count: int | None = None, *, check: bool = False) -> ThreadPlan:
-    """The thread count for llama.cpp: PROMPTKIT_THREADS, else every allowed CPU, else 1 if its threads spin.
+    """The thread counts for llama.cpp: PROMPTKIT_THREADS, else every allowed CPU (generation on one thread on a
+    machine of up to two; PROMPTKIT_DECODE_THREADS sets that count), else 1 if its threads spin.
 
     `check=True` asks llama.cpp's libgomp for its spin count (loads llama_cpp).
     """
     if check and spin_count is None:
         spin_count = omp_spin_count()
     explicit = _explicit_threads()
+    decode = _explicit_threads("PROMPTKIT_DECODE_THREADS")
     policy = os.environ.get(WAIT_POLICY)
     if explicit is not None:
-        why = "set by PROMPTKIT_THREADS"
+        why = "set by PROMPTKIT_THREADS" + (" and PROMPTKIT_DECODE_THREADS" if decode else "")
         if spin_count:
             why += f" (OpenMP threads spin, GOMP_SPINCOUNT {spin_count}: slow when other processes share the CPU)"
-        return ThreadPlan(explicit, why, spin_count)
+        return ThreadPlan(explicit, why, spin_count, decode)
     n, why = allowed_cpus()
     if spin_count:
         cause = (f"the environment sets {WAIT_POLICY}={policy}" if policy and policy.upper() != "PASSIVE" else
@@ -198,7 +224,14 @@ def thread_plan(spin_count: int | None = None, *, check: bool = False) -> Thread
     busy = f"; load average {load:.1f}" if load is not None else ""
     how = "threads sleep while they wait (OpenMP passive)" if spin_count == 0 else \
         f"{WAIT_POLICY}={policy or 'unset'}"
-    return ThreadPlan(n, f"{why}; {how}, so a busy machine costs time in proportion to its share{busy}", spin_count)
+    why = f"{why}; {how}, so a busy machine costs time in proportion to its share{busy}"
+    if decode:
+        why += "; generation threads set by PROMPTKIT_DECODE_THREADS"
+    elif n <= ONE_DECODE_THREAD_UP_TO_CPUS and n > 1:
+        decode = 1
+        why += ("; generation on one thread: on this few CPUs, waking a sleeping second thread for every step "
+                "costs more than it brings")
+    return ThreadPlan(n, why, spin_count, decode)
 
 
 def warn_if_spinning(plan: ThreadPlan) -> None:

@@ -81,6 +81,31 @@ def test_bad_cluster_values_and_an_unreachable_scheduler(tmp_path, monkeypatch):
     assert "cannot reach the Dask scheduler" in res.results[0].completion.error
 
 
+def _worker_threads() -> tuple[str | None, int]:
+    from promptkit.cpu import thread_plan
+
+    return os.environ.get("PROMPTKIT_THREADS"), thread_plan().threads
+
+
+@pytest.mark.parametrize("user_threads", [None, "2"])
+def test_the_own_local_cluster_runs_one_llama_thread_per_worker_per_core(user_threads, monkeypatch):
+    """cluster="local": a worker per allowed CPU, each on one llama.cpp thread unless the user said otherwise (each
+    worker used to take every core for its model: four threads on two cores)."""
+    from promptkit.cluster import environ_kept, local_cluster_options
+    from promptkit.cpu import allowed_cpus
+
+    if user_threads is None:
+        monkeypatch.delenv("PROMPTKIT_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("PROMPTKIT_THREADS", user_threads)
+    opts = local_cluster_options()
+    assert opts["n_workers"] == allowed_cpus()[0] and opts["threads_per_worker"] == 1
+    with environ_kept(), distributed.LocalCluster(**opts) as lc, distributed.Client(lc) as client:
+        seen = client.run(_worker_threads)
+    want = user_threads or "1"
+    assert len(seen) == allowed_cpus()[0] and set(seen.values()) == {(want, int(want))}
+
+
 def test_cli_scheduler_local_starts_and_stops_its_own_cluster(tmp_path, monkeypatch, capsys):
     from promptkit.cli import main
 

@@ -16,7 +16,7 @@ import pytest
 
 import promptkit as pk
 from promptkit.errors import PromptkitError
-from promptkit.cpu import allowed_cpus, busy_cpu, thread_plan
+from promptkit.cpu import ONE_DECODE_THREAD_UP_TO_CPUS, allowed_cpus, busy_cpu, thread_plan
 
 PROMPT = "Write a long poem about the sea."
 TOKENS = 26
@@ -37,7 +37,8 @@ print(json.dumps({{"policy": __import__("os").environ.get("OMP_WAIT_POLICY"), "s
 
 
 def _probe(before: str = "", **env: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PROMPTKIT_THREADS")}
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PROMPTKIT_THREADS", "PROMPTKIT_DECODE_THREADS")}
     e.update(env)
     out = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], capture_output=True, text=True,
                          env=e, timeout=120)
@@ -59,7 +60,9 @@ def test_numpy_and_pandas_imported_first_still_give_sleeping_threads_on_every_co
     r = _probe("import numpy, pandas, matplotlib.pyplot")
     assert r["policy"] == "PASSIVE"
     assert r["spin"] == 0
-    assert r["threads"] == allowed_cpus()[0] == r["n_threads"] == r["n_threads_batch"]
+    n = allowed_cpus()[0]
+    assert r["threads"] == n == r["n_threads_batch"]
+    assert r["n_threads"] == (1 if n <= ONE_DECODE_THREAD_UP_TO_CPUS else n)  # generation: one thread on 2 CPUs
     assert not r["warnings"]
 
 
@@ -85,9 +88,43 @@ def test_promptkit_threads_sets_generation_and_prompt_threads():
     assert "PROMPTKIT_THREADS" in r["why"]
 
 
+@pytest.mark.local_model
+def test_promptkit_decode_threads_sets_the_generation_threads_alone():
+    r = _probe(PROMPTKIT_DECODE_THREADS="2")
+    assert (r["n_threads"], r["n_threads_batch"]) == (2, allowed_cpus()[0])
+    assert "PROMPTKIT_DECODE_THREADS" in r["why"]
+
+
+@pytest.mark.parametrize("cpus, env, want", [
+    (1, {}, (1, 1)),
+    (2, {}, (2, 1)),  # a 2-CPU machine: the prompt on both, generation on one
+    (4, {}, (4, 4)),  # not measured beyond two CPUs: every core for both
+    (2, {"PROMPTKIT_DECODE_THREADS": "2"}, (2, 2)),
+    (2, {"PROMPTKIT_THREADS": "2"}, (2, 2)),  # the user's count is both unless generation is named too
+    (4, {"PROMPTKIT_THREADS": "3", "PROMPTKIT_DECODE_THREADS": "1"}, (3, 1)),
+])
+def test_prompt_and_generation_threads(cpus, env, want, monkeypatch):
+    import promptkit.cpu as cpu
+
+    for name in ("PROMPTKIT_THREADS", "PROMPTKIT_DECODE_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(cpu, "allowed_cpus", lambda: (cpus, f"{cpus} CPUs"))
+    plan = thread_plan(spin_count=0)
+    assert (plan.threads, plan.decode_threads) == want
+    assert str(plan).startswith(f"{want[0]} thread" if want[0] == want[1] else
+                                f"{want[0]} threads for the prompt and {want[1]} thread")
+
+
 def test_bad_promptkit_threads_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PROMPTKIT_THREADS", "many")
     with pytest.raises(PromptkitError, match="PROMPTKIT_THREADS must be a whole number"):
+        thread_plan()
+    monkeypatch.delenv("PROMPTKIT_THREADS")
+    monkeypatch.setenv("PROMPTKIT_DECODE_THREADS", "0")
+    with pytest.raises(PromptkitError, match="PROMPTKIT_DECODE_THREADS must be at least 1, got '0'"):
         thread_plan()
 
 

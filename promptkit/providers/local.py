@@ -210,11 +210,6 @@ class LoadedModel:
         return g
 
 
-def threads() -> int:
-    """CPU threads for llama.cpp (PROMPTKIT_THREADS, else every allowed CPU; see promptkit.cpu.thread_plan)."""
-    return thread_plan().threads
-
-
 _LOADED: dict[tuple[str, bool, int], LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -249,7 +244,7 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False)
         t0 = time.perf_counter()
         llm = lc.Llama(  # n_threads_batch too: llama-cpp-python would otherwise use every core for prompts
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False,
-            n_threads=plan.threads, n_threads_batch=plan.threads, seed=0,
+            n_threads=plan.decode_threads, n_threads_batch=plan.threads, seed=0,
         )
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
