@@ -7,6 +7,7 @@ import multiprocessing as mp
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,17 +45,23 @@ def _sqlite_writer(path: str, who: int, start: "mp.synchronize.Event", out: "mp.
     out.put((who, errors))
 
 
-def test_sqlite_cache_takes_concurrent_writer_processes(tmp_path):
-    path = str(tmp_path / "shared" / "cache.sqlite3")
-    ctx = mp.get_context("spawn")
+def _race(method: str, writer: Any, path: str, n: int, timeout: float) -> dict[int, Any]:
+    """Start `n` processes of `writer(path, who, start, out)`, let them go at once, and collect what each reports."""
+    ctx = mp.get_context(method)
     start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_sqlite_writer, args=(path, w, start, out)) for w in range(N_PROCS)]
+    procs = [ctx.Process(target=writer, args=(path, w, start, out)) for w in range(n)]
     for p in procs:
         p.start()
     start.set()
-    reports = dict(out.get(timeout=120) for _ in procs)
+    reports = dict(out.get(timeout=timeout) for _ in procs)
     for p in procs:
         p.join(timeout=30)
+    return reports
+
+
+def test_sqlite_cache_takes_concurrent_writer_processes(tmp_path):
+    path = str(tmp_path / "shared" / "cache.sqlite3")
+    reports = _race("spawn", _sqlite_writer, path, N_PROCS, timeout=120)
     assert reports == {w: [] for w in range(N_PROCS)}, reports
     cache = SqliteCache(path)
     assert len(cache) == N_PROCS * N_OWN + N_SHARED
@@ -82,18 +89,10 @@ def test_a_fresh_cache_file_opened_by_several_processes_at_once_loses_no_answer(
     """Two workers of one run (or two notebooks) opening a cache that does not exist yet: switching the new file
     to WAL takes a lock SQLite does not wait for, and one process's burst of answers was lost ("database is
     locked", about one write in fifteen here before the fix)."""
-    ctx = mp.get_context("fork")
     lost = []
     for trial in range(40):
         path = str(tmp_path / f"t{trial}" / "cache.sqlite3")
-        start, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_fresh_file_writer, args=(path, w, start, out)) for w in range(4)]
-        for p in procs:
-            p.start()
-        start.set()
-        reports = dict(out.get(timeout=60) for _ in procs)
-        for p in procs:
-            p.join(timeout=30)
+        reports = _race("fork", _fresh_file_writer, path, 4, timeout=60)
         lost += [f"trial {trial}, writer {w}: {err}" for w, err in reports.items() if err]
         assert lost or len(SqliteCache(path)) == 4
     assert lost == []
