@@ -17,8 +17,8 @@ when it is loaded. So:
 
 Threads: every CPU this process may run on (sched_getaffinity, capped by a
 cgroup CPU quota), or PROMPTKIT_THREADS; on a machine of two CPUs, generation
-runs on one of them (ONE_DECODE_THREAD_UP_TO_CPUS below; PROMPTKIT_DECODE_THREADS). Fewer threads when the machine is
-busy was measured and is slower: with passive waiting, sleeping threads are
+runs on one of them (ONE_DECODE_THREAD_UP_TO_CPUS below; PROMPTKIT_DECODE_THREADS).
+Fewer threads when the machine is busy was measured and is slower: with passive waiting, sleeping threads are
 woken ahead of CPU-bound processes, so two threads under two busy processes
 answered in 1.5 s where one thread took 3.2 s.
 """
@@ -227,7 +227,7 @@ def thread_plan(spin_count: int | None = None, *, check: bool = False) -> Thread
     why = f"{why}; {how}, so a busy machine costs time in proportion to its share{busy}"
     if decode:
         why += "; generation threads set by PROMPTKIT_DECODE_THREADS"
-    elif n <= ONE_DECODE_THREAD_UP_TO_CPUS and n > 1:
+    elif 1 < n <= ONE_DECODE_THREAD_UP_TO_CPUS:
         decode = 1
         why += ("; generation on one thread: on this few CPUs, waking a sleeping second thread for every step "
                 "costs more than it brings")
